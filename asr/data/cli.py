@@ -1,0 +1,113 @@
+"""`asr-data`: build the embedded corpus and look at examples.
+
+  asr-data build --corpus synth --size tiny|small|full [--data-dir DIR] [--seed N] [--workers N]
+  asr-data show  --corpus synth --size tiny [--split dev] [-n 5] [--wav-dir DIR]
+  asr-data show  --corpus librispeech --split dev_clean
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import pathlib
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _dataset_name(args) -> str:
+  if args.corpus == "librispeech":
+    return "librispeech"
+  return f"synth_speech/{args.size}" + (f"_seed{args.seed}" if args.seed else "")
+
+
+def split_stats(source, split: str) -> dict:
+  """Utterances, hours and distinct speakers of one split (reads every example once)."""
+  seconds, speakers, n = 0.0, set(), 0
+  for ex in source.examples(split):
+    n += 1
+    seconds += len(ex["audio"]) / source.sample_rate
+    speakers.add(ex["speaker"])
+  return {"utterances": n, "hours": seconds / 3600, "speakers": len(speakers)}
+
+
+def print_stats(source) -> dict:
+  stats = {split: split_stats(source, split) for split in source.splits}
+  print(f"{'split':<12} {'utterances':>10} {'hours':>8} {'speakers':>9}")
+  for split, s in stats.items():
+    print(f"{split:<12} {s['utterances']:>10} {s['hours']:>8.2f} {s['speakers']:>9}")
+  return stats
+
+
+def build(args) -> int:
+  from asr.data import synth_tfds
+  from asr.data.sources import open_source
+  if args.corpus != "synth":
+    print("only the synthetic corpus is built here; LibriSpeech: `tfds build librispeech`",
+          file=sys.stderr)
+    return 2
+  builder = synth_tfds.builder(args.size, args.seed, data_dir=args.data_dir, workers=args.workers)
+  start = time.time()
+  if builder.is_prepared():
+    print(f"{_dataset_name(args)} is already built in {builder.data_dir}")
+  else:
+    builder.download_and_prepare()
+    print(f"built {_dataset_name(args)} in {time.time() - start:.1f} s -> {builder.data_dir}")
+  print_stats(open_source(_dataset_name(args), args.data_dir))
+  return 0
+
+
+def show(args) -> int:
+  from asr.data.sources import open_source
+  import numpy as np
+  source = open_source(_dataset_name(args), args.data_dir)
+  split = args.split or ("dev" if args.corpus == "synth" else "dev_clean")
+  wav_dir = pathlib.Path(args.wav_dir) if args.wav_dir else None
+  if wav_dir:
+    wav_dir.mkdir(parents=True, exist_ok=True)
+  accents = collections.Counter()
+  for i, ex in enumerate(source.examples(split)):
+    if i >= args.num:
+      break
+    seconds = len(ex["audio"]) / source.sample_rate
+    accents[ex["accent"]] += 1
+    flags = " whisper" if ex["whisper"] else ""
+    print(f"{ex['id']}  {seconds:5.2f}s  {ex['speaker']}{flags}\n    {ex['text']}")
+    if ex["entities"]:
+      print(f"    entities: {', '.join(ex['entities'])}")
+    if ex["bias_phrases"]:
+      print(f"    bias phrases: {', '.join(ex['bias_phrases'])}")
+    if wav_dir:
+      import soundfile
+      path = wav_dir / f"{ex['id']}.wav"
+      soundfile.write(path, np.asarray(ex["audio"]), source.sample_rate, subtype="PCM_16")
+      print(f"    wrote {path}")
+  return 0
+
+
+def main(argv=None) -> int:
+  from asr.data.sources import DEFAULT_DATA_DIR
+  parser = argparse.ArgumentParser(prog="asr-data", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="command", required=True)
+  for name in ("build", "show"):
+    p = sub.add_parser(name)
+    p.add_argument("--corpus", choices=["synth", "librispeech"], default="synth")
+    p.add_argument("--size", choices=["tiny", "small", "full"], default="tiny")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    if name == "build":
+      p.add_argument("--workers", type=int, default=None,
+                     help="generation processes (default: all cores); the bytes do not depend on it")
+    else:
+      p.add_argument("--split", default=None)
+      p.add_argument("-n", "--num", type=int, default=5)
+      p.add_argument("--wav-dir", default=None, help="also write the examples as WAV files here")
+  args = parser.parse_args(argv)
+  return {"build": build, "show": show}[args.command](args)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

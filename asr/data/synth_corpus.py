@@ -1,0 +1,153 @@
+"""The embedded synthetic English corpus: sentences x speakers x acoustics, a pure function of a seed.
+
+Utterance `i` of split `s` is generated from `numpy.random.default_rng([seed, s, i])` alone, so a
+corpus is identical whatever the number of worker processes and whichever order they finish in.
+Splits: `train`, `dev` and `test` use disjoint speakers of the seen accents (dev/test voices are
+never heard in training); `test_accent` uses an accent absent from the other three splits.
+
+This module does not import TensorFlow: the TFDS builder (`asr.data.synth_tfds`) drives it, and
+its worker processes stay light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import tempfile
+from typing import Iterator
+
+import numpy as np
+
+from asr.data import acoustics
+from asr.data.espeak import ESPEAK_SAMPLE_RATE, Synthesizer, VoiceBank
+from asr.data.sentences import bias_phrases, sample_sentence
+from asr.data.voices import HELD_OUT_ACCENT, SEEN_ACCENTS, Speaker, make_speakers
+
+SAMPLE_RATE = 16000
+SPLITS = ("train", "dev", "test", "test_accent")
+_SPLIT_CODES = {s: i + 1 for i, s in enumerate(SPLITS)}
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusSpec:
+  """Sizes of one corpus variant. Speakers are per seen accent (7 of them) except `test_accent`."""
+  name: str
+  utterances: dict            # split -> number of utterances
+  speakers_per_accent: dict   # split -> speakers per accent
+  seed: int = 0
+  whisper_prob: float = 0.04
+  reverb_prob: float = 0.5
+  clean_prob: float = 0.1     # share with no added noise
+  snr_db: tuple = (10.0, 30.0)
+  speed: tuple = (0.9, 1.1)   # tempo+pitch perturbation range on top of the speaker's rate
+
+  def speakers(self, split: str) -> list[Speaker]:
+    langs = [HELD_OUT_ACCENT] if split == "test_accent" else list(SEEN_ACCENTS)
+    return [spk for lang in langs
+            for spk in make_speakers(self.seed, split, lang, self.speakers_per_accent[split])]
+
+
+SPECS = {
+    "tiny": CorpusSpec(
+        "tiny", utterances={"train": 240, "dev": 40, "test": 40, "test_accent": 30},
+        speakers_per_accent={"train": 6, "dev": 1, "test": 1, "test_accent": 4}),
+    "small": CorpusSpec(
+        "small", utterances={"train": 9600, "dev": 400, "test": 600, "test_accent": 400},
+        speakers_per_accent={"train": 100, "dev": 8, "test": 12, "test_accent": 24}),
+    "full": CorpusSpec(
+        "full", utterances={"train": 100_000, "dev": 2000, "test": 3000, "test_accent": 2000},
+        speakers_per_accent={"train": 600, "dev": 20, "test": 30, "test_accent": 60}),
+}
+
+
+def get_spec(size: str, seed: int = 0) -> CorpusSpec:
+  if size not in SPECS:
+    raise ValueError(f"unknown corpus size {size!r}; choose one of {sorted(SPECS)}")
+  return dataclasses.replace(SPECS[size], seed=seed)
+
+
+def _rng_and_speaker(spec: CorpusSpec, split: str, index: int, speakers: list[Speaker]):
+  """The utterance's generator and its speaker (the generator's first draw)."""
+  rng = np.random.default_rng([spec.seed, _SPLIT_CODES[split], index])
+  return rng, speakers[int(rng.integers(len(speakers)))]
+
+
+def generate_utterance(spec: CorpusSpec, split: str, index: int, speakers: list[Speaker],
+                       synth: Synthesizer) -> dict:
+  """One example of the corpus schema (see `asr.data.schema`), audio as int16 at 16 kHz."""
+  rng, speaker = _rng_and_speaker(spec, split, index, speakers)
+  sentence = sample_sentence(rng)
+  whisper = bool(rng.random() < spec.whisper_prob)
+  rate = speaker.rate_wpm * rng.uniform(0.9, 1.1)
+  audio = synth.synthesize(sentence.text, speaker.voice(whisper), int(rate),
+                           noise_seed=int(rng.integers(2**31)))
+  if audio.size == 0:
+    raise RuntimeError(f"eSpeak NG produced no audio for {split}-{index}: {sentence.text!r}")
+
+  speed = rng.uniform(*spec.speed)
+  audio = acoustics.resample(audio, ESPEAK_SAMPLE_RATE, SAMPLE_RATE / speed)
+  lead, trail = (int(rng.uniform(0.05, 0.4) * SAMPLE_RATE) for _ in range(2))
+  audio = np.concatenate([np.zeros(lead, np.float32), audio, np.zeros(trail, np.float32)])
+  if rng.random() < spec.reverb_prob:
+    rir = acoustics.room_impulse_response(rng, SAMPLE_RATE, rng.uniform(0.15, 0.7),
+                                          rng.uniform(0.0, 12.0))
+    audio = acoustics.reverberate(audio, rir)
+  if rng.random() >= spec.clean_prob:
+    kind = acoustics.NOISE_KINDS[int(rng.integers(len(acoustics.NOISE_KINDS)))]
+    noise = acoustics.make_noise(rng, len(audio), SAMPLE_RATE, kind)
+    audio = acoustics.add_noise(audio, noise, rng.uniform(*spec.snr_db))
+  audio = acoustics.set_peak(audio, rng.uniform(-20.0, -1.0))
+  return {
+      "id": f"{split}-{index:06d}",
+      "audio": acoustics.to_int16(audio),
+      "text": sentence.text,
+      "speaker": speaker.speaker_id,
+      "accent": speaker.accent,
+      "variant": speaker.variant,
+      "whisper": whisper,
+      "intent": sentence.intent,
+      "entities": list(sentence.entities),
+      "bias_phrases": list(bias_phrases(sentence, rng)),
+  }
+
+
+# ---- parallel generation ----
+# eSpeak NG carries state from one utterance to the next (glottal phase, echo and noise buffers)
+# that neither re-initialization nor srand() resets; only a fresh process does. So utterances are
+# made in fixed chunks, each by a fresh process: the bytes depend on the seed, never on the worker
+# count or on which worker finished first.
+CHUNK = 64
+
+
+def _work_chunk(args) -> list[dict]:
+  spec, split, start, stop = args
+  speakers = spec.speakers(split)
+  # A voice bank with only this chunk's speakers: eSpeak NG lists every voice file it finds in
+  # a fixed-size table (a few hundred entries), and a fuller folder hides its language voices.
+  variants = {}
+  for i in range(start, stop):
+    variants.update(_rng_and_speaker(spec, split, i, speakers)[1].variant_files())
+  with tempfile.TemporaryDirectory(prefix="asr_voices_") as tmp:
+    synth = Synthesizer(VoiceBank(tmp, variants).data_path)
+    return [generate_utterance(spec, split, i, speakers, synth) for i in range(start, stop)]
+
+
+def generate_split(spec: CorpusSpec, split: str, workers: int | None = None,
+                   start: int = 0, stop: int | None = None) -> Iterator[dict]:
+  """Yields utterances `start..stop-1` of `split` in index order, generated by `workers` processes."""
+  stop = spec.utterances[split] if stop is None else stop
+  workers = workers or os.cpu_count() or 1
+  first = start // CHUNK * CHUNK
+  jobs = [(spec, split, a, min(a + CHUNK, spec.utterances[split])) for a in range(first, stop, CHUNK)]
+  # 'forkserver': the parent may have imported TensorFlow, whose threads do not survive a fork;
+  # the server imports this module once (NumPy, SciPy: a second) and forks a fresh child for
+  # each chunk in milliseconds.
+  ctx = multiprocessing.get_context("forkserver")
+  ctx.set_forkserver_preload([__name__])
+  with ctx.Pool(max(1, min(workers, len(jobs))), maxtasksperchild=1) as pool:
+    for chunk in pool.imap(_work_chunk, jobs):
+      for example in chunk:
+        index = int(example["id"].rsplit("-", 1)[1])
+        if start <= index < stop:
+          yield example

@@ -1,0 +1,137 @@
+"""Features against an independent implementation (librosa), and their properties."""
+
+import jax
+import jax.numpy as jnp
+import librosa
+import numpy as np
+import pytest
+
+from asr import features as F
+
+CFG = F.FeatureConfig()
+
+
+def _librosa_log_mel(y):
+  # librosa centres the 400-sample window in its 512-sample FFT frame, 56 samples in; padding
+  # 56 zeros on each side puts its frame t on samples [160 t, 160 t + 400) as ours.
+  s = librosa.feature.melspectrogram(
+      y=np.pad(np.asarray(y, np.float64), (56, 56)), sr=16000, n_fft=512, hop_length=160,
+      win_length=400, window="hann", center=False, power=2.0, n_mels=80, htk=False,
+      norm="slaney")
+  return np.log(np.maximum(s.T, CFG.log_floor))
+
+
+def test_mel_matrix_equals_librosa():
+  ours = F.mel_matrix(CFG)
+  ref = librosa.filters.mel(sr=16000, n_fft=512, n_mels=80).T
+  np.testing.assert_allclose(ours, ref, atol=1e-7)
+
+
+def test_hann_window_equals_scipy():
+  import scipy.signal
+  np.testing.assert_allclose(F.hann_window(CFG), scipy.signal.get_window("hann", 400), atol=1e-7)
+
+
+@pytest.mark.parametrize("seconds", [0.03, 0.5, 1.337])
+def test_log_mel_equals_librosa(seconds):
+  rng = np.random.default_rng(0)
+  n = int(seconds * 16000)
+  t = np.arange(n) / 16000
+  y = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(n)).astype(np.float32)
+  ours, lengths = F.log_mel(y[None], jnp.array([n]))
+  ref = _librosa_log_mel(y)
+  assert int(lengths[0]) == ref.shape[0] == 1 + (n - 400) // 160
+  # Stated tolerance: 1e-3 in natural-log units (float32 FFT against librosa's float64 path).
+  np.testing.assert_allclose(np.asarray(ours[0]), ref, atol=1e-3)
+
+
+def test_padding_changes_nothing_and_padded_frames_are_zero():
+  rng = np.random.default_rng(1)
+  y = rng.standard_normal(8000).astype(np.float32) * 0.1
+  short, ls = F.log_mel(y[None], jnp.array([8000]))
+  padded = np.concatenate([y, rng.standard_normal(4000).astype(np.float32)])  # junk, not zeros
+  long, ll = F.log_mel(padded[None], jnp.array([8000]))
+  assert int(ls[0]) == int(ll[0])
+  np.testing.assert_allclose(np.asarray(long[0, : ls[0]]), np.asarray(short[0]), atol=1e-6)
+  assert not np.any(np.asarray(long[0, ls[0]:]))
+
+
+def test_num_frames():
+  assert F.num_frames(399) == 0 and F.num_frames(400) == 1 and F.num_frames(559) == 1
+  assert F.num_frames(560) == 2
+  np.testing.assert_array_equal(F.num_frames(jnp.array([0, 400, 16000])), [0, 1, 98])
+
+
+def test_utterance_normalization_gives_zero_mean_unit_variance_on_valid_frames():
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(3.0, 2.0, (2, 50, 4)).astype(np.float32))
+  lengths = jnp.array([50, 20])
+  y = np.asarray(F.normalize(x, lengths))
+  for b, n in enumerate([50, 20]):
+    np.testing.assert_allclose(y[b, :n].mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(y[b, :n].std(0), 1, atol=1e-3)
+    assert not np.any(y[b, n:])
+
+
+def test_global_stats_and_normalization():
+  rng = np.random.default_rng(3)
+  x = rng.normal(1.0, 3.0, (3, 40, 5)).astype(np.float32)
+  lengths = np.array([40, 10, 25])
+  mean, std = F.global_stats([(x[:2], lengths[:2]), (x[2:], lengths[2:])])
+  valid = np.concatenate([x[b, :n] for b, n in enumerate(lengths)])
+  np.testing.assert_allclose(mean, valid.mean(0), rtol=1e-5)
+  np.testing.assert_allclose(std, valid.std(0), rtol=1e-4)
+  y = np.asarray(F.normalize(jnp.asarray(x), jnp.asarray(lengths), mean, std))
+  np.testing.assert_allclose(y[0, 3], (x[0, 3] - mean) / (std + 1e-5), rtol=1e-5)
+
+
+def test_stack_frames_matches_numpy():
+  x = np.arange(2 * 7 * 3, dtype=np.float32).reshape(2, 7, 3)
+  y, lengths = F.stack_frames(jnp.asarray(x), jnp.array([7, 4]), 3)
+  assert y.shape == (2, 3, 9)
+  np.testing.assert_array_equal(np.asarray(y[0, 1]), x[0, 3:6].reshape(-1))
+  np.testing.assert_array_equal(np.asarray(y[1, 2]), np.concatenate([x[1, 6], np.zeros(6)]))
+  np.testing.assert_array_equal(np.asarray(lengths), [3, 2])
+
+
+def test_spec_augment_masks_stay_within_limits():
+  cfg = F.AugmentConfig(freq_masks=2, freq_mask_width=10, time_masks=2, time_mask_ratio=0.1)
+  x = jnp.ones((8, 100, 80))
+  lengths = jnp.array([100, 90, 80, 70, 60, 50, 40, 30])
+  y = np.asarray(F.spec_augment(jax.random.key(0), x, lengths, cfg))
+  for b, n in enumerate(np.asarray(lengths)):
+    masked_bins = np.all(y[b] == 0, axis=0).sum()
+    masked_frames = np.all(y[b] == 0, axis=1).sum()
+    assert masked_bins <= 2 * 10
+    assert masked_frames <= 2 * int(n * 0.1)
+  assert (y == 0).any() and (y == 1).any()
+
+
+def test_perturb_with_unit_factors_is_identity_and_keeps_shapes():
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.standard_normal((2, 30, 8)).astype(np.float32))
+  lengths = jnp.array([30, 12])
+  x = F.normalize(x, lengths)
+  y, ly = F.perturb(jax.random.key(1), x, lengths, speed=(1.0, 1.0), warp=(1.0, 1.0))
+  np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(ly), [30, 12])
+
+
+def test_perturb_speed_changes_lengths_by_the_factor():
+  x = jnp.ones((64, 200, 8))
+  lengths = jnp.full((64,), 100)
+  y, ly = F.perturb(jax.random.key(2), x, lengths, speed=(0.8, 1.25), warp=(1.0, 1.0))
+  ly = np.asarray(ly)
+  assert ly.min() >= 80 and ly.max() <= 125 and len(set(ly.tolist())) > 5
+  # A full-length utterance cannot be slowed past the padding.
+  y, ly = F.perturb(jax.random.key(3), x, jnp.full((64,), 200), speed=(0.8, 1.0), warp=(1, 1))
+  assert int(np.max(ly)) <= 200
+
+
+def test_featurize_is_jitted_and_normalized():
+  rng = np.random.default_rng(5)
+  audio = jnp.asarray(rng.standard_normal((2, 16000)).astype(np.float32) * 0.1)
+  feats, lengths = F.featurize(audio, jnp.array([16000, 8000]))
+  assert feats.shape == (2, 98, 80) and feats.dtype == jnp.float32
+  np.testing.assert_array_equal(np.asarray(lengths), [98, 48])
+  np.testing.assert_allclose(np.asarray(feats[1, :48]).mean(0), 0, atol=1e-4)
