@@ -84,6 +84,27 @@ def hann_window(cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:
   return (0.5 - 0.5 * np.cos(2 * np.pi * n / cfg.window)).astype(np.float32)  # periodic
 
 
+@functools.lru_cache(maxsize=8)
+def _mel_bands(cfg: FeatureConfig, groups: int = 4) -> tuple:
+  """The mel matrix cut into `groups` blocks of consecutive bands, each with the FFT-bin range
+  where its filters are non-zero: (band slice, bin start, bin stop, block [stop-start, bands])."""
+  m = mel_matrix(cfg)
+  blocks = []
+  for bands in np.array_split(np.arange(cfg.num_mels), groups):
+    nonzero = np.flatnonzero(m[:, bands].any(axis=1))
+    lo, hi = int(nonzero.min()), int(nonzero.max()) + 1
+    blocks.append((lo, hi, m[lo:hi, bands[0]:bands[-1] + 1]))
+  return tuple(blocks)
+
+
+def _apply_mel(power: jax.Array, cfg: FeatureConfig) -> jax.Array:
+  """`power [..., fft_size // 2 + 1] @ mel_matrix`, skipping the filters' zeros: each block of
+  bands multiplies only its own bins (a quarter of the multiply-adds, exactly the same sums)."""
+  return jnp.concatenate([
+      jnp.matmul(power[..., lo:hi], block, precision=jax.lax.Precision.HIGHEST)
+      for lo, hi, block in _mel_bands(cfg)], axis=-1)
+
+
 # ---- features, JAX ----
 
 def _length_mask(lengths: jax.Array, size: int) -> jax.Array:
@@ -93,8 +114,12 @@ def _length_mask(lengths: jax.Array, size: int) -> jax.Array:
 
 def log_mel(audio: jax.Array, audio_lengths: jax.Array,
             cfg: FeatureConfig = FeatureConfig()) -> tuple[jax.Array, jax.Array]:
-  """`audio [B, S]`, `audio_lengths [B]` -> log-mel `[B, T, num_mels]`, frame lengths `[B]`."""
-  audio = jnp.asarray(audio, jnp.float32)
+  """`audio [B, S]` (float in [-1, 1], or int16 PCM), `audio_lengths [B]` -> log-mel
+  `[B, T, num_mels]`, frame lengths `[B]`."""
+  audio = jnp.asarray(audio)
+  if audio.dtype == jnp.int16:
+    audio = audio.astype(jnp.float32) / 32768.0
+  audio = audio.astype(jnp.float32)
   total = int(num_frames(audio.shape[1], cfg))
   if total == 0:
     raise ValueError(f"padded audio of {audio.shape[1]} samples is shorter than one window")
@@ -104,7 +129,7 @@ def log_mel(audio: jax.Array, audio_lengths: jax.Array,
   frames = audio[:, starts[:, None] + jnp.arange(cfg.window)[None, :]]  # [B, T, window]
   spectrum = jnp.fft.rfft(frames * hann_window(cfg), n=cfg.fft_size)
   power = jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2
-  mel = jnp.einsum("btk,km->btm", power, mel_matrix(cfg), precision=jax.lax.Precision.HIGHEST)
+  mel = _apply_mel(power, cfg)
   feats = jnp.log(jnp.maximum(mel, cfg.log_floor))
   lengths = num_frames(jnp.asarray(audio_lengths, jnp.int32), cfg)
   return jnp.where(_length_mask(lengths, total)[..., None], feats, 0.0), lengths

@@ -109,3 +109,20 @@ def test_audio_is_band_limited_by_the_resampler(tiny_examples):
 def test_unknown_size_is_named():
   with pytest.raises(ValueError, match="huge"):
     get_spec("huge")
+
+
+def test_fast_record_reader_equals_tfds_decoding(tiny_source):
+  fast = {ex["id"]: ex for ex in tiny_source.examples("test")}
+  reference = {}
+  for columns in tiny_source._tfds_groups("test", None):  # TFDS's own decoders
+    for i in range(len(columns["id"])):
+      reference[columns["id"][i]] = {k: col[i] for k, col in columns.items()}
+  assert fast.keys() == reference.keys()
+  for uid, ex in fast.items():
+    ref = reference[uid]
+    assert set(ex) == set(ref)
+    for key in ex:
+      if key == "audio":
+        np.testing.assert_array_equal(ex[key], ref[key])
+      else:
+        assert ex[key] == ref[key], (uid, key)
