@@ -212,3 +212,14 @@ def test_reductions():
   assert np.isclose(float(rnnt_loss(logits, labels, t_len, u_len, reduction="mean")), per.mean())
   assert np.isclose(float(rnnt_loss(logits, labels, t_len, u_len, reduction="mean_per_label")),
                     per.sum() / u_len.sum())
+
+
+def test_padding_rows_with_no_frames_give_zero_loss_and_gradient():
+  rng = np.random.default_rng(10)
+  logits, labels, t_len, u_len = _random_batch(rng, 3, 6, 4, 7)
+  t_len[1], u_len[1] = 0, 0  # a batch-padding row
+  loss, g = jax.value_and_grad(lambda x: rnnt_loss(x, labels, t_len, u_len).sum())(logits)
+  assert np.isfinite(float(loss))
+  per = np.asarray(rnnt_loss(logits, labels, t_len, u_len))
+  assert per[1] == 0 and not np.asarray(g)[1].any() and np.isfinite(np.asarray(g)).all()
+  np.testing.assert_allclose(per[0], numpy_dp_nll(logits[0], labels[0]), rtol=1e-5)

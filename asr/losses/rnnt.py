@@ -86,16 +86,18 @@ def _prepare(blank, label, t_len, u_len):
   b, t, w = blank.shape
   n_diag = t + w - 1
   label = jnp.pad(label, ((0, 0), (0, 0), (0, 1)), constant_values=NEG_INF)
-  t_len = jnp.asarray(t_len, jnp.int32)
+  # Rows with no frames (batch padding) are computed as T=1, U=0 and zeroed by the callers.
+  t_len = jnp.maximum(jnp.asarray(t_len, jnp.int32), 1)
   u_len = jnp.asarray(u_len, jnp.int32)
   return _skew(blank, n_diag), _skew(label, n_diag), t_len, u_len
 
 
 def _nll_plain(blank, label, t_len, u_len):
   """The forward algorithm alone; autodiff through it is the reference for the custom VJP."""
+  real = jnp.asarray(t_len) > 0
   blank_d, label_d, t_len, u_len = _prepare(blank, label, t_len, u_len)
   alphas = _alphas(blank_d, label_d, t_len, u_len)
-  return -_log_likelihood(alphas, blank_d, t_len, u_len)
+  return jnp.where(real, -_log_likelihood(alphas, blank_d, t_len, u_len), 0.0)
 
 
 @jax.custom_vjp
@@ -104,14 +106,16 @@ def _nll(blank, label, t_len, u_len):
 
 
 def _nll_fwd(blank, label, t_len, u_len):
+  real = jnp.asarray(t_len) > 0
   blank_d, label_d, t_len, u_len = _prepare(blank, label, t_len, u_len)
   alphas = _alphas(blank_d, label_d, t_len, u_len)
   log_p = _log_likelihood(alphas, blank_d, t_len, u_len)
-  return -log_p, (blank_d, label_d, alphas, log_p, t_len, u_len)
+  return jnp.where(real, -log_p, 0.0), (blank_d, label_d, alphas, log_p, t_len, u_len, real)
 
 
 def _nll_bwd(res, g):
-  blank_d, label_d, alphas, log_p, t_len, u_len = res
+  blank_d, label_d, alphas, log_p, t_len, u_len, real = res
+  g = jnp.where(real, g, 0.0)
   n_diag, b, w = blank_d.shape
   t = n_diag - w + 1
   terminal = t_len + u_len  # the virtual cell (T, U) after the final blank, beta = 0
@@ -125,8 +129,10 @@ def _nll_bwd(res, g):
     via_label = label_d[n] + beta_right
     beta = jnp.where(_valid_cells(n, t_len, u_len, w), jnp.logaddexp(via_blank, via_label), NEG_INF)
     scale = -g[:, None]  # d(-log P) scaled by the incoming cotangent
-    grad_blank = scale * jnp.exp(alphas[n] + via_blank - log_p[:, None])
-    grad_label = scale * jnp.exp(alphas[n] + via_label - log_p[:, None])
+    # min(., 0): an arc's posterior is at most 1; it also keeps exp() finite on rows whose
+    # log P is so small that it underflowed to NEG_INF.
+    grad_blank = scale * jnp.exp(jnp.minimum(alphas[n] + via_blank - log_p[:, None], 0.0))
+    grad_label = scale * jnp.exp(jnp.minimum(alphas[n] + via_label - log_p[:, None], 0.0))
     return beta, (grad_blank, grad_label)
 
   start = jnp.full((b, w), NEG_INF)
@@ -144,7 +150,8 @@ def rnnt_loss_from_log_probs(blank_log_probs: jax.Array, label_log_probs: jax.Ar
   Args:
     blank_log_probs: `[B, T, U+1]`, log P(blank | t, u).
     label_log_probs: `[B, T, U]`, log P(y[u] | t, u) (the label that leaves row u).
-    logit_lengths: `[B]` frames `T_b >= 1`; label_lengths: `[B]` labels `0 <= U_b <= U`.
+    logit_lengths: `[B]` frames `T_b >= 1` (0 marks a padding row: loss and gradient 0);
+      label_lengths: `[B]` labels `0 <= U_b <= U`.
   """
   blank = blank_log_probs.astype(jnp.float32)
   label = label_log_probs.astype(jnp.float32)

@@ -1,0 +1,1 @@
+"""Training: the jitted step, the loop with checkpoints and resume, evaluation, metrics."""

@@ -1,0 +1,28 @@
+"""Error rates: WER and CER through jiwer, with substitutions, deletions, insertions, groups."""
+
+from __future__ import annotations
+
+import collections
+
+import jiwer
+
+
+def error_rates(references: list[str], hypotheses: list[str]) -> dict:
+  """Corpus-level WER/CER and word-level S/D/I counts. Empty references are not allowed."""
+  if not references:
+    raise ValueError("no utterances to score")
+  words = jiwer.process_words(references, hypotheses)
+  chars = jiwer.process_characters(references, hypotheses)
+  return {"wer": words.wer, "cer": chars.cer, "substitutions": words.substitutions,
+          "deletions": words.deletions, "insertions": words.insertions,
+          "num_utterances": len(references),
+          "num_words": sum(len(r.split()) for r in references)}
+
+
+def grouped_wer(references: list[str], hypotheses: list[str], groups: list[str]) -> dict:
+  """WER per group (accent, speaker), each pooled over its utterances."""
+  by = collections.defaultdict(lambda: ([], []))
+  for r, h, g in zip(references, hypotheses, groups):
+    by[g][0].append(r)
+    by[g][1].append(h)
+  return {g: jiwer.wer(rs, hs) for g, (rs, hs) in sorted(by.items())}

@@ -1,0 +1,80 @@
+"""RNN-T on the synthetic corpus (or LibriSpeech). Variants: `tiny` (tests, CI, notebooks:
+trains and evaluates on the tiny corpus in under two minutes on CPU), `small` (the demo),
+`base` (real runs).
+
+  asr-train --config experiments/configs/rnnt.py:small --workdir W [--config.optim.peak_lr=3e-3]
+"""
+
+import ml_collections
+
+
+def get_config(arg: str = "small") -> ml_collections.ConfigDict:
+  variant = arg or "small"
+  if variant not in ("tiny", "small", "base"):
+    raise ValueError(f"unknown variant {variant!r}: tiny, small or base")
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.dataset = {"tiny": "synth_speech/tiny", "small": "synth_speech/small",
+                    "base": "synth_speech/full"}[variant]
+  c.data.data_dir = ""               # "" = $ASR_DATA_DIR or ~/tensorflow_datasets
+  c.data.build_if_missing = True     # the synthetic corpus builds itself (never downloaded)
+  c.data.train_split = "train"
+  c.data.eval_split = "dev"
+  c.data.batch_size = {"tiny": 16, "small": 32, "base": 32}[variant]
+  c.data.eval_batch_size = 32
+  # Fewer buckets for tiny: each is one compilation, and tiny runs are mostly compilation.
+  c.data.bucket_seconds = ((2.5, 3.5, 6.0) if variant == "tiny" else
+                           (2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.5, 16.0))
+  c.data.max_chars_per_second = 25.0
+  c.data.shuffle_buffer = 1024
+  c.data.on_bad_example = "skip"     # skipped examples are counted in the metrics
+
+  c.model = ml_collections.ConfigDict()
+  c.model.vocab = 29                 # blank + space + apostrophe + a-z
+  c.model.num_mels = 80
+  c.model.stack = 3
+  c.model.enc_hidden = {"tiny": 64, "small": 256, "base": 512}[variant]
+  c.model.enc_layers = {"tiny": 1, "small": 2, "base": 4}[variant]
+  c.model.predictor = "stateless"    # leans less on the label history (research notes, s. 8)
+  c.model.pred_embed = {"tiny": 32, "small": 128, "base": 256}[variant]
+  c.model.pred_hidden = {"tiny": 64, "small": 256, "base": 512}[variant]
+  c.model.stateless_context = 2
+  c.model.joint_dim = {"tiny": 64, "small": 256, "base": 512}[variant]
+  c.model.ctc_weight = 0.3
+  c.model.loss_chunk = 16
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.peak_lr = {"tiny": 3e-3, "small": 2e-3, "base": 1e-3}[variant]
+  c.optim.warmup_steps = {"tiny": 20, "small": 300, "base": 2000}[variant]
+  c.optim.end_lr_ratio = 0.05
+  c.optim.weight_decay = 1e-4
+  c.optim.clip_norm = 5.0
+
+  c.augment = ml_collections.ConfigDict()
+  c.augment.enabled = variant != "tiny"
+  c.augment.freq_masks = 2
+  c.augment.freq_mask_width = 15
+  c.augment.time_masks = 2
+  c.augment.time_mask_ratio = 0.05
+  c.augment.speed = (0.9, 1.1)
+  c.augment.warp = (0.9, 1.1)
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = {"tiny": 60, "small": 2500, "base": 100_000}[variant]
+  c.train.log_every = {"tiny": 10, "small": 50, "base": 100}[variant]
+  c.train.eval_every = {"tiny": 60, "small": 500, "base": 5000}[variant]
+  c.train.eval_max_batches = {"tiny": 0, "small": 0, "base": 0}[variant]  # 0 = whole split
+  c.train.checkpoint_every = {"tiny": 30, "small": 250, "base": 2000}[variant]
+  c.train.keep_checkpoints = 3
+  c.train.max_nonfinite_in_a_row = 5
+  c.train.max_symbols = 4            # greedy labels per 30 ms frame during evaluation
+
+  c.wandb = ml_collections.ConfigDict()
+  c.wandb.project = "ondevice-asr"
+  c.wandb.mode = ""                  # "" = $WANDB_MODE, else offline (no account needed)
+  c.wandb.group = ""
+  c.wandb.name = ""
+  return c
