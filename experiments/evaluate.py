@@ -1,0 +1,75 @@
+"""`asr-eval --workdir W --split test [--decoder greedy|beam] [--beam 4] [--json OUT]`
+
+Evaluates a run's newest checkpoint on a split; prints the summary, writes it as JSON (default
+`W/eval/<split>_<decoder>.json`) and the hypotheses beside it (`.hyps.tsv`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(prog="asr-eval", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--split", default="test")
+  p.add_argument("--decoder", choices=["greedy", "beam"], default="greedy")
+  p.add_argument("--beam", type=int, default=4)
+  p.add_argument("--max-symbols", type=int, default=None)
+  p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+  p.add_argument("--json", default=None, help="where to write the summary")
+  p.add_argument("--data-dir", default=None, help="override the run's data dir")
+  args = p.parse_args(argv)
+
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  from tqdm.auto import tqdm
+  from asr.data.pipeline import Batches
+  from asr.tokenizer import CharTokenizer
+  from asr.training.evaluate import evaluate
+  from asr.training.loop import load_for_inference, open_dataset, pipeline_config
+
+  config, graphdef, params, step = load_for_inference(args.workdir, args.step)
+  if args.data_dir:
+    config.data.data_dir = args.data_dir
+  source = open_dataset(config)
+  tokenizer = CharTokenizer()
+  batches = Batches.from_source(source, args.split, tokenizer, pipeline_config(config, False),
+                                shuffle=False, num_epochs=1, features=None)
+  total = source.splits.get(args.split)
+  bar = tqdm(total=total, desc=f"decode {args.split} ({args.decoder})", unit="utt")
+  summary, rows = evaluate(graphdef, params, batches, tokenizer, decoder=args.decoder,
+                           beam=args.beam, max_symbols=args.max_symbols or config.train.max_symbols,
+                           progress=lambda n: bar.update(n - bar.n))
+  bar.close()
+  summary.update(split=args.split, step=step, skipped=batches.problems.as_metrics(),
+                 beam=args.beam if args.decoder == "beam" else None)
+  out = pathlib.Path(args.json or pathlib.Path(args.workdir) / "eval" /
+                     f"{args.split}_{args.decoder}.json")
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(summary, indent=2))
+  hyps = out.with_suffix(".hyps.tsv")
+  with hyps.open("w") as f:
+    f.write("id\tspeaker\taccent\treference\thypothesis\n")
+    for r in rows:
+      f.write(f"{r['id']}\t{r['speaker']}\t{r['accent']}\t{r['reference']}\t{r['hypothesis']}\n")
+  print(f"{args.split} ({args.decoder}, step {step}): WER {summary['wer']:.4f}  CER "
+        f"{summary['cer']:.4f}  S/D/I {summary['substitutions']}/{summary['deletions']}/"
+        f"{summary['insertions']}  over {summary['num_utterances']} utterances")
+  print(f"flops/frame {summary['flops_per_frame']:.3g}  RTF {summary['rtf']:.4f}  "
+        f"backend {summary['backend']}")
+  for accent, wer in summary["per_accent"].items():
+    print(f"  {accent:<16} WER {wer:.4f}")
+  print(f"wrote {out} and {hyps}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
