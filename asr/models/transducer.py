@@ -22,6 +22,7 @@ class TransducerConfig:
   stack: int = 3
   enc_hidden: int = 256
   enc_layers: int = 2
+  enc_layer_norm: bool = False
   predictor: str = "lstm"        # or "stateless"
   pred_embed: int = 128
   pred_hidden: int = 256
@@ -34,7 +35,8 @@ class TransducerConfig:
 class Transducer(nnx.Module):
   def __init__(self, cfg: TransducerConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
-    self.encoder = LSTMEncoder(cfg.num_mels, cfg.enc_hidden, cfg.enc_layers, cfg.stack, rngs=rngs)
+    self.encoder = LSTMEncoder(cfg.num_mels, cfg.enc_hidden, cfg.enc_layers, cfg.stack,
+                               cfg.enc_layer_norm, rngs=rngs)
     if cfg.predictor == "lstm":
       self.predictor = LSTMPredictor(cfg.vocab, cfg.pred_embed, cfg.pred_hidden, rngs=rngs)
     elif cfg.predictor == "stateless":

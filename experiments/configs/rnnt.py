@@ -38,6 +38,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   c.model.stack = 3
   c.model.enc_hidden = {"tiny": 64, "small": 256, "base": 512}[variant]
   c.model.enc_layers = {"tiny": 1, "small": 2, "base": 4}[variant]
+  c.model.enc_layer_norm = False
   c.model.predictor = "stateless"    # leans less on the label history (research notes, s. 8)
   c.model.pred_embed = {"tiny": 32, "small": 128, "base": 256}[variant]
   c.model.pred_hidden = {"tiny": 64, "small": 256, "base": 512}[variant]

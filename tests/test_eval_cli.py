@@ -1,0 +1,60 @@
+"""`asr-eval` and `asr-transcribe` on a briefly trained tiny run."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+
+from experiments import evaluate as eval_cli
+from experiments import transcribe
+from experiments.configs.rnnt import get_config
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data_dir, tmp_path_factory):
+  from asr.training.loop import train
+  c = get_config("tiny")
+  c.data.data_dir = tiny_data_dir
+  c.wandb.mode = "disabled"
+  c.train.num_steps, c.train.eval_every, c.train.checkpoint_every = 6, 1000, 6
+  workdir = tmp_path_factory.mktemp("run")
+  train(c, workdir)
+  return workdir
+
+
+@pytest.mark.parametrize("decoder", ["greedy", "beam"])
+def test_eval_writes_summary_and_hypotheses(tiny_run, tiny_source, decoder, capsys):
+  assert eval_cli.main(["--workdir", str(tiny_run), "--split", "test", "--decoder", decoder]) == 0
+  summary = json.loads((tiny_run / "eval" / f"test_{decoder}.json").read_text())
+  for key in ("wer", "cer", "num_utterances", "substitutions", "deletions", "insertions",
+              "flops_per_frame", "rtf", "backend", "per_accent", "per_speaker"):
+    assert key in summary, key
+  assert summary["num_utterances"] == tiny_source.splits["test"]
+  assert summary["backend"] == "float" and summary["step"] == 6
+  assert summary["flops_per_frame"] > 0 and summary["rtf"] > 0
+  lines = (tiny_run / "eval" / f"test_{decoder}.hyps.tsv").read_text().splitlines()
+  assert len(lines) == 1 + summary["num_utterances"]
+  refs = {ex["id"]: ex["text"] for ex in tiny_source.examples("test")}
+  for line in lines[1:]:
+    uid, _, _, ref, _ = line.split("\t")
+    assert refs[uid] == ref
+  # S + D + C = reference words, so S + D never exceed them.
+  assert summary["substitutions"] + summary["deletions"] <= sum(len(r.split()) for r in refs.values())
+  assert "WER" in capsys.readouterr().out
+
+
+def test_transcribe_reads_files_and_names_the_bad_one(tiny_run, tiny_source, tmp_path, capsys):
+  ex = next(tiny_source.examples("test"))
+  good = tmp_path / "good.flac"
+  soundfile.write(good, ex["audio"], 16000)
+  slow = tmp_path / "8k.wav"  # another rate: resampled on the way in
+  soundfile.write(slow, ex["audio"][::2], 8000)
+  bad = tmp_path / "bad.wav"
+  bad.write_bytes(b"not audio at all")
+  code = transcribe.main(["--workdir", str(tiny_run), str(good), str(bad), str(slow)])
+  out, err = capsys.readouterr()
+  assert code == 1
+  lines = out.strip().splitlines()
+  assert [l.split("\t")[0] for l in lines] == [str(good), str(slow)]
+  assert "bad.wav: unreadable audio" in err
