@@ -14,6 +14,7 @@ from asr.models import Transducer, TransducerConfig
 
 def _model(vocab=6, seed=0, blank_bias=0.0, sharpen=3.0, predictor="lstm"):
   cfg = TransducerConfig(vocab=vocab, num_mels=8, stack=2, enc_hidden=16, enc_layers=2,
+                         enc_layer_norm=True,
                          predictor=predictor, pred_embed=8, pred_hidden=16, joint_dim=16)
   m = Transducer(cfg, rngs=nnx.Rngs(seed))
   m.joint.out.kernel[...] = m.joint.out.kernel[...] * sharpen  # decisive, emitting outputs

@@ -79,12 +79,6 @@ class ProblemCounter:
     self.policy = policy
     self.counts: collections.Counter = collections.Counter()
 
-  def handle(self, utterance_id: str, problem: Problem) -> None:
-    """Raises `BadExampleError` or counts the problem, per the policy."""
-    if self.policy == "raise":
-      raise BadExampleError(utterance_id, problem.name, problem.detail)
-    self.counts[problem.name] += 1
-
   @property
   def total(self) -> int:
     return sum(self.counts.values())

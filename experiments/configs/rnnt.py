@@ -38,24 +38,27 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   c.model.stack = 3
   c.model.enc_hidden = {"tiny": 64, "small": 256, "base": 512}[variant]
   c.model.enc_layers = {"tiny": 1, "small": 2, "base": 4}[variant]
-  c.model.enc_layer_norm = False
+  # LayerNorm after each LSTM: measured on `small`, dev CER 0.43 at step 300 with it, 0.78
+  # without (and the RNN-T still decoding one fixed sentence at step 900).
+  c.model.enc_layer_norm = True
   c.model.predictor = "stateless"    # leans less on the label history (research notes, s. 8)
   c.model.pred_embed = {"tiny": 32, "small": 128, "base": 256}[variant]
   c.model.pred_hidden = {"tiny": 64, "small": 256, "base": 512}[variant]
   c.model.stateless_context = 2
   c.model.joint_dim = {"tiny": 64, "small": 256, "base": 512}[variant]
-  c.model.ctc_weight = 0.3
+  c.model.ctc_weight = 0.5
   c.model.loss_chunk = 16
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.peak_lr = {"tiny": 3e-3, "small": 2e-3, "base": 1e-3}[variant]
-  c.optim.warmup_steps = {"tiny": 20, "small": 300, "base": 2000}[variant]
+  c.optim.peak_lr = {"tiny": 3e-3, "small": 3e-3, "base": 1e-3}[variant]
+  c.optim.warmup_steps = {"tiny": 20, "small": 100, "base": 2000}[variant]
   c.optim.end_lr_ratio = 0.05
   c.optim.weight_decay = 1e-4
   c.optim.clip_norm = 5.0
 
   c.augment = ml_collections.ConfigDict()
-  c.augment.enabled = variant != "tiny"
+  # Augmentation pays off over long runs; within the demo's minutes it only slows learning.
+  c.augment.enabled = variant == "base"
   c.augment.freq_masks = 2
   c.augment.freq_mask_width = 15
   c.augment.time_masks = 2
@@ -64,11 +67,13 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   c.augment.warp = (0.9, 1.1)
 
   c.train = ml_collections.ConfigDict()
-  c.train.num_steps = {"tiny": 60, "small": 2500, "base": 100_000}[variant]
+  # small: what fits the demo's 15 minutes on 2 cores (about 1.4 steps/s) with the corpus
+  # build and the final evaluations.
+  c.train.num_steps = {"tiny": 60, "small": 800, "base": 100_000}[variant]
   c.train.log_every = {"tiny": 10, "small": 50, "base": 100}[variant]
-  c.train.eval_every = {"tiny": 60, "small": 500, "base": 5000}[variant]
+  c.train.eval_every = {"tiny": 60, "small": 800, "base": 5000}[variant]
   c.train.eval_max_batches = {"tiny": 0, "small": 0, "base": 0}[variant]  # 0 = whole split
-  c.train.checkpoint_every = {"tiny": 30, "small": 250, "base": 2000}[variant]
+  c.train.checkpoint_every = {"tiny": 30, "small": 200, "base": 2000}[variant]
   c.train.keep_checkpoints = 3
   c.train.max_nonfinite_in_a_row = 5
   c.train.max_symbols = 4            # greedy labels per 30 ms frame during evaluation
