@@ -8,20 +8,12 @@ for the reference, `librosa.feature.melspectrogram` + log + per-utterance normal
 """
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def _best_of(fn, repeats):
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - start)
-  return best
+from benchmarks.timing import best_of
 
 
 def main(argv=None):
@@ -39,7 +31,7 @@ def main(argv=None):
   total_audio = args.batch * args.seconds
 
   jax.block_until_ready(featurize(jnp.asarray(audio), jnp.asarray(lengths)))  # compile
-  ours = _best_of(lambda: jax.block_until_ready(featurize(jnp.asarray(audio), jnp.asarray(lengths))),
+  ours = best_of(lambda: jax.block_until_ready(featurize(jnp.asarray(audio), jnp.asarray(lengths))),
                   args.repeats)
 
   def reference():
@@ -49,7 +41,7 @@ def main(argv=None):
       f = np.log(np.maximum(s, 1e-6))
       (f - f.mean(1, keepdims=True)) / (f.std(1, keepdims=True) + 1e-5)
   reference()
-  ref = _best_of(reference, args.repeats)
+  ref = best_of(reference, args.repeats)
   print(f"device: {jax.devices()[0].platform}, batch {args.batch} x {args.seconds:.0f} s")
   print(f"asr.features.featurize (jit): {total_audio / ours:10.0f} audio-s per s")
   print(f"librosa reference           : {total_audio / ref:10.0f} audio-s per s")

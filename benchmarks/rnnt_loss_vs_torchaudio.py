@@ -17,13 +17,13 @@ import os
 import pathlib
 import subprocess
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from asr.losses import rnnt_loss, rnnt_loss_lean
+from benchmarks.timing import best_of
 
 SHAPES = [(16, 200, 40, 30), (32, 150, 40, 30), (8, 300, 60, 256)]
 TORCH_PY = pathlib.Path(__file__).resolve().parent.parent / ".venv-torch" / "bin" / "python"
@@ -43,11 +43,7 @@ def _time_jax(x, repeats):
   per = jax.jit(lambda lg: rnnt_loss(lg, x["labels"], x["t_len"], x["u_len"]))
   logits = jnp.asarray(x["logits"])
   jax.block_until_ready(f(logits))
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(f(logits))
-    best = min(best, time.perf_counter() - start)
+  best = best_of(lambda: jax.block_until_ready(f(logits)), repeats)
   return best * 1000, np.asarray(per(logits))
 
 
