@@ -157,7 +157,7 @@ def test_label_longer_than_frames_is_fine_and_t1_u0():
 
 def test_long_utterance_stays_finite():
   rng = np.random.default_rng(6)
-  b, t, u, v = 1, 2000, 300, 8
+  b, t, u = 1, 2000, 300
   blank = jnp.asarray(np.log(rng.uniform(0.01, 1, (b, t, u + 1))), jnp.float32)
   label = jnp.asarray(np.log(rng.uniform(0.01, 1, (b, t, u))), jnp.float32)
   loss, grads = jax.value_and_grad(

@@ -130,7 +130,7 @@ SHARDED = textwrap.dedent("""
     mesh = Mesh(np.array(jax.devices()), ("data",))
     rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     sharded = jax.jit(step, in_shardings=(rep, data), out_shardings=(rep, rep))
-    state2, _, _ = _step_setup()[0], None, None
+    state2 = _step_setup()[0]  # a fresh copy: the first state may be donated by jit
     batch_sh = {{k: jax.device_put(v, data) for k, v in batch.items()}}
     multi_state, multi_metrics = sharded(jax.device_put(state2, rep), batch_sh)
     assert len(batch_sh["audio"].sharding.device_set) == 4

@@ -13,7 +13,6 @@ process per core.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import pathlib
 import threading
@@ -125,6 +124,3 @@ class Synthesizer:
       return np.zeros([0], np.float32)
     return np.concatenate(chunks).astype(np.float32) / 32768.0
 
-
-def stable_hash(text: str) -> str:
-  return hashlib.sha256(text.encode()).hexdigest()[:12]

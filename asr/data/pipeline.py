@@ -120,7 +120,7 @@ class Batches:
     self._examples = examples
     self._shapes = cfg.bucket_shapes()
     self._edges = np.array([s for s, _ in self._shapes])
-    self.problems = validation.ProblemCounter(cfg.on_bad_example)
+    self.problems = validation.ProblemCounter()
     self._rate = source_sample_rate or cfg.sample_rate
     self._epoch, self._batch = 0, 0
     self._thread: threading.Thread | None = None

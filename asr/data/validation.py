@@ -1,6 +1,6 @@
 """Checks that every example is usable, with errors that name the utterance and the problem.
 
-`check_example` returns the first problem of an example or None. The pipeline either raises
+`check_audio` and `check_transcript` return an example's first problem or None. The pipeline either raises
 `BadExampleError` on a problem or, where the config says `on_bad_example="skip"`, drops the
 example and counts it under the problem's name in `ProblemCounter` (reported in run metrics):
 nothing is dropped silently.
@@ -73,10 +73,7 @@ def check_transcript(text: str, unknown_characters) -> Problem | None:
 class ProblemCounter:
   """Counts skipped examples per problem; `as_metrics()` gives `{"skipped/<problem>": n}`."""
 
-  def __init__(self, policy: str = "raise"):
-    if policy not in ("raise", "skip"):
-      raise ValueError(f"on_bad_example must be 'raise' or 'skip', got {policy!r}")
-    self.policy = policy
+  def __init__(self):
     self.counts: collections.Counter = collections.Counter()
 
   @property
