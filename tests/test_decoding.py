@@ -12,9 +12,9 @@ from asr.decoding import beam_search, greedy_search, init_greedy_state, streamin
 from asr.models import Transducer, TransducerConfig
 
 
-def _model(vocab=6, seed=0, blank_bias=0.0, sharpen=3.0, predictor="lstm"):
+def _model(vocab=6, seed=0, blank_bias=0.0, sharpen=3.0, predictor="lstm", reduce=1):
   cfg = TransducerConfig(vocab=vocab, num_mels=8, stack=2, enc_hidden=16, enc_layers=2,
-                         enc_layer_norm=True,
+                         enc_layer_norm=True, enc_reduce=reduce,
                          predictor=predictor, pred_embed=8, pred_hidden=16, joint_dim=16)
   m = Transducer(cfg, rngs=nnx.Rngs(seed))
   m.joint.out.kernel[...] = m.joint.out.kernel[...] * sharpen  # decisive, emitting outputs
@@ -133,8 +133,9 @@ def test_exhaustive_beam_equals_brute_force_sums_over_alignments():
     np.testing.assert_allclose(float(scores[0, j]), ref, rtol=1e-4, atol=1e-4)
 
 
-def test_streaming_encoder_and_greedy_equal_full_utterance():
-  m = _model(seed=4)
+@pytest.mark.parametrize("reduce", [1, 2])
+def test_streaming_encoder_and_greedy_equal_full_utterance(reduce):
+  m = _model(seed=4, reduce=reduce)
   rng = np.random.default_rng(4)
   b, t = 3, 36
   feats = jnp.asarray(rng.standard_normal((b, t, 8)), jnp.float32)
@@ -145,12 +146,13 @@ def test_streaming_encoder_and_greedy_equal_full_utterance():
   enc_state = m.encoder.init_state(b)
   dec_state = init_greedy_state(m, b, 60)
   chunks = []
-  for start in range(0, t, 6):  # 6 features = 3 stacked frames per chunk
-    chunk_len = jnp.clip(lengths - start, 0, 6)
-    out, _ = m.encoder.step(enc_state, feats[:, start:start + 6], chunk_len)
+  size = 6 * reduce  # 3 output frames per chunk (a multiple of stack x reduce features)
+  for start in range(0, t, size):
+    chunk_len = jnp.clip(lengths - start, 0, size)
+    out, _ = m.encoder.step(enc_state, feats[:, start:start + size], chunk_len)
     chunks.append(np.asarray(out.frames))
     enc_state, dec_state = streaming_greedy_step(m, enc_state, dec_state,
-                                                 feats[:, start:start + 6], chunk_len,
+                                                 feats[:, start:start + size], chunk_len,
                                                  max_symbols=3)
   streamed = np.concatenate(chunks, axis=1)
   for i in range(b):

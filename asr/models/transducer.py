@@ -27,6 +27,8 @@ class TransducerConfig:
   pred_hidden: int = 256
   stateless_context: int = 2
   joint_dim: int = 256
+  enc_reduce: int = 1             # time reduction inside the encoder (2: 30 ms -> 60 ms frames)
+  enc_reduce_after: int = 1       # ... after this many LSTM layers
   ctc_weight: float = 0.0         # auxiliary CTC on the encoder: faster alignment learning
   loss_chunk: int = 16            # frames per joint chunk in the lean loss
 
@@ -35,7 +37,8 @@ class Transducer(nnx.Module):
   def __init__(self, cfg: TransducerConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     self.encoder = LSTMEncoder(cfg.num_mels, cfg.enc_hidden, cfg.enc_layers, cfg.stack,
-                               cfg.enc_layer_norm, rngs=rngs)
+                               cfg.enc_layer_norm, cfg.enc_reduce, cfg.enc_reduce_after,
+                               rngs=rngs)
     if cfg.predictor == "lstm":
       self.predictor = LSTMPredictor(cfg.vocab, cfg.pred_embed, cfg.pred_hidden, rngs=rngs)
     elif cfg.predictor == "stateless":
@@ -60,9 +63,12 @@ class Transducer(nnx.Module):
                           label_lengths, chunk=self.cfg.loss_chunk)
     out = {"rnnt": rnnt, "flops": enc.flops, "frame_lengths": enc.lengths}
     if self.ctc_head is not None:
-      logits = self.ctc_head(enc.frames)
+      # Below a time reduction, where there are enough frames for every character.
+      frames = enc.aux.get("pre_reduction", enc.frames)
+      frame_lengths = enc.aux.get("pre_reduction_lengths", enc.lengths)
+      logits = self.ctc_head(frames)
       t = logits.shape[1]
-      frame_pad = (jnp.arange(t)[None] >= enc.lengths[:, None]).astype(jnp.float32)
+      frame_pad = (jnp.arange(t)[None] >= frame_lengths[:, None]).astype(jnp.float32)
       label_pad = (jnp.arange(labels.shape[1])[None] >= label_lengths[:, None]).astype(jnp.float32)
       out["ctc"] = optax.ctc_loss(logits, frame_pad, labels, label_pad, blank_id=0)
     return out
