@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: demo test venv clean
+.PHONY: demo test notebooks venv clean
 
 # The virtual environment is rebuilt when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The tests and every notebook executed top to bottom (nbmake; outputs not saved).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --nbmake tests notebooks
+
+# Re-executes the notebooks and saves their outputs (commit them: reviewers read them as run).
+notebooks: $(STAMP)
+	cd notebooks && for nb in *.ipynb; do ../$(VENV)/bin/jupyter-execute --inplace --timeout=600 "$$nb" || exit 1; done
 
 demo: $(STAMP)
 	$(PY) -m experiments.demo --data-dir $(DATA_DIR)

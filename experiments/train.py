@@ -1,6 +1,7 @@
 """`asr-train --config experiments/configs/rnnt.py:tiny --workdir W [--config.key=value ...]`
 
 Trains (or resumes) the run in W. An unknown `--config.*` key fails at start and names it.
+Started by a `wandb agent` (see `asr-sweep`), W defaults to `workdirs/sweeps/<sweep id>/<run id>`.
 """
 
 import os
@@ -16,19 +17,29 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. pat
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: config, checkpoints, metrics")
 
 
+def _workdir() -> str:
+  if _WORKDIR.value:
+    return _WORKDIR.value
+  if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
+    return os.path.join("workdirs", "sweeps", os.environ["WANDB_SWEEP_ID"],
+                        os.environ["WANDB_RUN_ID"])
+  raise app.UsageError("--workdir is required (the run's directory)")
+
+
 def _main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it touches at INFO
   from asr.training.loop import train
-  summary = train(_CONFIG.value, _WORKDIR.value)
+  workdir = _workdir()
+  summary = train(_CONFIG.value, workdir)
   if summary:
     print(f"final {_CONFIG.value.data.eval_split}: WER {summary['wer']:.4f}  CER "
           f"{summary['cer']:.4f}  ({summary['num_utterances']} utterances)")
-  print(f"workdir: {os.path.abspath(_WORKDIR.value)} (checkpoints/, metrics.jsonl, eval/, wandb/)")
+  print(f"workdir: {os.path.abspath(workdir)} (checkpoints/, metrics.jsonl, eval/, wandb/)")
 
 
 def main():
-  flags.mark_flags_as_required(["config", "workdir"])
+  flags.mark_flags_as_required(["config"])
   app.run(_main)
 
 

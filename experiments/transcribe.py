@@ -35,8 +35,11 @@ def main(argv=None) -> int:
   config, graphdef, params, _ = load_for_inference(args.workdir)
   recognize = make_recognizer(graphdef, args.decoder, args.beam, config.train.max_symbols)
   tokenizer = CharTokenizer()
+  from tqdm.auto import tqdm
   failed = 0
-  for path in args.audio:
+  # Progress (with ETA) on stderr for batches of files; transcripts stay alone on stdout.
+  for path in tqdm(args.audio, desc="transcribe", unit="file", file=sys.stderr,
+                   disable=len(args.audio) < 3, leave=False):
     try:
       audio = load_audio(path)
     except AudioFileError as e:
@@ -51,7 +54,7 @@ def main(argv=None) -> int:
     lengths = np.asarray(out["lengths"])[0]
     if args.decoder == "beam":
       tokens, lengths = tokens[0], lengths[0]
-    print(f"{path}\t{tokenizer.decode(tokens[:lengths])}", flush=True)
+    tqdm.write(f"{path}\t{tokenizer.decode(tokens[:lengths])}", file=sys.stdout)
   return 1 if failed else 0
 
 

@@ -81,5 +81,9 @@ class SynthSpeech(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split):
     cfg = self.builder_config
     spec = get_spec(cfg.size, cfg.seed)
-    for example in synth_corpus.generate_split(spec, split, workers=cfg.workers):
+    from tqdm.auto import tqdm
+    # TFDS's own bar counts examples without a total; this one knows the split size (ETA).
+    for example in tqdm(synth_corpus.generate_split(spec, split, workers=cfg.workers),
+                        total=spec.utterances[split], desc=f"synthesizing {split}",
+                        unit="utt", leave=False):
       yield example["id"], example

@@ -3,7 +3,7 @@
 `recognize` is one jitted function per (decoder, bucket shape): features, encoder, search. The
 summary holds `wer, cer, substitutions, deletions, insertions, num_utterances, flops_per_frame,
 rtf, backend, per_accent, per_speaker`; the per-utterance rows hold id, speaker, accent,
-reference, hypothesis and (for beam search) the n-best list.
+reference, hypothesis, word_errors, num_words and (for beam search) the n-best list.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from flax import nnx
 
 from asr import features as F
 from asr.decoding import beam_search, greedy_search
-from asr.training.metrics import error_rates, grouped_wer
+from asr.training.metrics import error_rates, grouped_wer, utterance_word_errors
 
 
 @functools.lru_cache(maxsize=16)
@@ -86,6 +86,8 @@ def evaluate(graphdef, params, batches, tokenizer, *, decoder: str = "greedy", b
     if progress is not None:
       progress(len(rows))
   summary = error_rates(refs, hyps)
+  for row, errors in zip(rows, utterance_word_errors(refs, hyps)):
+    row.update(word_errors=errors, num_words=len(row["reference"].split()))
   summary.update(
       flops_per_frame=flops / max(frames, 1), rtf=decode_s / max(audio_s, 1e-9),
       audio_seconds=audio_s, decoder=decoder, backend="float",

@@ -1,10 +1,16 @@
 """Run metrics: JSON lines in the workdir and a wandb run (offline unless the environment says).
 
 Standard metric names (ARCHITECTURE.md): `wer`, `cer`, `flops_per_frame`, `latency_ms_p50`,
-`latency_ms_p90`, `model_bytes`, `sparsity`, `backend`. Evaluation also logs a `wandb.Table` of
-per-utterance results. wandb's mode is `config.wandb.mode`, else `$WANDB_MODE`, else "offline"
-(no account needed; `wandb sync <workdir>/wandb/offline-run-*` uploads later). A resumed run
-continues the same wandb run id.
+`latency_ms_p90`, `model_bytes`, `sparsity`, `backend`; they go to the run's summary, so runs
+compare on a wandb workspace with no custom code. Each evaluation also logs a `wandb.Table` of
+per-utterance results (`eval/utterances`) and a latency-versus-WER scatter of the run's
+evaluations so far (`eval/latency_vs_wer`; its x axis is FLOPs per frame until a latency
+simulator fills `latency_ms_*`, which stay empty, not invented). A finished run writes the
+standard metrics of its last evaluation to `final.json` (sweeps and reports read it).
+
+wandb's mode is `config.wandb.mode`, else `$WANDB_MODE`, else "offline" (no account needed;
+`wandb sync <workdir>/wandb/offline-run-*` uploads later). A resumed run continues the same
+wandb run id; under a `wandb agent` the run takes the agent's run id.
 """
 
 from __future__ import annotations
@@ -15,20 +21,29 @@ import pathlib
 import time
 import uuid
 
+STANDARD_METRICS = ("wer", "cer", "flops_per_frame", "latency_ms_p50", "latency_ms_p90",
+                    "model_bytes", "sparsity", "backend")
+
 
 class MetricsLogger:
   def __init__(self, workdir: os.PathLike, config, resumed: bool = False):
     self.workdir = pathlib.Path(workdir)
     self.path = self.workdir / "metrics.jsonl"
     self.last_eval: dict | None = None
+    self.static: dict = {}
     self._run = None
+    # (step, flops_per_frame, latency_ms_p50, wer) of every evaluation, resumed runs included.
+    self.eval_history = [
+        [r["step"], r["eval"]["flops_per_frame"], None, r["eval"]["wer"]]
+        for r in map(json.loads, self.path.read_text().splitlines() if self.path.exists() else [])
+        if "eval" in r]
     mode = config.wandb.mode or os.environ.get("WANDB_MODE") or "offline"
     if mode == "disabled":
       return
     import wandb
     id_file = self.workdir / "wandb_run_id"
-    if not id_file.exists():
-      id_file.write_text(uuid.uuid4().hex[:12])
+    if not id_file.exists():  # a wandb agent names the run it started
+      id_file.write_text(os.environ.get("WANDB_RUN_ID") or uuid.uuid4().hex[:12])
     os.environ.setdefault("WANDB_SILENT", "true")
     self._run = wandb.init(
         project=config.wandb.project, dir=str(self.workdir), mode=mode,
@@ -42,6 +57,7 @@ class MetricsLogger:
       f.write(json.dumps(record) + "\n")
 
   def log_static(self, values: dict) -> None:
+    self.static.update(values)
     self._write({"time": time.time(), **values})
     if self._run is not None:
       self._run.summary.update(values)
@@ -54,26 +70,39 @@ class MetricsLogger:
 
   def log_eval(self, step: int, summary: dict, rows: list[dict]) -> None:
     self.last_eval = dict(summary, step=step)
+    self.eval_history.append([step, summary["flops_per_frame"], None, summary["wer"]])
     flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
     flat.update(latency_ms_p50=None, latency_ms_p90=None)  # no latency simulator yet: empty
     self._write({"step": step, "time": time.time(), "eval": summary})
     (self.workdir / "eval").mkdir(exist_ok=True)
     (self.workdir / "eval" / f"step_{step}.json").write_text(json.dumps(summary, indent=2))
     with (self.workdir / "eval" / f"step_{step}.hyps.tsv").open("w") as f:
-      f.write("id\tspeaker\taccent\treference\thypothesis\n")
+      f.write("id\tspeaker\taccent\treference\thypothesis\tword_errors\tnum_words\n")
       for r in rows:
-        f.write(f"{r['id']}\t{r['speaker']}\t{r['accent']}\t{r['reference']}\t{r['hypothesis']}\n")
+        f.write(f"{r['id']}\t{r['speaker']}\t{r['accent']}\t{r['reference']}\t"
+                f"{r['hypothesis']}\t{r['word_errors']}\t{r['num_words']}\n")
     if self._run is not None:
       import wandb
       numeric = {k: v for k, v in flat.items() if isinstance(v, (int, float))}
-      table = wandb.Table(columns=["id", "speaker", "accent", "reference", "hypothesis"],
-                          data=[[r["id"], r["speaker"], r["accent"], r["reference"],
-                                 r["hypothesis"]] for r in rows])
+      columns = ["id", "speaker", "accent", "reference", "hypothesis", "word_errors", "num_words"]
+      table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])
+      history = wandb.Table(columns=["step", "flops_per_frame", "latency_ms_p50", "wer"],
+                            data=self.eval_history)
       self._run.log({**numeric, "backend": summary.get("backend", "float"),
                      "eval/utterances": table,
+                     "eval/latency_vs_wer": wandb.plot.scatter(
+                         history, "flops_per_frame", "wer",
+                         title="WER vs compute per frame (latency once simulated)"),
                      **{f"wer_accent/{a}": w for a, w in summary.get("per_accent", {}).items()}},
                     step=step)
       self._run.summary.update({**numeric, "backend": summary.get("backend", "float")})
+
+  def write_final(self, summary: dict) -> dict:
+    """The run's standard metrics (and step, split, utterances) in `final.json`."""
+    final = {k: summary.get(k, self.static.get(k)) for k in STANDARD_METRICS}
+    final.update({k: summary[k] for k in ("step", "num_utterances", "split") if k in summary})
+    (self.workdir / "final.json").write_text(json.dumps(final, indent=2))
+    return final
 
   def finish(self) -> None:
     if self._run is not None:

@@ -196,9 +196,17 @@ class Trainer:
                   f"CER {summary['cer']:.3f}")
         window_start = time.perf_counter()
     bar.close()
-    final = self.logger.last_eval or {}
+    final = self.logger.last_eval
+    saved = self.workdir / "eval" / f"step_{c.num_steps}.json"
+    if final is None and saved.exists():  # resumed after the last evaluation: nothing left to do
+      final = dict(json.loads(saved.read_text()), step=c.num_steps)
+    if final is not None:
+      params = jax.device_get(self.state["params"])
+      self.logger.write_final(dict(final, split=self.config.data.eval_split,
+                                   model_bytes=param_bytes(params),
+                                   sparsity=param_sparsity(params)))
     self.logger.finish()
-    return final
+    return final or {}
 
   def close(self) -> None:
     self.train_batches.close()

@@ -19,6 +19,16 @@ def error_rates(references: list[str], hypotheses: list[str]) -> dict:
           "num_words": sum(len(r.split()) for r in references)}
 
 
+def utterance_word_errors(references: list[str], hypotheses: list[str]) -> list[int]:
+  """Word errors (substitutions + deletions + insertions) of each utterance; they sum to the
+  corpus counts of `error_rates`."""
+  errors = []
+  for chunks in jiwer.process_words(references, hypotheses).alignments:
+    errors.append(sum(max(c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx)
+                      for c in chunks if c.type != "equal"))
+  return errors
+
+
 def grouped_wer(references: list[str], hypotheses: list[str], groups: list[str]) -> dict:
   """WER per group (accent, speaker), each pooled over its utterances."""
   by = collections.defaultdict(lambda: ([], []))

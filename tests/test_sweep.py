@@ -1,0 +1,199 @@
+"""Sweeps and reports: a real two-run local sweep on the tiny corpus, skipping on re-run, a failed
+run that does not stop the sweep, bad sweep files, and the report's numbers against the runs'."""
+
+import csv
+import itertools
+import json
+import random
+
+import pytest
+import yaml
+
+from experiments import report, sweep
+
+# A few steps and one evaluation batch: the sweep machinery is under test, not the model.
+_FAST = {"config.train.num_steps": 6, "config.train.eval_every": 6,
+         "config.train.checkpoint_every": 6, "config.train.log_every": 3,
+         "config.train.eval_max_batches": 1}
+
+
+def _write_sweep(tmp_path, name, varied, data_dir, **top):
+  params = {"config": {"value": "experiments/configs/rnnt.py:tiny"},
+            "config.data.data_dir": {"value": data_dir},
+            **{k: {"value": v} for k, v in _FAST.items()}, **varied}
+  spec = {"name": name, "program": "experiments/train.py", "method": "grid",
+          "metric": {"name": "wer", "goal": "minimize"}, "parameters": params, **top}
+  path = tmp_path / f"{name}.yaml"
+  path.write_text(yaml.safe_dump(spec))
+  return path
+
+
+def test_two_run_local_sweep_logs_skips_on_rerun_and_reports_its_own_numbers(tiny_data_dir,
+                                                                            tmp_path):
+  path = _write_sweep(tmp_path, "lrgrid", {"config.optim.peak_lr": {"values": [0.001, 0.003]}},
+                      tiny_data_dir)
+  root = tmp_path / "sweeps"
+  status = sweep.run_local(sweep.load_sweep(path), root, parallel=2)
+  assert sorted(status.values()) == ["finished", "finished"]
+  workdirs = report.sweep_workdirs("lrgrid", root)
+  assert len(workdirs) == 2
+  finals = {}
+  for w in workdirs:
+    final = json.loads((w / "final.json").read_text())
+    evals = [json.loads(l)["eval"] for l in (w / "metrics.jsonl").read_text().splitlines()
+             if "eval" in json.loads(l)]
+    assert final["wer"] == evals[-1]["wer"] and final["step"] == 6
+    assert set(report.STANDARD_METRICS) <= set(final) and final["latency_ms_p50"] is None
+    # wandb offline, grouped under the sweep's name (the group is in the run record).
+    run_files = list(w.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(run_files) == 1 and b"lrgrid" in run_files[0].read_bytes()
+    finals[w.name] = final
+
+  stamps = {w: (w / "final.json").stat().st_mtime_ns for w in workdirs}
+  again = sweep.run_local(sweep.load_sweep(path), root)
+  assert sorted(again.values()) == ["skipped", "skipped"]
+  assert stamps == {w: (w / "final.json").stat().st_mtime_ns for w in workdirs}
+
+  out = tmp_path / "report"
+  assert report.main(["--sweep", "lrgrid", "--root", str(root), "--out", str(out)]) == 0
+  for name in ("latency_vs_wer.png", "latency_vs_wer.html", "runs.md", "runs.csv"):
+    assert (out / name).stat().st_size > 0
+  assert (out / "latency_vs_wer.png").read_bytes()[:4] == b"\x89PNG"
+  with (out / "runs.csv").open() as f:
+    rows = list(csv.DictReader(f))
+  assert {r["run"] for r in rows} == set(finals)
+  for r in rows:
+    f = finals[r["run"]]
+    assert float(r["wer"]) == f["wer"] and float(r["cer"]) == f["cer"]
+    assert float(r["flops_per_frame"]) == f["flops_per_frame"]
+    assert int(r["model_bytes"]) == f["model_bytes"] and r["backend"] == "float"
+    assert r["latency_ms_p50"] == "" and r["latency_ms_p90"] == ""  # not invented
+    assert float(r["config.optim.peak_lr"]) in (0.001, 0.003)
+  page = (out / "latency_vs_wer.html").read_text()
+  assert all(name in page for name in finals) and "no latency simulated yet" in page
+
+
+def test_a_failed_run_is_reported_and_the_sweep_goes_on(tiny_data_dir, tmp_path, capsys):
+  # tiny has one encoder layer, so a time reduction inside it is refused at model build.
+  path = _write_sweep(tmp_path, "bad", {"config.model.enc_reduce": {"values": [2]},
+                                        "config.optim.peak_lr": {"values": [0.001]}},
+                      tiny_data_dir)
+  root = tmp_path / "sweeps"
+  assert sweep.main([str(path), "--local", "--root", str(root)]) == 1
+  status = json.loads((root / "bad" / "status.json").read_text())
+  assert list(status.values()) == ["failed"]
+  out = capsys.readouterr()
+  assert "FAILED" in out.out + out.err and "reduce_after" in out.out + out.err
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"paramters": {}}, "unknown top-level key(s) ['paramters']"),
+    ({"parameters": {"config": {"value": "experiments/configs/rnnt.py:tiny"},
+                     "config.optim.peak_lrr": {"values": [1]}}}, "no key 'optim.peak_lrr'"),
+    ({"parameters": {"config": {"value": "experiments/configs/rnnt.py:tiny"},
+                     "config.optim.peak_lr": {"valuse": [1]}}}, "unknown key(s) ['valuse']"),
+    ({"parameters": {"config": {"value": "experiments/configs/rnnt.py:tiny"},
+                     "config.optim.peak_lr": {"distribution": "lognormal", "min": 1, "max": 2}}},
+     "unknown distribution 'lognormal'"),
+    ({"method": "hyperband"}, "method 'hyperband'"),
+    ({"parameters": {"config": {"value": "nowhere.py:tiny"}}}, "no config file 'nowhere.py'"),
+])
+def test_a_bad_sweep_file_fails_with_the_key_named(tmp_path, capsys, edit, message):
+  spec = {"program": "experiments/train.py", "method": "grid",
+          "parameters": {"config": {"value": "experiments/configs/rnnt.py:tiny"},
+                         "config.optim.peak_lr": {"values": [0.001]}}}
+  spec.update(edit)
+  path = tmp_path / "s.yaml"
+  path.write_text(yaml.safe_dump(spec))
+  with pytest.raises(sweep.SweepError) as e:
+    sweep.load_sweep(path)
+  assert message in str(e.value) and str(path) in str(e.value)
+  assert sweep.main([str(path), "--local", "--root", str(tmp_path)]) == 2
+  assert message in capsys.readouterr().err
+
+
+def _spec(tmp_path, method, parameters, **top):
+  path = tmp_path / "s.yaml"
+  path.write_text(yaml.safe_dump({"name": "s", "program": "experiments/train.py",
+                                  "method": method, "parameters": {
+                                      "config": {"value": "experiments/configs/rnnt.py:tiny"},
+                                      **parameters}, **top}))
+  return sweep.load_sweep(path)
+
+
+def test_grid_is_the_full_product_with_unique_names(tmp_path):
+  s = _spec(tmp_path, "grid", {"config.optim.peak_lr": {"values": [0.001, 0.003, 0.01]},
+                               "config.model.enc_hidden": {"values": [32, 64]},
+                               "config.seed": {"value": 7}})
+  runs = sweep.expand_runs(s)
+  got = {(r.params["config.optim.peak_lr"], r.params["config.model.enc_hidden"]) for r in runs}
+  assert got == set(itertools.product([0.001, 0.003, 0.01], [32, 64]))
+  assert all(r.params["config.seed"] == 7 for r in runs)
+  assert len({r.name for r in runs}) == 6 and all("seed" not in r.name for r in runs)
+
+
+def test_random_draws_are_reproducible_and_inside_their_distributions(tmp_path):
+  s = _spec(tmp_path, "random", {
+      "config.optim.peak_lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
+      "config.model.enc_hidden": {"min": 16, "max": 64},  # ints: int_uniform, as wandb infers
+      "config.optim.weight_decay": {"distribution": "q_uniform", "min": 0.0, "max": 1.0,
+                                    "q": 0.25},
+      "config.model.predictor": {"values": ["lstm", "stateless"], "probabilities": [0.5, 0.5]}},
+      run_cap=40)
+  runs = sweep.expand_runs(s)
+  assert [r.params for r in runs] == [r.params for r in sweep.expand_runs(s)]
+  assert len(runs) == 40
+  for r in runs:
+    p = r.params
+    assert 1e-4 <= p["config.optim.peak_lr"] <= 1e-2
+    assert isinstance(p["config.model.enc_hidden"], int) and 16 <= p["config.model.enc_hidden"] <= 64
+    assert p["config.optim.weight_decay"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+  assert {r.params["config.model.predictor"] for r in runs} == {"lstm", "stateless"}
+  with pytest.raises(sweep.SweepError, match="run_cap"):
+    sweep.expand_runs(_spec(tmp_path, "random", {"config.seed": {"values": [1, 2]}}))
+
+
+def test_local_command_fills_wandbs_macros_as_its_agent_does(tmp_path):
+  from wandb.sdk.launch.sweeps import utils as sweep_utils
+  s = _spec(tmp_path, "grid", {"config.optim.peak_lr": {"values": [0.003]}},
+            command=["${env}", "${interpreter}", "${program}", "--extra", "${args}"])
+  run = sweep.expand_runs(s)[0]
+  cmd = sweep.command_for(s, run, tmp_path / "w")
+  agent = sweep_utils.create_sweep_command_args(
+      {"args": {k: {"value": v} for k, v in run.params.items()}})
+  assert cmd[1:3] == ["experiments/train.py", "--extra"]
+  assert cmd[3:3 + len(run.params)] == agent["args"]
+  assert cmd[-3:] == [f"--workdir={tmp_path / 'w'}", "--config.wandb.group=s",
+                      f"--config.wandb.name={run.name}"]
+
+
+def test_pareto_front_equals_brute_force():
+  rng = random.Random(0)
+  for _ in range(50):
+    pts = [(rng.randint(0, 9), rng.randint(0, 9)) for _ in range(rng.randint(1, 12))]
+    front = report.pareto_front(pts)
+    dominated = {i for i, p in enumerate(pts) for q in pts
+                 if q[0] <= p[0] and q[1] <= p[1] and q != p}
+    # Equal points: the first of them in the order is kept.
+    expected = {i for i in range(len(pts)) if i not in dominated and pts.index(pts[i]) == i}
+    assert set(front) == expected
+    assert [pts[i][0] for i in front] == sorted(pts[i][0] for i in front)
+
+
+def test_report_reads_an_unfinished_run_from_its_newest_evaluation(tmp_path):
+  w = tmp_path / "run"
+  (w / "eval").mkdir(parents=True)
+  (w / "config.json").write_text(json.dumps({"family": "lstm-rnnt"}))
+  (w / "metrics.jsonl").write_text(json.dumps({"model_bytes": 1234}) + "\n")
+  for step, wer in ((100, 0.5), (1000, 0.25), (300, 0.4)):
+    (w / "eval" / f"step_{step}.json").write_text(json.dumps(
+        {"wer": wer, "cer": wer / 2, "flops_per_frame": 2e6, "backend": "float"}))
+  (row,) = report.collect_runs([w])
+  assert (row["status"], row["step"], row["wer"], row["model_bytes"]) == ("unfinished", 1000,
+                                                                         0.25, 1234)
+  (tmp_path / "empty").mkdir()
+  (tmp_path / "empty" / "config.json").write_text("{}")
+  (row,) = report.collect_runs([tmp_path / "empty"])
+  assert row["status"] == "no evaluation yet" and row["wer"] is None
+  report.write_report(report.collect_runs([w, tmp_path / "empty"]), tmp_path / "out")
+  assert "| run |" in (tmp_path / "out" / "runs.md").read_text()
