@@ -321,7 +321,8 @@ def create_on_server(sweep: Sweep, echo=print) -> str:
                      f"machine with no server: asr-sweep {sweep.path} --local") from e
   path = "/".join(p for p in (entity, project, sweep_id) if p)
   echo(f"created sweep {sweep.name}: {path}\nOn each machine, from the repository root after "
-       f"`make venv`:\n  .venv/bin/wandb agent {path}\n"
+       f"`make venv` (the agent runs `python`, so activate the environment):\n"
+       f"  . .venv/bin/activate && wandb agent {path}\n"
        f"Each run trains in workdirs/sweeps/{sweep_id}/<run id> and logs to that sweep.")
   return sweep_id
 

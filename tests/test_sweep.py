@@ -197,3 +197,14 @@ def test_report_reads_an_unfinished_run_from_its_newest_evaluation(tmp_path):
   assert row["status"] == "no evaluation yet" and row["wer"] is None
   report.write_report(report.collect_runs([w, tmp_path / "empty"]), tmp_path / "out")
   assert "| run |" in (tmp_path / "out" / "runs.md").read_text()
+
+
+def test_without_local_and_without_an_account_says_how_to_log_in_or_run_locally(tmp_path,
+                                                                                monkeypatch):
+  monkeypatch.delenv("WANDB_API_KEY", raising=False)
+  for var in ("HOME", "WANDB_CONFIG_DIR", "WANDB_DIR"):
+    monkeypatch.setenv(var, str(tmp_path))
+  monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+  with pytest.raises(SystemExit) as e:
+    sweep.main(["experiments/sweeps/tiny_lr.yaml"])
+  assert "wandb login" in str(e.value) and "--local" in str(e.value)
