@@ -1,6 +1,7 @@
 """Training-step throughput and its share of this machine's float32 matmul peak.
 
   .venv/bin/python -m benchmarks.train_step [--variant small] [--seconds 3.0] [--repeats 10]
+      [--enc-reduce 1]
 
 Times the jitted training step of `experiments/configs/rnnt.py:<variant>` (features, encoder,
 stateless prediction network, lean RNN-T + CTC loss, backward, AdamW) on a batch of
@@ -38,8 +39,12 @@ def main():
   p.add_argument("--variant", default="small")
   p.add_argument("--seconds", type=float, default=3.0)
   p.add_argument("--repeats", type=int, default=10)
+  p.add_argument("--enc-reduce", type=int, default=None,
+                 help="override model.enc_reduce (1: no time reduction inside the encoder)")
   args = p.parse_args()
   c = get_config(args.variant)
+  if args.enc_reduce is not None:
+    c.model.enc_reduce = args.enc_reduce
   b, samples = c.data.batch_size, int(args.seconds * 16000)
   u = int(args.seconds * 12)
   rng = np.random.default_rng(0)
@@ -65,13 +70,16 @@ def main():
   best = best_of(one_step, args.repeats)
   peak = matmul_peak()
   from asr.features import num_frames
-  frames = -(-int(num_frames(samples)) // c.model.stack)
   m_cfg = c.model
-  analytic = b * (3 * frames * (model.encoder.flops_per_frame() + 2 * m_cfg.enc_hidden * m_cfg.vocab
-                                + 2 * m_cfg.enc_hidden * m_cfg.joint_dim)
+  ctc_frames = -(-int(num_frames(samples)) // m_cfg.stack)  # the CTC head's (pre-reduction) rate
+  frames = -(-ctc_frames // m_cfg.enc_reduce)               # the encoder's output frames
+  ctc_flops = 2 * m_cfg.enc_hidden * m_cfg.vocab * ctc_frames if m_cfg.ctc_weight > 0 else 0
+  analytic = b * (3 * (frames * (model.encoder.flops_per_frame()
+                                 + 2 * m_cfg.enc_hidden * m_cfg.joint_dim) + ctc_flops)
                   + 4 * frames * (u + 1) * 2 * m_cfg.joint_dim * m_cfg.vocab)
   xla_flops, flops = flops, analytic
-  print(f"{args.variant}: batch {b} x {args.seconds:.1f} s, {u} labels each, "
+  print(f"{args.variant} (enc_reduce {c.model.enc_reduce}): batch {b} x {args.seconds:.1f} s, "
+        f"{u} labels each, "
         f"{jax.devices()[0].platform}")
   print(f"step: {best * 1000:.0f} ms = {b * args.seconds / best:.0f} audio-s per s, "
         f"{flops / 1e9:.1f} GFLOP per step (analytic; XLA's cost analysis: {xla_flops / 1e9:.1f})")

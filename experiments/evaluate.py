@@ -26,6 +26,8 @@ def main(argv=None) -> int:
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
   p.add_argument("--json", default=None, help="where to write the summary")
   p.add_argument("--data-dir", default=None, help="override the run's data dir")
+  p.add_argument("--max-batches", type=int, default=0,
+                 help="decode only the split's first N batches (0: all)")
   args = p.parse_args(argv)
 
   from absl import logging
@@ -33,7 +35,7 @@ def main(argv=None) -> int:
   from tqdm.auto import tqdm
   from asr.data.pipeline import Batches
   from asr.tokenizer import CharTokenizer
-  from asr.training.evaluate import evaluate
+  from asr.training.evaluate import evaluate, write_hypotheses
   from asr.training.loop import load_for_inference, open_dataset, pipeline_config
 
   config, graphdef, params, step = load_for_inference(args.workdir, args.step)
@@ -44,9 +46,12 @@ def main(argv=None) -> int:
   batches = Batches.from_source(source, args.split, tokenizer, pipeline_config(config, False),
                                 shuffle=False, num_epochs=1, features=None)
   total = source.splits.get(args.split)
+  if args.max_batches:
+    total = min(total, args.max_batches * config.data.eval_batch_size)
   bar = tqdm(total=total, desc=f"decode {args.split} ({args.decoder})", unit="utt")
   summary, rows = evaluate(graphdef, params, batches, tokenizer, decoder=args.decoder,
                            beam=args.beam, max_symbols=args.max_symbols or config.train.max_symbols,
+                           max_batches=args.max_batches,
                            progress=lambda n: bar.update(n - bar.n))
   bar.close()
   summary.update(split=args.split, step=step, skipped=batches.problems.as_metrics(),
@@ -56,10 +61,7 @@ def main(argv=None) -> int:
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(summary, indent=2))
   hyps = out.with_suffix(".hyps.tsv")
-  with hyps.open("w") as f:
-    f.write("id\tspeaker\taccent\treference\thypothesis\n")
-    for r in rows:
-      f.write(f"{r['id']}\t{r['speaker']}\t{r['accent']}\t{r['reference']}\t{r['hypothesis']}\n")
+  write_hypotheses(hyps, rows)
   print(f"{args.split} ({args.decoder}, step {step}): WER {summary['wer']:.4f}  CER "
         f"{summary['cer']:.4f}  S/D/I {summary['substitutions']}/{summary['deletions']}/"
         f"{summary['insertions']}  over {summary['num_utterances']} utterances")

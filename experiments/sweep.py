@@ -205,9 +205,14 @@ def _digest(text: str) -> int:
 
 
 def run_name(params: dict, varying: list[str]) -> str:
-  """Readable and unique: the values of the `varying` keys by their last key part, and a short
-  hash of every value."""
-  readable = "_".join(f"{k.rsplit('.', 1)[-1]}={_fmt(params[k])}" for k in sorted(varying))
+  """Readable and unique: the values of the `varying` keys by a short label (their last key
+  part, or the last two where that alone says little), and a short hash of every value."""
+  last = [k.rsplit(".", 1)[-1] for k in varying]
+
+  def label(k):
+    tail = k.rsplit(".", 1)[-1]
+    return ".".join(k.split(".")[-2:]) if tail == "enabled" or last.count(tail) > 1 else tail
+  readable = "_".join(f"{label(k)}={_fmt(params[k])}" for k in sorted(varying))
   readable = re.sub(r"[^A-Za-z0-9=._-]+", "-", readable)[:80] or "run"
   return f"{readable}_{hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:6]}"
 

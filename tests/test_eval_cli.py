@@ -35,9 +35,12 @@ def test_eval_writes_summary_and_hypotheses(tiny_run, tiny_source, decoder, caps
   lines = (tiny_run / "eval" / f"test_{decoder}.hyps.tsv").read_text().splitlines()
   assert len(lines) == 1 + summary["num_utterances"]
   refs = {ex["id"]: ex["text"] for ex in tiny_source.examples("test")}
+  errors = 0
   for line in lines[1:]:
-    uid, _, _, ref, _ = line.split("\t")
-    assert refs[uid] == ref
+    uid, _, _, ref, _, word_errors, num_words = line.split("\t")
+    assert refs[uid] == ref and int(num_words) == len(ref.split())
+    errors += int(word_errors)
+  assert errors == summary["substitutions"] + summary["deletions"] + summary["insertions"]
   # S + D + C = reference words, so S + D never exceed them.
   assert summary["substitutions"] + summary["deletions"] <= sum(len(r.split()) for r in refs.values())
   assert "WER" in capsys.readouterr().out

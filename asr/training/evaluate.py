@@ -94,3 +94,15 @@ def evaluate(graphdef, params, batches, tokenizer, *, decoder: str = "greedy", b
       per_accent=grouped_wer(refs, hyps, [r["accent"] or "unknown" for r in rows]),
       per_speaker=grouped_wer(refs, hyps, [r["speaker"] for r in rows]))
   return summary, rows
+
+
+HYPOTHESIS_COLUMNS = ("id", "speaker", "accent", "reference", "hypothesis", "word_errors",
+                      "num_words")
+
+
+def write_hypotheses(path, rows: list[dict]) -> None:
+  """The per-utterance rows as a tab-separated file, one line per utterance."""
+  with open(path, "w") as f:
+    f.write("\t".join(HYPOTHESIS_COLUMNS) + "\n")
+    for r in rows:
+      f.write("\t".join(str(r[c]) for c in HYPOTHESIS_COLUMNS) + "\n")

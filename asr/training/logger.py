@@ -21,6 +21,8 @@ import pathlib
 import time
 import uuid
 
+from asr.training.evaluate import HYPOTHESIS_COLUMNS, write_hypotheses
+
 STANDARD_METRICS = ("wer", "cer", "flops_per_frame", "latency_ms_p50", "latency_ms_p90",
                     "model_bytes", "sparsity", "backend")
 
@@ -76,16 +78,12 @@ class MetricsLogger:
     self._write({"step": step, "time": time.time(), "eval": summary})
     (self.workdir / "eval").mkdir(exist_ok=True)
     (self.workdir / "eval" / f"step_{step}.json").write_text(json.dumps(summary, indent=2))
-    with (self.workdir / "eval" / f"step_{step}.hyps.tsv").open("w") as f:
-      f.write("id\tspeaker\taccent\treference\thypothesis\tword_errors\tnum_words\n")
-      for r in rows:
-        f.write(f"{r['id']}\t{r['speaker']}\t{r['accent']}\t{r['reference']}\t"
-                f"{r['hypothesis']}\t{r['word_errors']}\t{r['num_words']}\n")
+    write_hypotheses(self.workdir / "eval" / f"step_{step}.hyps.tsv", rows)
     if self._run is not None:
       import wandb
       numeric = {k: v for k, v in flat.items() if isinstance(v, (int, float))}
-      columns = ["id", "speaker", "accent", "reference", "hypothesis", "word_errors", "num_words"]
-      table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])
+      table = wandb.Table(columns=list(HYPOTHESIS_COLUMNS),
+                          data=[[r[c] for c in HYPOTHESIS_COLUMNS] for r in rows])
       history = wandb.Table(columns=["step", "flops_per_frame", "latency_ms_p50", "wer"],
                             data=self.eval_history)
       self._run.log({**numeric, "backend": summary.get("backend", "float"),
