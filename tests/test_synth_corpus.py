@@ -124,3 +124,18 @@ def test_fast_record_reader_equals_tfds_decoding(tiny_source):
         np.testing.assert_array_equal(ex[key], ref[key])
       else:
         assert ex[key] == ref[key], (uid, key)
+
+
+def test_processes_building_the_same_corpus_at_once_build_it_once(tmp_path):
+  # A local sweep's parallel runs all find the corpus missing; one builds, the others wait.
+  import subprocess
+  import sys
+  code = ("import sys; from asr.data import synth_tfds; "
+          "b, built = synth_tfds.ensure_built('tiny', data_dir=sys.argv[1], workers=1, "
+          "echo=lambda m: None); print('BUILT' if built else 'WAITED', b.is_prepared())")
+  procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for _ in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+  results = sorted(out.strip().splitlines()[-1] for out, _ in outs)
+  assert results == ["BUILT True", "WAITED True"]

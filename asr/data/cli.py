@@ -48,13 +48,12 @@ def build(args) -> int:
     print("only the synthetic corpus is built here; LibriSpeech: `tfds build librispeech`",
           file=sys.stderr)
     return 2
-  builder = synth_tfds.builder(args.size, args.seed, data_dir=args.data_dir, workers=args.workers)
   start = time.time()
-  if builder.is_prepared():
-    print(f"{_dataset_name(args)} is already built in {builder.data_dir}")
-  else:
-    builder.download_and_prepare()
+  builder, built = synth_tfds.ensure_built(args.size, args.seed, args.data_dir, args.workers)
+  if built:
     print(f"built {_dataset_name(args)} in {time.time() - start:.1f} s -> {builder.data_dir}")
+  else:
+    print(f"{_dataset_name(args)} is already built in {builder.data_dir}")
   print_stats(open_source(_dataset_name(args), args.data_dir))
   return 0
 

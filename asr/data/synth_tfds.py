@@ -8,6 +8,8 @@ shared with LibriSpeech once mapped by `asr.data.sources`.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import pathlib
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -39,24 +41,43 @@ def features() -> tfds.features.FeaturesDict:
 class SynthSpeechConfig(tfds.core.BuilderConfig):
   size: str = "tiny"
   seed: int = 0
-  workers: int | None = None  # corpus-generation processes; the bytes do not depend on it
 
 
-def make_config(size: str, seed: int = 0, workers: int | None = None) -> SynthSpeechConfig:
+def make_config(size: str, seed: int = 0) -> SynthSpeechConfig:
   """The config for a size and seed; seed 0 is the registered `synth_speech/<size>`."""
   get_spec(size)  # validates the size
   name = size if seed == 0 else f"{size}_seed{seed}"
-  return SynthSpeechConfig(name=name, size=size, seed=seed, workers=workers,
+  return SynthSpeechConfig(name=name, size=size, seed=seed,
                            description=f"{size} synthetic corpus, seed {seed}")
 
 
 def builder(size: str = "tiny", seed: int = 0, data_dir: str | None = None,
             workers: int | None = None) -> "SynthSpeech":
-  """The builder for a size and seed (registered configs by name, others as custom configs)."""
-  if seed == 0 and workers is None:
-    get_spec(size)
-    return SynthSpeech(config=size, data_dir=data_dir)
-  return SynthSpeech(config=make_config(size, seed, workers), data_dir=data_dir)
+  """The builder for a size and seed (registered configs by name, others as custom configs);
+  `workers` generation processes (default: all cores; the bytes do not depend on it)."""
+  get_spec(size)
+  config = size if seed == 0 else make_config(size, seed)
+  return SynthSpeech(config=config, data_dir=data_dir, workers=workers)
+
+
+def ensure_built(size: str = "tiny", seed: int = 0, data_dir: str | None = None,
+                 workers: int | None = None, echo=print) -> tuple["SynthSpeech", bool]:
+  """(builder, whether this call built it): builds the corpus unless it is there. Several
+  processes may call this at once (a sweep's parallel runs): one builds under a file lock, the
+  others wait for it and then read the finished corpus."""
+  b = builder(size, seed, data_dir, workers)
+  if b.is_prepared():
+    return b, False
+  lock_dir = pathlib.Path(b.data_dir).parent  # <data_dir>/synth_speech/<config>
+  lock_dir.mkdir(parents=True, exist_ok=True)
+  with open(lock_dir / ".build.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    b = builder(size, seed, data_dir, workers)  # a fresh look: another process may have built it
+    if b.is_prepared():
+      return b, False
+    echo(f"building synth_speech/{b.builder_config.name} in {b.data_dir} (once) ...")
+    b.download_and_prepare()
+    return b, True
 
 
 class SynthSpeech(tfds.core.GeneratorBasedBuilder):
@@ -65,6 +86,11 @@ class SynthSpeech(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release: 8 accents, continuous voice design, noise and reverb."}
   BUILDER_CONFIGS = [make_config(size) for size in synth_corpus.SPECS]
+
+  def __init__(self, *, workers: int | None = None, **kwargs):
+    # How many processes generate it is not part of the dataset's identity (not in its config).
+    self._workers = workers
+    super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
@@ -83,7 +109,7 @@ class SynthSpeech(tfds.core.GeneratorBasedBuilder):
     spec = get_spec(cfg.size, cfg.seed)
     from tqdm.auto import tqdm
     # TFDS's own bar counts examples without a total; this one knows the split size (ETA).
-    for example in tqdm(synth_corpus.generate_split(spec, split, workers=cfg.workers),
+    for example in tqdm(synth_corpus.generate_split(spec, split, workers=self._workers),
                         total=spec.utterances[split], desc=f"synthesizing {split}",
                         unit="utt", leave=False):
       yield example["id"], example

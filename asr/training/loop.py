@@ -54,10 +54,7 @@ def open_dataset(config):
   if name.startswith(SYNTH) and config.data.build_if_missing:
     from asr.data import synth_tfds
     size, _, seed = (name.partition("/")[2] or "tiny").partition("_seed")
-    builder = synth_tfds.builder(size, int(seed or 0), data_dir=data_dir)
-    if not builder.is_prepared():
-      print(f"building {name} in {builder.data_dir} (once) ...", flush=True)
-      builder.download_and_prepare()
+    synth_tfds.ensure_built(size, int(seed or 0), data_dir)
   return open_source(name, data_dir)
 
 
