@@ -28,11 +28,10 @@ STANDARD_METRICS = ("wer", "cer", "flops_per_frame", "latency_ms_p50", "latency_
 
 
 class MetricsLogger:
-  def __init__(self, workdir: os.PathLike, config, resumed: bool = False):
+  def __init__(self, workdir: os.PathLike, config):
     self.workdir = pathlib.Path(workdir)
     self.path = self.workdir / "metrics.jsonl"
     self.last_eval: dict | None = None
-    self.static: dict = {}
     self._run = None
     # (step, flops_per_frame, latency_ms_p50, wer) of every evaluation, resumed runs included.
     self.eval_history = [
@@ -59,7 +58,6 @@ class MetricsLogger:
       f.write(json.dumps(record) + "\n")
 
   def log_static(self, values: dict) -> None:
-    self.static.update(values)
     self._write({"time": time.time(), **values})
     if self._run is not None:
       self._run.summary.update(values)
@@ -73,15 +71,14 @@ class MetricsLogger:
   def log_eval(self, step: int, summary: dict, rows: list[dict]) -> None:
     self.last_eval = dict(summary, step=step)
     self.eval_history.append([step, summary["flops_per_frame"], None, summary["wer"]])
-    flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
-    flat.update(latency_ms_p50=None, latency_ms_p90=None)  # no latency simulator yet: empty
     self._write({"step": step, "time": time.time(), "eval": summary})
     (self.workdir / "eval").mkdir(exist_ok=True)
     (self.workdir / "eval" / f"step_{step}.json").write_text(json.dumps(summary, indent=2))
     write_hypotheses(self.workdir / "eval" / f"step_{step}.hyps.tsv", rows)
     if self._run is not None:
       import wandb
-      numeric = {k: v for k, v in flat.items() if isinstance(v, (int, float))}
+      # Numbers only: latency stays unlogged (empty) until a simulator measures it.
+      numeric = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
       table = wandb.Table(columns=list(HYPOTHESIS_COLUMNS),
                           data=[[r[c] for c in HYPOTHESIS_COLUMNS] for r in rows])
       history = wandb.Table(columns=["step", "flops_per_frame", "latency_ms_p50", "wer"],
@@ -97,7 +94,7 @@ class MetricsLogger:
 
   def write_final(self, summary: dict) -> dict:
     """The run's standard metrics (and step, split, utterances) in `final.json`."""
-    final = {k: summary.get(k, self.static.get(k)) for k in STANDARD_METRICS}
+    final = {k: summary.get(k) for k in STANDARD_METRICS}
     final.update({k: summary[k] for k in ("step", "num_utterances", "split") if k in summary})
     (self.workdir / "final.json").write_text(json.dumps(final, indent=2))
     return final

@@ -127,7 +127,7 @@ class Trainer:
       self.state = jax.device_put(state, self.replicated)
       self.train_batches.restore(data_state["pipeline"])
       self.start_step = latest
-    self.logger = MetricsLogger(self.workdir, config, resumed=latest is not None)
+    self.logger = MetricsLogger(self.workdir, config)
 
   def _device_batch(self, batch: dict) -> dict:
     local = {k: batch[k] for k in ts.BATCH_KEYS}
