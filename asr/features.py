@@ -1,9 +1,11 @@
-"""Acoustic features in JAX: log-mel filterbanks, normalization, augmentation, frame stacking.
+"""Acoustic features in JAX: log-mel filterbanks (whole utterances or streamed chunks),
+augmentation, frame stacking, and the statistics that the model's normalization starts from.
 
 Every function is jittable and works on padded batches with explicit lengths:
 `audio [B, S]` float32 in [-1, 1] with `audio_lengths [B]`, features `[B, T, F]` with
 `feature_lengths [B]`. Frames past a length are zero on output. Constants (window, mel matrix) are
-computed once in NumPy.
+computed once in NumPy. Normalization lives in the model (`asr.models.frontend`), so a
+streaming recognizer normalizes exactly as training did.
 
 Conventions (shared with `librosa.feature.melspectrogram(center=False)` up to where a window
 sits inside its FFT frame): 25 ms Hann window (periodic), 10 ms hop, 512-point FFT, power
@@ -20,6 +22,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from asr.arrays import length_mask, mask_padding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,11 +111,6 @@ def _apply_mel(power: jax.Array, cfg: FeatureConfig) -> jax.Array:
 
 # ---- features, JAX ----
 
-def _length_mask(lengths: jax.Array, size: int) -> jax.Array:
-  """`[B, size]` bool, True where index < length."""
-  return jnp.arange(size)[None, :] < lengths[:, None]
-
-
 def log_mel(audio: jax.Array, audio_lengths: jax.Array,
             cfg: FeatureConfig = FeatureConfig()) -> tuple[jax.Array, jax.Array]:
   """`audio [B, S]` (float in [-1, 1], or int16 PCM), `audio_lengths [B]` -> log-mel
@@ -124,7 +123,7 @@ def log_mel(audio: jax.Array, audio_lengths: jax.Array,
   if total == 0:
     raise ValueError(f"padded audio of {audio.shape[1]} samples is shorter than one window")
   # Zero samples past each length, so padding never leaks into the last real frames.
-  audio = jnp.where(_length_mask(audio_lengths, audio.shape[1]), audio, 0.0)
+  audio = jnp.where(length_mask(audio_lengths, audio.shape[1]), audio, 0.0)
   starts = jnp.arange(total) * cfg.hop
   frames = audio[:, starts[:, None] + jnp.arange(cfg.window)[None, :]]  # [B, T, window]
   spectrum = jnp.fft.rfft(frames * hann_window(cfg), n=cfg.fft_size)
@@ -132,33 +131,16 @@ def log_mel(audio: jax.Array, audio_lengths: jax.Array,
   mel = _apply_mel(power, cfg)
   feats = jnp.log(jnp.maximum(mel, cfg.log_floor))
   lengths = num_frames(jnp.asarray(audio_lengths, jnp.int32), cfg)
-  return jnp.where(_length_mask(lengths, total)[..., None], feats, 0.0), lengths
-
-
-def normalize(features: jax.Array, lengths: jax.Array, mean: jax.Array | None = None,
-              std: jax.Array | None = None, eps: float = 1e-5) -> jax.Array:
-  """Mean/variance normalization per feature bin; padded frames stay zero.
-
-  With `mean`/`std` (`[F]`, e.g. from `global_stats` over the training set) the statistics are
-  fixed, which a streaming model needs; without them each utterance is normalized by its own
-  valid frames.
-  """
-  mask = _length_mask(lengths, features.shape[1])[..., None]
-  if mean is None:
-    count = jnp.maximum(lengths, 1)[:, None, None].astype(features.dtype)
-    mean = jnp.sum(jnp.where(mask, features, 0.0), axis=1, keepdims=True) / count
-    var = jnp.sum(jnp.where(mask, (features - mean) ** 2, 0.0), axis=1, keepdims=True) / count
-    std = jnp.sqrt(var)
-  return jnp.where(mask, (features - mean) / (std + eps), 0.0)
+  return jnp.where(length_mask(lengths, total)[..., None], feats, 0.0), lengths
 
 
 def global_stats(batches) -> tuple[np.ndarray, np.ndarray]:
-  """Mean and std `[F]` over the valid frames of an iterable of (features, lengths) batches."""
+  """Mean and std `[F]` over the valid frames of an iterable of (features, lengths) batches
+  (float64 sums: the training statistics the model's normalization starts from)."""
   total, sq, count = 0.0, 0.0, 0
   for features, lengths in batches:
     features, lengths = np.asarray(features, np.float64), np.asarray(lengths)
-    mask = np.arange(features.shape[1])[None, :] < lengths[:, None]
-    valid = features[mask]
+    valid = features[length_mask(lengths, features.shape[1])]
     total, sq, count = total + valid.sum(0), sq + (valid**2).sum(0), count + len(valid)
   mean = total / count
   return mean.astype(np.float32), np.sqrt(np.maximum(sq / count - mean**2, 0.0)).astype(np.float32)
@@ -166,11 +148,11 @@ def global_stats(batches) -> tuple[np.ndarray, np.ndarray]:
 
 def stack_frames(features: jax.Array, lengths: jax.Array, factor: int) -> tuple[jax.Array, jax.Array]:
   """Concatenates `factor` consecutive frames and keeps every `factor`-th: `[B, T, F]` ->
-  `[B, ceil(T / factor), F * factor]`, lengths `ceil(lengths / factor)` (a partial last group
-  is kept, zero-padded)."""
+  `[B, ceil(T / factor), F * factor]`, lengths `ceil(lengths / factor)`. A partial last group
+  is kept, completed with zeros (never with whatever lies past the length)."""
   b, t, f = features.shape
   pad = -t % factor
-  features = jnp.pad(features, ((0, 0), (0, pad), (0, 0)))
+  features = jnp.pad(mask_padding(features, lengths), ((0, 0), (0, pad), (0, 0)))
   stacked = features.reshape(b, (t + pad) // factor, factor * f)
   return stacked, (lengths + factor - 1) // factor
 
@@ -214,7 +196,7 @@ def perturb(rng: jax.Array, features: jax.Array, lengths: jax.Array,
   out = _resample_axis(features, positions, axis=1)
   alpha = jax.random.uniform(k_warp, (b,), minval=warp[0], maxval=warp[1])
   out = _resample_axis(out, jnp.arange(f)[None, :] / alpha[:, None], axis=2)
-  return jnp.where(_length_mask(new_lengths, t)[..., None], out, 0.0), new_lengths
+  return jnp.where(length_mask(new_lengths, t)[..., None], out, 0.0), new_lengths
 
 
 def spec_augment(rng: jax.Array, features: jax.Array, lengths: jax.Array,
@@ -248,12 +230,49 @@ def augment(rng: jax.Array, features: jax.Array, lengths: jax.Array,
   return spec_augment(k2, features, lengths, cfg), lengths
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def featurize(audio: jax.Array, audio_lengths: jax.Array,
-              cfg: FeatureConfig = FeatureConfig()) -> tuple[jax.Array, jax.Array]:
-  """The input pipeline's feature step: log-mel then per-utterance normalization.
+featurize = jax.jit(log_mel, static_argnames=("cfg",))
+featurize.__doc__ = """The input pipeline's feature step, jitted: `log_mel`. `audio [B, S]` ->
+`features [B, T, num_mels]`, `feature_lengths [B]` int32 (the model normalizes them)."""
 
-  `audio [B, S]` -> `features [B, T, num_mels]`, `feature_lengths [B]` int32.
+
+# ---- streaming ----
+
+def stream_chunk_samples(frames_per_chunk: int, cfg: FeatureConfig = FeatureConfig()
+                         ) -> tuple[int, int]:
+  """(first chunk, every later chunk) in samples, so each chunk of a stream yields
+  `frames_per_chunk` feature frames: the first holds one window and `frames_per_chunk - 1`
+  hops, the later ones `frames_per_chunk` hops."""
+  return cfg.window + (frames_per_chunk - 1) * cfg.hop, frames_per_chunk * cfg.hop
+
+
+def stream_log_mel(state, audio: jax.Array, audio_lengths: jax.Array,
+                   cfg: FeatureConfig = FeatureConfig()):
+  """Log-mels of audio heard in chunks; the frames equal `log_mel` of the whole utterance.
+
+  Args:
+    state: None before the first chunk, then what the previous call returned: the samples
+      not yet past (`window - hop` of them, `[B, window - hop]`) and how many are real `[B]`.
+    audio: `[B, S]` this chunk; sized by `stream_chunk_samples` (the first chunk is
+      `window - hop` samples longer than the others).
+    audio_lengths: `[B]` real samples in this chunk: S, then fewer in an utterance's last chunk,
+      then 0 in every chunk after it.
+  Returns:
+    features `[B, T, F]`, lengths `[B]`, the new state.
   """
-  feats, lengths = log_mel(audio, audio_lengths, cfg)
-  return normalize(feats, lengths), lengths
+  keep = cfg.window - cfg.hop
+  audio = jnp.asarray(audio)
+  if audio.dtype == jnp.int16:
+    audio = audio.astype(jnp.float32) / 32768.0
+  if state is None:
+    buffer, real = audio, audio_lengths
+  else:
+    carry, carry_lengths = state
+    buffer = jnp.concatenate([carry, audio.astype(jnp.float32)], axis=1)
+    real = carry_lengths + audio_lengths
+  if (buffer.shape[1] - keep) % cfg.hop or buffer.shape[1] < cfg.window:
+    raise ValueError(f"a stream chunk of {audio.shape[1]} samples does not end on a frame "
+                     "boundary; size chunks with stream_chunk_samples")
+  feats, lengths = log_mel(buffer, real, cfg)
+  consumed = feats.shape[1] * cfg.hop
+  new_state = (buffer[:, consumed:consumed + keep], jnp.clip(real - consumed, 0, keep))
+  return feats, lengths, new_state

@@ -19,7 +19,6 @@ import argparse
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from benchmarks.timing import best_of
 
@@ -31,33 +30,43 @@ def matmul_peak(n=2048, repeats=10):
   return 2 * n**3 / best_of(lambda: jax.block_until_ready(f(a)), repeats)
 
 
+def synthetic_batch(batch_size: int, seconds: float, seed: int = 0) -> dict:
+  """`batch_size` utterances of `seconds` noise with 12 labels per second, int16 like the corpus."""
+  samples, u = int(seconds * 16000), int(seconds * 12)
+  rng = np.random.default_rng(seed)
+  return {"audio": (rng.standard_normal((batch_size, samples)) * 3000).astype(np.int16),
+          "audio_lengths": np.full((batch_size,), samples, np.int32),
+          "labels": rng.integers(1, 29, (batch_size, u)).astype(np.int32),
+          "label_lengths": np.full((batch_size,), u, np.int32)}
+
+
+def build(config):
+  """(jitted donated step, initial state) of a config, as the trainer builds them."""
+  from flax import nnx
+  from asr.training import train_step as ts
+  from asr.training.loop import build_model, build_step
+  model = build_model(config)
+  step, tx, _ = build_step(config, nnx.graphdef(model))
+  return jax.jit(step, donate_argnums=0), ts.init_train_state(model, tx, 0)
+
+
 def main():
   from experiments.configs.rnnt import get_config
-  from asr.training import train_step as ts
-  from asr.training.loop import augment_config, build_model
+  from asr.training.loop import loss_weights
   p = argparse.ArgumentParser()
   p.add_argument("--variant", default="small")
   p.add_argument("--seconds", type=float, default=3.0)
   p.add_argument("--repeats", type=int, default=10)
   p.add_argument("--enc-reduce", type=int, default=None,
-                 help="override model.enc_reduce (1: no time reduction inside the encoder)")
+                 help="override model.lstm.reduce (1: no time reduction inside the encoder)")
   args = p.parse_args()
   c = get_config(args.variant)
   if args.enc_reduce is not None:
-    c.model.enc_reduce = args.enc_reduce
+    c.model.lstm.reduce = args.enc_reduce
   b, samples = c.data.batch_size, int(args.seconds * 16000)
   u = int(args.seconds * 12)
-  rng = np.random.default_rng(0)
-  batch = {"audio": jnp.asarray((rng.standard_normal((b, samples)) * 3000).astype(np.int16)),
-           "audio_lengths": jnp.full((b,), samples, jnp.int32),
-           "labels": jnp.asarray(rng.integers(1, 29, (b, u)), jnp.int32),
-           "label_lengths": jnp.full((b,), u, jnp.int32)}
-  model = build_model(c)
-  graphdef, _ = nnx.split(model)
-  tx = ts.make_optimizer(ts.learning_rate_schedule(1e-3, 10, 100), 1e-4, 5.0)
-  state = ts.init_train_state(model, tx, 0)
-  step = jax.jit(ts.make_train_step(graphdef, tx, ts.StepConfig(
-      ctc_weight=c.model.ctc_weight, augment=augment_config(c))), donate_argnums=0)
+  batch = jax.tree.map(jnp.asarray, synthetic_batch(b, args.seconds))
+  step, state = build(c)
   compiled = step.lower(state, batch).compile()
   flops = compiled.cost_analysis()
   flops = (flops[0] if isinstance(flops, (list, tuple)) else flops)["flops"]
@@ -70,15 +79,17 @@ def main():
   best = best_of(one_step, args.repeats)
   peak = matmul_peak()
   from asr.features import num_frames
-  m_cfg = c.model
-  ctc_frames = -(-int(num_frames(samples)) // m_cfg.stack)  # the CTC head's (pre-reduction) rate
-  frames = -(-ctc_frames // m_cfg.enc_reduce)               # the encoder's output frames
-  ctc_flops = 2 * m_cfg.enc_hidden * m_cfg.vocab * ctc_frames if m_cfg.ctc_weight > 0 else 0
-  analytic = b * (3 * (frames * (model.encoder.flops_per_frame()
-                                 + 2 * m_cfg.enc_hidden * m_cfg.joint_dim) + ctc_flops)
+  from asr.training.loop import build_model
+  m_cfg, lstm = c.model, c.model.lstm
+  encoder_flops = build_model(c).encoder.flops_per_frame()
+  ctc_frames = -(-int(num_frames(samples)) // lstm.stack)  # the CTC head's (pre-reduction) rate
+  frames = -(-ctc_frames // lstm.reduce)                    # the encoder's output frames
+  ctc = "ctc" in loss_weights(c)
+  ctc_flops = 2 * lstm.hidden * m_cfg.vocab * ctc_frames if ctc else 0
+  analytic = b * (3 * (frames * (encoder_flops + 2 * lstm.hidden * m_cfg.joint_dim) + ctc_flops)
                   + 4 * frames * (u + 1) * 2 * m_cfg.joint_dim * m_cfg.vocab)
   xla_flops, flops = flops, analytic
-  print(f"{args.variant} (enc_reduce {c.model.enc_reduce}): batch {b} x {args.seconds:.1f} s, "
+  print(f"{args.variant} (lstm.reduce {lstm.reduce}): batch {b} x {args.seconds:.1f} s, "
         f"{u} labels each, "
         f"{jax.devices()[0].platform}")
   print(f"step: {best * 1000:.0f} ms = {b * args.seconds / best:.0f} audio-s per s, "

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
   from asr.training.evaluate import evaluate, write_hypotheses
   from asr.training.loop import load_for_inference, open_dataset, pipeline_config
 
-  config, graphdef, params, step = load_for_inference(args.workdir, args.step)
+  config, graphdef, variables, step = load_for_inference(args.workdir, args.step)
   if args.data_dir:
     config.data.data_dir = args.data_dir
   source = open_dataset(config)
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
   if args.max_batches:
     total = min(total, args.max_batches * config.data.eval_batch_size)
   bar = tqdm(total=total, desc=f"decode {args.split} ({args.decoder})", unit="utt")
-  summary, rows = evaluate(graphdef, params, batches, tokenizer, decoder=args.decoder,
+  summary, rows = evaluate(graphdef, variables, batches, tokenizer, decoder=args.decoder,
                            beam=args.beam, max_symbols=args.max_symbols or config.train.max_symbols,
                            max_batches=args.max_batches,
                            progress=lambda n: bar.update(n - bar.n))
@@ -65,8 +65,8 @@ def main(argv=None) -> int:
   print(f"{args.split} ({args.decoder}, step {step}): WER {summary['wer']:.4f}  CER "
         f"{summary['cer']:.4f}  S/D/I {summary['substitutions']}/{summary['deletions']}/"
         f"{summary['insertions']}  over {summary['num_utterances']} utterances")
-  print(f"flops/frame {summary['flops_per_frame']:.3g}  RTF {summary['rtf']:.4f}  "
-        f"backend {summary['backend']}")
+  print(f"flops/s of audio {summary['flops_per_second']:.3g} (encoder flops/frame "
+        f"{summary['flops_per_frame']:.3g})  RTF {summary['rtf']:.4f}  backend {summary['backend']}")
   for accent, wer in summary["per_accent"].items():
     print(f"  {accent:<16} WER {wer:.4f}")
   print(f"wrote {out} and {hyps}")

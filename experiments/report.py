@@ -3,12 +3,13 @@ latency-versus-WER plane of a set of runs, from their workdirs (no wandb server 
 
 Writes into DIR:
 - `latency_vs_wer.png`: one point per run, WER against latency (p50), one colour per model
-  family, marker area by FLOPs per frame, the Pareto front (no run both faster and better)
-  joined and ringed. Until a latency simulator fills `latency_ms_p50`, the x axis is the
-  compute per frame instead, and says so: latency is never invented.
+  family, marker area by compute per second of audio, the Pareto front (no run both faster and
+  better) joined and ringed. Until a latency simulator fills `latency_ms_p50`, the x axis is
+  the compute per second of audio instead (`flops_per_second`: encoder and decoding, so models
+  of different frame rates compare), and says so: latency is never invented.
 - `latency_vs_wer.html`: the same plot, self-contained (hover a point for its run and numbers),
   with the table below it (click a column to sort).
-- `runs.md` and `runs.csv`: every run with `wer, cer, flops_per_frame, latency_ms_p50,
+- `runs.md` and `runs.csv`: every run with `wer, cer, flops_per_frame, flops_per_second, latency_ms_p50,
   latency_ms_p90, model_bytes, sparsity, backend`, its family, step, status and the values
   its sweep varied.
 
@@ -97,17 +98,17 @@ def plot_axes(rows: list[dict]) -> tuple[str, str, list[dict]]:
   rows = [r for r in rows if r.get("wer") is not None]
   if rows and all(r.get("latency_ms_p50") is not None for r in rows):
     return "latency_ms_p50", "latency p50 (ms)", rows
-  return ("flops_per_frame", "compute per frame (MFLOP); no latency simulated yet",
-          [r for r in rows if r.get("flops_per_frame") is not None])
+  return ("flops_per_second", "compute per second of audio (MFLOP/s); no latency simulated yet",
+          [r for r in rows if r.get("flops_per_second") is not None])
 
 
 def _x_value(row, x_key):
-  return row[x_key] / 1e6 if x_key == "flops_per_frame" else row[x_key]
+  return row[x_key] / 1e6 if x_key == "flops_per_second" else row[x_key]
 
 
 def _sizes(rows) -> list[float]:
-  """Marker areas (points^2) from 40 to 400 by FLOPs per frame."""
-  flops = [r.get("flops_per_frame") or 0.0 for r in rows]
+  """Marker areas (points^2) from 40 to 400 by compute per second of audio."""
+  flops = [r.get("flops_per_second") or 0.0 for r in rows]
   lo, hi = min(flops, default=0), max(flops, default=0)
   return [40 + 360 * ((f - lo) / (hi - lo) if hi > lo else 0.5) for f in flops]
 
@@ -140,7 +141,7 @@ def write_png(rows: list[dict], path: pathlib.Path, title: str) -> None:
     ax.annotate(r["run"][:24], (x, y), fontsize=6, xytext=(4, 4), textcoords="offset points")
   ax.set_xlabel(x_label)
   ax.set_ylabel("WER (%)")
-  ax.set_title(title + "  (marker area: FLOPs/frame)", fontsize=10)
+  ax.set_title(title + "  (marker area: FLOPs per second of audio)", fontsize=10)
   ax.grid(alpha=0.3)
   if rows:
     ax.legend(fontsize=8)
@@ -154,7 +155,7 @@ def _fmt(key: str, value) -> str:
     return ""
   if key in ("wer", "cer", "sparsity") and isinstance(value, (int, float)):
     return f"{100 * value:.2f}%"
-  if key == "flops_per_frame":
+  if key in ("flops_per_frame", "flops_per_second"):
     return f"{value / 1e6:.3f}M"
   if isinstance(value, float):
     return f"{value:.4g}"

@@ -2,6 +2,11 @@
 
 Trains (or resumes) the run in W. An unknown `--config.*` key fails at start and names it.
 Started by a `wandb agent` (see `asr-sweep`), W defaults to `workdirs/sweeps/<sweep id>/<run id>`.
+
+On several hosts, start the same command on each with `--coordinator_address=HOST:PORT
+--num_processes=N --process_id=I` (`jax.distributed.initialize`; on CPU hosts the collectives
+go through gloo). Each host reads the data and keeps its share of every global batch; the
+first host writes the metrics and reports.
 """
 
 import os
@@ -15,6 +20,10 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. path.py:variant",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: config, checkpoints, metrics")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "multi-host: HOST:PORT of process 0 (jax.distributed)")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-host: number of processes")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-host: this process's index")
 
 
 def _workdir() -> str:
@@ -29,6 +38,11 @@ def _workdir() -> str:
 def _main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it touches at INFO
+  if _COORDINATOR.value:
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts only
+    jax.distributed.initialize(_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
   from asr.training.loop import train
   workdir = _workdir()
   summary = train(_CONFIG.value, workdir)

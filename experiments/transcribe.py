@@ -32,7 +32,7 @@ def main(argv=None) -> int:
   from asr.training.evaluate import make_recognizer
   from asr.training.loop import load_for_inference
 
-  config, graphdef, params, _ = load_for_inference(args.workdir)
+  config, graphdef, variables, _ = load_for_inference(args.workdir)
   recognize = make_recognizer(graphdef, args.decoder, args.beam, config.train.max_symbols)
   tokenizer = CharTokenizer()
   from tqdm.auto import tqdm
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     # Pad to a multiple of one second: a handful of shapes, not one compilation per file.
     padded = np.zeros(max(16000, -(-len(audio) // 16000) * 16000), np.float32)
     padded[: len(audio)] = audio
-    out = recognize(params, jnp.asarray(padded[None]), jnp.asarray([len(audio)], jnp.int32))
+    out = recognize(variables, jnp.asarray(padded[None]), jnp.asarray([len(audio)], jnp.int32))
     tokens = np.asarray(out["tokens"])[0]
     lengths = np.asarray(out["lengths"])[0]
     if args.decoder == "beam":

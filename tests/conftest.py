@@ -1,8 +1,14 @@
 """Shared fixtures: the tiny synthetic corpus, built once per test session."""
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One persistent XLA compilation cache for the session, its subprocesses included: many tests
+# build the same tiny step (each trainer jits its own closure), and the killed-and-resumed runs
+# are separate processes. Compiling is all it saves; every result is computed afresh.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="asr-xla-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import pytest
 

@@ -1,17 +1,35 @@
-"""The LSTM encoder's time reduction against the layers run by hand, and its FLOP count."""
+"""The LSTM encoder family: its LSTM against a NumPy cell, its time reduction against its layers
+run by hand, its FLOP count against the matrix products the program executes, the factory."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from asr.models import Transducer, TransducerConfig
-from asr.models.encoder import LSTMEncoder
+from asr.models import LSTMEncoder, LSTMEncoderConfig, Transducer, TransducerConfig
+from asr.models.encoder import encoder_config
+from asr.models.lstm import LSTM
+from tests.helpers import matmul_flops, numpy_lstm, randomize
+
+
+def test_lstm_layer_equals_a_numpy_cell_and_holds_state_past_each_length():
+  layer = randomize(LSTM(5, 6, rngs=nnx.Rngs(0)), seed=1)
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((3, 9, 5)).astype(np.float32)
+  lengths = np.array([9, 4, 1])
+  y, state = layer(jnp.asarray(x), jnp.asarray(lengths))
+  ref_y, ref_h, ref_c = numpy_lstm(x.astype(np.float64), lengths,
+                                   np.asarray(layer.input.kernel[...], np.float64),
+                                   np.asarray(layer.input.bias[...], np.float64),
+                                   np.asarray(layer.recurrent.kernel[...], np.float64))
+  np.testing.assert_allclose(np.asarray(y), ref_y, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(state.h), ref_h, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(state.c), ref_c, atol=1e-5)
 
 
 def test_time_reduction_equals_layers_run_by_hand_on_concatenated_pairs():
-  enc = LSTMEncoder(num_mels=4, hidden=8, layers=3, stack=2, reduce=2, reduce_after=1,
-                    rngs=nnx.Rngs(0))
+  cfg = LSTMEncoderConfig(hidden=8, layers=3, stack=2, reduce=2, reduce_after=1)
+  enc = randomize(LSTMEncoder(4, cfg, rngs=nnx.Rngs(0)))
   rng = np.random.default_rng(0)
   feats = jnp.asarray(rng.standard_normal((2, 14, 4)), jnp.float32)
   lengths = jnp.array([14, 9], jnp.int32)
@@ -19,7 +37,9 @@ def test_time_reduction_equals_layers_run_by_hand_on_concatenated_pairs():
 
   # By hand: stack pairs of features (7 frames; lengths 7 and 5), run layer 1, then join
   # consecutive output pairs (zero-padding the odd last frame) -> 4 frames, lengths 4 and 3.
-  x = np.asarray(feats).reshape(2, 7, 8)
+  x = np.array(feats)
+  x[1, 9:] = 0.0  # past the second utterance's 9 frames: not its audio
+  x = x.reshape(2, 7, 8)
   y1, _ = enc.layers[0](jnp.asarray(x), jnp.array([7, 5]))
   y1 = np.concatenate([np.asarray(y1), np.zeros((2, 1, 8), np.float32)], axis=1)
   x2 = y1.reshape(2, 4, 16)
@@ -27,28 +47,63 @@ def test_time_reduction_equals_layers_run_by_hand_on_concatenated_pairs():
   y3, _ = enc.layers[2](y2, jnp.array([4, 3]))
 
   np.testing.assert_array_equal(np.asarray(out.lengths), [4, 3])
-  np.testing.assert_allclose(np.asarray(out.frames), np.asarray(y3), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(out.frames), np.asarray(y3), atol=1e-5)
   np.testing.assert_array_equal(np.asarray(out.aux["pre_reduction_lengths"]), [7, 5])
-  np.testing.assert_allclose(np.asarray(out.aux["pre_reduction"]), y1[:, :7], atol=1e-6)
-  # Per output frame: layer 1 runs twice (input 8 -> 8), layers 2 (16 -> 8) and 3 (8 -> 8) once.
-  macs = 2 * 4 * 8 * (8 + 8) + 4 * 8 * (16 + 8) + 4 * 8 * (8 + 8)
-  assert enc.flops_per_frame() == 2 * macs
-  np.testing.assert_array_equal(np.asarray(out.flops), [[2 * macs] * 4, [2 * macs] * 3 + [0]])
+  np.testing.assert_allclose(np.asarray(out.aux["pre_reduction"]), y1[:, :7], atol=1e-5)
+  assert out.frame_seconds == pytest.approx(0.01 * 2 * 2)
+
+
+@pytest.mark.parametrize("reduce", [1, 2, 3])
+def test_flops_per_frame_equal_the_matrix_products_the_encoder_executes(reduce):
+  cfg = LSTMEncoderConfig(hidden=8, layers=3, stack=2, reduce=reduce, reduce_after=1,
+                          layer_norm=True)
+  enc = LSTMEncoder(5, cfg, rngs=nnx.Rngs(0))
+  out_frames = 4
+  feats = jnp.ones((1, out_frames * 2 * reduce, 5))
+  counted = matmul_flops(lambda f: enc(f, jnp.array([f.shape[1]])).frames, feats)
+  assert enc.flops_per_frame() == counted / out_frames
+  out = enc(feats, jnp.array([feats.shape[1] - 1]))  # a partial last frame still counts whole
+  np.testing.assert_array_equal(np.asarray(out.flops), [[counted / out_frames] * out_frames])
+
+
+def test_compute_per_second_of_audio_by_hand_for_two_reductions():
+  # 4 mels stacked in pairs, two LSTMs of 8. Per 20 ms frame without reduction: two layers of
+  # 4 * 8 * (8 + 8) multiply-accumulates. With reduction 2 (40 ms frames), the first layer
+  # runs twice per frame and the second sees 16 inputs: 2 * 512 + 4 * 8 * (16 + 8).
+  plain = LSTMEncoder(4, LSTMEncoderConfig(hidden=8, layers=2, stack=2), rngs=nnx.Rngs(0))
+  reduced = LSTMEncoder(4, LSTMEncoderConfig(hidden=8, layers=2, stack=2, reduce=2),
+                        rngs=nnx.Rngs(0))
+  assert plain.flops_per_frame() == 2 * (512 + 512) == 2048
+  assert reduced.flops_per_frame() == 2 * (2 * 512 + 768) == 3584
+  # Dearer per frame, cheaper per second of audio: 102,400 against 89,600 FLOP/s.
+  assert plain.flops_per_frame() / plain.frame_seconds == pytest.approx(102_400)
+  assert reduced.flops_per_frame() / reduced.frame_seconds == pytest.approx(89_600)
 
 
 def test_ctc_runs_below_the_reduction_where_every_character_has_a_frame():
-  cfg = TransducerConfig(vocab=5, num_mels=4, stack=1, enc_hidden=8, enc_layers=2,
-                         enc_reduce=4, pred_embed=4, pred_hidden=8, joint_dim=8, ctc_weight=0.5)
+  cfg = TransducerConfig(vocab=5, num_mels=4, encoder_config=LSTMEncoderConfig(
+      hidden=8, layers=2, stack=1, reduce=4), pred_embed=4, pred_hidden=8, joint_dim=8,
+                         ctc_head=True, normalization="global")
   m = Transducer(cfg, rngs=nnx.Rngs(0))
   feats = jnp.asarray(np.random.default_rng(1).standard_normal((1, 8, 4)), jnp.float32)
   labels = jnp.array([[1, 2, 3, 4, 1, 2]], jnp.int32)
-  out = m.losses(feats, jnp.array([8]), labels, jnp.array([6]))
+  enc = m.encode(feats, jnp.array([8]))
+  nll = m.score(enc, labels, jnp.array([6]))
   # 8 frames before the reduction hold 6 labels; the 2 frames after it could not (CTC = inf).
-  assert np.isfinite(float(out["ctc"][0])) and float(out["ctc"][0]) < 1e4
-  assert np.isfinite(float(out["rnnt"][0]))
-  assert out["frame_lengths"].tolist() == [2]
+  assert np.isfinite(float(nll["ctc"][0])) and float(nll["ctc"][0]) < 1e4
+  assert np.isfinite(float(nll["rnnt"][0]))
+  assert enc.lengths.tolist() == [2]
 
 
 def test_reduction_must_leave_layers_on_both_sides():
   with pytest.raises(ValueError, match="reduce_after=2"):
-    LSTMEncoder(num_mels=4, hidden=8, layers=2, reduce=2, reduce_after=2, rngs=nnx.Rngs(0))
+    LSTMEncoder(4, LSTMEncoderConfig(hidden=8, layers=2, reduce=2, reduce_after=2),
+                rngs=nnx.Rngs(0))
+
+
+def test_the_factory_names_an_unknown_family_or_option():
+  with pytest.raises(ValueError, match="unknown encoder family 'conformer'.*known: lstm"):
+    encoder_config("conformer", {})
+  with pytest.raises(ValueError, match="model.lstm has no option.*'hiden'.*takes.*hidden"):
+    encoder_config("lstm", {"hiden": 3})
+  assert encoder_config("lstm", {"hidden": 3}) == LSTMEncoderConfig(hidden=3)

@@ -62,27 +62,15 @@ def test_num_frames():
   np.testing.assert_array_equal(F.num_frames(jnp.array([0, 400, 16000])), [0, 1, 98])
 
 
-def test_utterance_normalization_gives_zero_mean_unit_variance_on_valid_frames():
-  rng = np.random.default_rng(2)
-  x = jnp.asarray(rng.normal(3.0, 2.0, (2, 50, 4)).astype(np.float32))
-  lengths = jnp.array([50, 20])
-  y = np.asarray(F.normalize(x, lengths))
-  for b, n in enumerate([50, 20]):
-    np.testing.assert_allclose(y[b, :n].mean(0), 0, atol=1e-5)
-    np.testing.assert_allclose(y[b, :n].std(0), 1, atol=1e-3)
-    assert not np.any(y[b, n:])
-
-
-def test_global_stats_and_normalization():
+def test_global_stats_equal_numpy_over_valid_frames():
   rng = np.random.default_rng(3)
   x = rng.normal(1.0, 3.0, (3, 40, 5)).astype(np.float32)
   lengths = np.array([40, 10, 25])
+  x[1, 10:] = 1e6  # junk past a length must not count
   mean, std = F.global_stats([(x[:2], lengths[:2]), (x[2:], lengths[2:])])
   valid = np.concatenate([x[b, :n] for b, n in enumerate(lengths)])
   np.testing.assert_allclose(mean, valid.mean(0), rtol=1e-5)
   np.testing.assert_allclose(std, valid.std(0), rtol=1e-4)
-  y = np.asarray(F.normalize(jnp.asarray(x), jnp.asarray(lengths), mean, std))
-  np.testing.assert_allclose(y[0, 3], (x[0, 3] - mean) / (std + 1e-5), rtol=1e-5)
 
 
 def test_stack_frames_matches_numpy():
@@ -90,7 +78,10 @@ def test_stack_frames_matches_numpy():
   y, lengths = F.stack_frames(jnp.asarray(x), jnp.array([7, 4]), 3)
   assert y.shape == (2, 3, 9)
   np.testing.assert_array_equal(np.asarray(y[0, 1]), x[0, 3:6].reshape(-1))
-  np.testing.assert_array_equal(np.asarray(y[1, 2]), np.concatenate([x[1, 6], np.zeros(6)]))
+  np.testing.assert_array_equal(np.asarray(y[0, 2]), np.concatenate([x[0, 6], np.zeros(6)]))
+  # The second utterance is 4 frames long: its partial last group takes zeros, not frames 4-5.
+  np.testing.assert_array_equal(np.asarray(y[1, 1]), np.concatenate([x[1, 3], np.zeros(6)]))
+  assert not np.asarray(y[1, 2]).any()
   np.testing.assert_array_equal(np.asarray(lengths), [3, 2])
 
 
@@ -111,7 +102,7 @@ def test_perturb_with_unit_factors_is_identity_and_keeps_shapes():
   rng = np.random.default_rng(4)
   x = jnp.asarray(rng.standard_normal((2, 30, 8)).astype(np.float32))
   lengths = jnp.array([30, 12])
-  x = F.normalize(x, lengths)
+  x = jnp.where(jnp.arange(30)[None, :, None] < lengths[:, None, None], x, 0.0)
   y, ly = F.perturb(jax.random.key(1), x, lengths, speed=(1.0, 1.0), warp=(1.0, 1.0))
   np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=1e-6)
   np.testing.assert_array_equal(np.asarray(ly), [30, 12])
@@ -128,10 +119,41 @@ def test_perturb_speed_changes_lengths_by_the_factor():
   assert int(np.max(ly)) <= 200
 
 
-def test_featurize_is_jitted_and_normalized():
+def test_featurize_is_the_jitted_log_mel():
   rng = np.random.default_rng(5)
   audio = jnp.asarray(rng.standard_normal((2, 16000)).astype(np.float32) * 0.1)
   feats, lengths = F.featurize(audio, jnp.array([16000, 8000]))
   assert feats.shape == (2, 98, 80) and feats.dtype == jnp.float32
   np.testing.assert_array_equal(np.asarray(lengths), [98, 48])
-  np.testing.assert_allclose(np.asarray(feats[1, :48]).mean(0), 0, atol=1e-4)
+  ref, _ = F.log_mel(audio, jnp.array([16000, 8000]))
+  np.testing.assert_allclose(np.asarray(feats), np.asarray(ref), atol=1e-5)  # jit fuses ops
+
+
+@pytest.mark.parametrize("frames_per_chunk", [1, 6])
+def test_streamed_log_mel_equals_the_whole_utterance(frames_per_chunk):
+  rng = np.random.default_rng(6)
+  lengths = np.array([16000, 9123, 2000])
+  audio = (rng.standard_normal((3, 16000)) * 3000).astype(np.int16)
+  whole, whole_lengths = F.log_mel(audio, jnp.asarray(lengths))
+  first, rest = F.stream_chunk_samples(frames_per_chunk)
+  state, pieces, counts, start = None, [], np.zeros(3, int), 0
+  while start < 16000:
+    size = first if state is None else rest
+    chunk = np.zeros((3, size), np.int16)
+    part = audio[:, start:start + size]
+    chunk[:, :part.shape[1]] = part
+    chunk_lengths = np.clip(lengths - start, 0, size)
+    feats, got, state = F.stream_log_mel(state, jnp.asarray(chunk), jnp.asarray(chunk_lengths))
+    assert feats.shape[1] == frames_per_chunk
+    for b in range(3):
+      pieces.append((b, counts[b], np.asarray(feats[b, : int(got[b])])))
+      counts[b] += int(got[b])
+    start += size
+  np.testing.assert_array_equal(counts, np.asarray(whole_lengths))
+  for b, at, frames in pieces:
+    np.testing.assert_allclose(frames, np.asarray(whole[b, at:at + len(frames)]), atol=1e-4)
+
+
+def test_a_stream_chunk_off_the_frame_grid_is_refused():
+  with pytest.raises(ValueError, match="does not end on a frame boundary"):
+    F.stream_log_mel(None, jnp.zeros((1, 500)), jnp.array([500]))

@@ -104,14 +104,20 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_is():
     assert resumed.problems.counts == collections.Counter({"empty_transcript": 3})
 
 
-def test_per_host_shards_are_disjoint_and_cover_the_split(tiny_source):
-  shards = []
-  for index in range(2):
-    b = Batches.from_source(tiny_source, "dev", CharTokenizer(), CFG, seed=1, num_epochs=1,
-                            shard_index=index, num_shards=2, features=None)
-    shards.append(set(_epoch_ids(b)))
-  assert not shards[0] & shards[1]
-  assert shards[0] | shards[1] == {f"dev-{i:06d}" for i in range(tiny_source.splits["dev"])}
+def test_hosts_agree_on_every_bucket_and_their_rows_make_the_single_host_batch(tiny_source):
+  import dataclasses
+  make = lambda cfg, hosts: Batches.from_source(tiny_source, "dev", CharTokenizer(), cfg, seed=1,
+                                                num_epochs=1, features=None, hosts=hosts)
+  single = list(make(dataclasses.replace(CFG, batch_size=2 * CFG.batch_size), (0, 1)))
+  per_host = [list(make(CFG, (index, 2))) for index in range(2)]
+  assert len(per_host[0]) == len(per_host[1]) == len(single) > 3
+  shapes = {b["audio"].shape for b in single}
+  assert len(shapes) > 1  # several buckets, so agreeing on them is not a coincidence
+  for whole, first, second in zip(single, *per_host):
+    assert first["audio"].shape == second["audio"].shape == (CFG.batch_size,
+                                                             whole["audio"].shape[1])
+    for key in ("audio", "audio_lengths", "labels", "label_lengths", "ids"):
+      np.testing.assert_array_equal(np.concatenate([first[key], second[key]]), whole[key])
 
 
 BAD_CASES = [

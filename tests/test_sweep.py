@@ -66,6 +66,7 @@ def test_two_run_local_sweep_logs_skips_on_rerun_and_reports_its_own_numbers(tin
     f = finals[r["run"]]
     assert float(r["wer"]) == f["wer"] and float(r["cer"]) == f["cer"]
     assert float(r["flops_per_frame"]) == f["flops_per_frame"]
+    assert float(r["flops_per_second"]) == f["flops_per_second"] > 0
     assert int(r["model_bytes"]) == f["model_bytes"] and r["backend"] == "float"
     assert r["latency_ms_p50"] == "" and r["latency_ms_p90"] == ""  # not invented
     assert float(r["config.optim.peak_lr"]) in (0.001, 0.003)
@@ -75,7 +76,7 @@ def test_two_run_local_sweep_logs_skips_on_rerun_and_reports_its_own_numbers(tin
 
 def test_a_failed_run_is_reported_and_the_sweep_goes_on(tiny_data_dir, tmp_path, capsys):
   # tiny has one encoder layer, so a time reduction inside it is refused at model build.
-  path = _write_sweep(tmp_path, "bad", {"config.model.enc_reduce": {"values": [2]},
+  path = _write_sweep(tmp_path, "bad", {"config.model.lstm.reduce": {"values": [2]},
                                         "config.optim.peak_lr": {"values": [0.001]}},
                       tiny_data_dir)
   root = tmp_path / "sweeps"
@@ -123,10 +124,10 @@ def _spec(tmp_path, method, parameters, **top):
 
 def test_grid_is_the_full_product_with_unique_names(tmp_path):
   s = _spec(tmp_path, "grid", {"config.optim.peak_lr": {"values": [0.001, 0.003, 0.01]},
-                               "config.model.enc_hidden": {"values": [32, 64]},
+                               "config.model.lstm.hidden": {"values": [32, 64]},
                                "config.seed": {"value": 7}})
   runs = sweep.expand_runs(s)
-  got = {(r.params["config.optim.peak_lr"], r.params["config.model.enc_hidden"]) for r in runs}
+  got = {(r.params["config.optim.peak_lr"], r.params["config.model.lstm.hidden"]) for r in runs}
   assert got == set(itertools.product([0.001, 0.003, 0.01], [32, 64]))
   assert all(r.params["config.seed"] == 7 for r in runs)
   assert len({r.name for r in runs}) == 6 and all("seed" not in r.name for r in runs)
@@ -135,7 +136,7 @@ def test_grid_is_the_full_product_with_unique_names(tmp_path):
 def test_random_draws_are_reproducible_and_inside_their_distributions(tmp_path):
   s = _spec(tmp_path, "random", {
       "config.optim.peak_lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
-      "config.model.enc_hidden": {"min": 16, "max": 64},  # ints: int_uniform, as wandb infers
+      "config.model.lstm.hidden": {"min": 16, "max": 64},  # ints: int_uniform, as wandb infers
       "config.optim.weight_decay": {"distribution": "q_uniform", "min": 0.0, "max": 1.0,
                                     "q": 0.25},
       "config.model.predictor": {"values": ["lstm", "stateless"], "probabilities": [0.5, 0.5]}},
@@ -146,7 +147,7 @@ def test_random_draws_are_reproducible_and_inside_their_distributions(tmp_path):
   for r in runs:
     p = r.params
     assert 1e-4 <= p["config.optim.peak_lr"] <= 1e-2
-    assert isinstance(p["config.model.enc_hidden"], int) and 16 <= p["config.model.enc_hidden"] <= 64
+    assert isinstance(p["config.model.lstm.hidden"], int) and 16 <= p["config.model.lstm.hidden"] <= 64
     assert p["config.optim.weight_decay"] in (0.0, 0.25, 0.5, 0.75, 1.0)
   assert {r.params["config.model.predictor"] for r in runs} == {"lstm", "stateless"}
   with pytest.raises(sweep.SweepError, match="run_cap"):
@@ -187,7 +188,8 @@ def test_report_reads_an_unfinished_run_from_its_newest_evaluation(tmp_path):
   (w / "metrics.jsonl").write_text(json.dumps({"model_bytes": 1234}) + "\n")
   for step, wer in ((100, 0.5), (1000, 0.25), (300, 0.4)):
     (w / "eval" / f"step_{step}.json").write_text(json.dumps(
-        {"wer": wer, "cer": wer / 2, "flops_per_frame": 2e6, "backend": "float"}))
+        {"wer": wer, "cer": wer / 2, "flops_per_frame": 2e6, "flops_per_second": 5e7,
+         "backend": "float"}))
   (row,) = report.collect_runs([w])
   assert (row["status"], row["step"], row["wer"], row["model_bytes"]) == ("unfinished", 1000,
                                                                          0.25, 1234)

@@ -1,17 +1,22 @@
-"""Training: the loss falls, a killed run resumes exactly, guards trip, configs are checked."""
+"""Training runs: the loss falls, a run killed at any moment resumes to the same parameters and
+final report, changed configs and checkpoints are refused by name, guards trip on the real
+step, weights load from another run, the sharded step equals the single-device step."""
 
 import json
 import os
+import pathlib
+import signal
 import subprocess
 import sys
 import textwrap
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments.configs.rnnt import get_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _tiny_config(data_dir, **train):
@@ -28,92 +33,214 @@ def test_tiny_loss_falls_within_a_few_dozen_steps(tiny_data_dir, tmp_path):
   c = _tiny_config(tiny_data_dir, num_steps=40, log_every=10, eval_every=40, checkpoint_every=40)
   summary = train(c, tmp_path / "run")
   records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-  losses = [r["train/rnnt_per_label"] for r in records if "train/rnnt_per_label" in r]
+  losses = [r["train/loss/rnnt"] for r in records if "train/loss/rnnt" in r]
   assert len(losses) == 4
   assert losses[-1] < 0.6 * losses[0], losses
   # The run wrote what a user looks for: evaluation with the standard names, wandb offline files.
-  assert {"wer", "cer", "flops_per_frame", "rtf", "per_accent", "per_speaker"} <= set(summary)
+  assert {"wer", "cer", "flops_per_frame", "flops_per_second", "rtf", "per_accent",
+          "per_speaker"} <= set(summary)
   assert summary["backend"] == "float" and summary["num_utterances"] == 40
+  final = json.loads((tmp_path / "run" / "final.json").read_text())
+  assert final["flops_per_second"] == summary["flops_per_second"] > 0
   assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
 
 
-def test_killed_run_resumes_to_the_same_parameters(tiny_data_dir, tmp_path):
-  from asr.training.loop import load_for_inference, train
-  kw = dict(num_steps=24, log_every=8, eval_every=1000, checkpoint_every=8)
-  train(_tiny_config(tiny_data_dir, **kw), tmp_path / "straight")
-  # "Kill" after 13 steps (checkpoint at 8, five steps lost), then start again to the end.
-  stopped = train(_tiny_config(tiny_data_dir, **kw), tmp_path / "killed", stop_after=13)
-  assert stopped == {"stopped_at": 13}
-  train(_tiny_config(tiny_data_dir, **kw), tmp_path / "killed")
-  _, _, p_straight, s1 = load_for_inference(tmp_path / "straight")
-  _, _, p_resumed, s2 = load_for_inference(tmp_path / "killed")
-  assert s1 == s2 == 24
-  for a, b in zip(jax.tree.leaves(p_straight), jax.tree.leaves(p_resumed)):
+# ---- a real kill -9 at three moments, then the real CLI ----
+
+KILL_ARGS = ["--config.train.num_steps=12", "--config.train.log_every=2",
+             "--config.train.checkpoint_every=4", "--config.train.eval_every=1000",
+             "--config.data.bucket_seconds=(6.0,)", "--config.wandb.mode=disabled"]
+
+# Runs the trainer with the same config as `asr-train ... KILL_ARGS` and SIGKILLs itself at a
+# chosen moment: after dispatching a given step (its computation in flight), inside Orbax's
+# commit of a checkpoint (its files written to the temporary folder, not renamed), or inside
+# the final evaluation.
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {root!r})
+    moment, workdir, data_dir = sys.argv[1:4]
+    from absl import app
+    from ml_collections import config_flags
+    # config_flags reads the overrides from sys.argv when the flag is defined.
+    sys.argv = ["killer", "--config", "experiments/configs/rnnt.py:tiny",
+                "--config.data.data_dir=" + data_dir] + {args!r}
+    config = config_flags.DEFINE_config_file("config", None)
+
+    def main(_):
+      from asr.training import loop
+      die = lambda *_, **__: os.kill(os.getpid(), signal.SIGKILL)
+      if moment.startswith("step:"):
+        after, calls = int(moment[5:]), []
+        original = loop.Trainer._device_batch
+        def counted(self, batch):
+          calls.append(1)
+          if len(calls) > after:
+            die()
+          return original(self, batch)
+        loop.Trainer._device_batch = counted
+      elif moment == "checkpoint":
+        from orbax.checkpoint._src.path import atomicity
+        async def finalize(self, *args, **kwargs):
+          die()
+        atomicity.AtomicRenameTemporaryPath.finalize = finalize
+      elif moment == "final_eval":
+        loop.evaluate = die
+      loop.train(config.value, workdir)
+      print("not killed")
+
+    app.run(main)
+""")
+
+
+def _run(args, **kw):
+  return subprocess.run([sys.executable] + args, capture_output=True, text=True, cwd=ROOT,
+                        timeout=600, **kw)
+
+
+def test_runs_killed_mid_step_mid_checkpoint_and_mid_evaluation_resume_to_the_same_run(
+    tiny_data_dir, tmp_path):
+  from asr.training.loop import load_for_inference
+  cli = ["-m", "experiments.train", "--config", "experiments/configs/rnnt.py:tiny",
+         f"--config.data.data_dir={tiny_data_dir}"] + KILL_ARGS
+  straight, killed = tmp_path / "straight", tmp_path / "killed"
+  out = _run(cli + ["--workdir", str(straight)])
+  assert out.returncode == 0, out.stderr[-3000:]
+  killer = tmp_path / "killer.py"
+  killer.write_text(KILLER.format(root=str(ROOT), args=KILL_ARGS))
+  ckpts = lambda: sorted(int(p.name) for p in (killed / "checkpoints").iterdir()
+                         if p.name.isdigit())
+  # 1. mid-step: step 7 dispatched, the newest checkpoint is step 4.
+  out = _run([str(killer), "step:7", str(killed), tiny_data_dir])
+  assert out.returncode == -signal.SIGKILL, out.stderr[-3000:]
+  assert ckpts() == [4]
+  # 2. resumed from 4, killed while committing step 8: the temporary folder is left behind.
+  out = _run([str(killer), "checkpoint", str(killed), tiny_data_dir])
+  assert out.returncode == -signal.SIGKILL, out.stderr[-3000:]
+  assert ckpts() == [4] and list((killed / "checkpoints").glob("*tmp*"))
+  # 3. resumed from 4 again, trains to 12 and is killed during the final evaluation.
+  out = _run([str(killer), "final_eval", str(killed), tiny_data_dir])
+  assert out.returncode == -signal.SIGKILL, out.stderr[-3000:]
+  assert ckpts()[-1] == 12 and not (killed / "final.json").exists()
+  # 4. asr-train again: evaluates the restored step 12 and finishes.
+  out = _run(cli + ["--workdir", str(killed)])
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert not list((killed / "checkpoints").glob("*tmp*"))
+
+  assert (json.loads((killed / "final.json").read_text())
+          == json.loads((straight / "final.json").read_text()))
+  _, _, (p1, s1), _ = load_for_inference(straight)
+  _, _, (p2, s2), _ = load_for_inference(killed)
+  for a, b in zip(jax.tree.leaves((p1, s1)), jax.tree.leaves((p2, s2))):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # Every step logged once, with the values of the uninterrupted run.
+  def train_log(w):
+    return [(r["step"], r["train/loss"], r["train/grad_norm"])
+            for r in map(json.loads, (w / "metrics.jsonl").read_text().splitlines())
+            if "train/loss" in r]
+  assert train_log(killed) == train_log(straight) and len(train_log(straight)) == 6
 
 
-def _step_setup(batch_size=4):
+def test_a_changed_config_on_resume_is_refused_naming_the_keys(tiny_data_dir, tmp_path):
+  from asr.training.loop import Trainer
+  c = _tiny_config(tiny_data_dir)
+  c.wandb.mode = "disabled"
+  first = Trainer(c, tmp_path / "run")
+  first.save(2, [], 0.0)  # as a run killed after its step-2 checkpoint leaves it
+  first.close()
+  c.optim.peak_lr = 1e-2
+  c.model.lstm.hidden = 32
+  with pytest.raises(ValueError, match=r"model.lstm.hidden: 64 -> 32; optim.peak_lr: 0.003 -> "
+                                       r"0.01"):
+    Trainer(c, tmp_path / "run")
+  c.optim.peak_lr, c.model.lstm.hidden = 3e-3, 64
+  c.data.data_dir = tiny_data_dir + "/"  # where the data lives may change
+  Trainer(c, tmp_path / "run").close()
+
+
+def test_the_compile_guard_trips_on_the_real_step_for_a_shape_outside_the_buckets(
+    tiny_data_dir, tmp_path):
+  from asr.training.loop import Trainer
+  c = _tiny_config(tiny_data_dir)
+  c.wandb.mode = "disabled"
+  c.data.bucket_seconds = (2.5, 6.0)
+  trainer = Trainer(c, tmp_path / "run")
+  try:
+    rng = np.random.default_rng(0)
+
+    def batch(seconds):
+      n = int(seconds * 16000)
+      return {"audio": (rng.standard_normal((16, n)) * 3000).astype(np.int16),
+              "audio_lengths": np.full(16, n, np.int32),
+              "labels": rng.integers(1, 29, (16, 64)).astype(np.int32),
+              "label_lengths": np.full(16, 10, np.int32)}
+    for seconds in (2.5, 6.0, 2.5):  # the bucket shapes, the first one twice
+      trainer.state, _ = trainer.train_step(trainer.state, trainer._device_batch(batch(seconds)))
+    assert trainer.guard.count == 2
+    with pytest.raises(RuntimeError, match="compiled 3 times, more than the 2 bucket shapes"):
+      trainer.train_step(trainer.state, trainer._device_batch(batch(3.0)))
+  finally:
+    trainer.close()
+
+
+def test_init_from_loads_all_or_a_subset_and_names_a_misfit(tiny_data_dir, tmp_path):
+  from asr.training.checkpoint import tree_paths
+  from asr.training.loop import Trainer, load_for_inference
+  c = _tiny_config(tiny_data_dir)
+  c.wandb.mode = "disabled"
+  teacher_run = Trainer(c, tmp_path / "teacher")
+  teacher_run.save(1, [], 0.0)
+  teacher_run.close()
+  _, _, (teacher, stats), _ = load_for_inference(tmp_path / "teacher")
+  c.seed = 1
+  c.init_from, c.init_from_keys = str(tmp_path / "teacher"), "params/encoder/"
+  student = Trainer(c, tmp_path / "student")
+  try:
+    params = dict(tree_paths(jax.device_get(student.state["params"])))
+    for path, value in tree_paths(teacher):
+      same = np.array_equal(params[path], np.asarray(value))
+      if path.startswith("encoder/"):
+        assert same, path
+      elif "kernel" in path or "embedding" in path:  # drawn from the student's own seed
+        assert not same, path
+  finally:
+    student.close()
+  c.model.lstm.hidden = 32
+  c.init_from_keys = ""
+  with pytest.raises(ValueError, match="params/encoder/layers/0/input/kernel/value: checkpoint "
+                                       r"\(240, 256\), this model \(240, 128\)"):
+    Trainer(c, tmp_path / "misfit")
+
+
+def test_evaluation_of_part_of_a_split_stops_its_reader(tiny_source):
+  import threading
   from flax import nnx
-  from asr.training import train_step as ts
+  from asr.data.pipeline import Batches, PipelineConfig
+  from asr.tokenizer import CharTokenizer
+  from asr.training.evaluate import evaluate
   from asr.training.loop import build_model
-  c = get_config("tiny")
-  model = build_model(c)
-  graphdef, _ = nnx.split(model)
-  tx = ts.make_optimizer(ts.learning_rate_schedule(1e-3, 2, 10), 0.0, 5.0)
-  state = ts.init_train_state(model, tx, 0)
-  step = ts.make_train_step(graphdef, tx, ts.StepConfig(ctc_weight=0.3))
-  rng = np.random.default_rng(0)
-  batch = {"audio": (rng.standard_normal((batch_size, 16000)) * 3000).astype(np.int16),
-           "audio_lengths": np.array([16000, 12000, 9000, 0][:batch_size], np.int32),
-           "labels": rng.integers(1, 29, (batch_size, 12)).astype(np.int32),
-           "label_lengths": np.array([12, 7, 3, 0][:batch_size], np.int32)}
-  return state, step, batch
+  from asr.training.train_step import split_model
+  model = build_model(get_config("tiny"))
+  graphdef, params, rest = split_model(model)
+  before = threading.active_count()
+  batches = Batches.from_source(tiny_source, "dev", CharTokenizer(), PipelineConfig(batch_size=4),
+                                shuffle=False, num_epochs=1, features=None)
+  summary, _ = evaluate(graphdef, (params, rest), batches, CharTokenizer(), max_batches=1)
+  assert summary["num_utterances"] <= 4
+  assert batches._thread is None and threading.active_count() == before
 
 
-def test_non_finite_batch_skips_the_update_and_the_guard_stops_after_k():
-  from asr.training.train_step import NonFiniteGuard
-  state, step, batch = _step_setup()
-  bad = dict(batch, audio=batch["audio"].astype(np.float32))
-  bad["audio"][0, 100] = np.nan
-  new, metrics = jax.jit(step)(state, bad)
-  assert int(metrics["nonfinite"]) == 1
-  for a, b in zip(jax.tree.leaves(new["params"]), jax.tree.leaves(state["params"])):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  assert int(new["step"]) == 1
-  good, metrics = jax.jit(step)(state, batch)
-  assert int(metrics["nonfinite"]) == 0
-  guard = NonFiniteGuard(limit=3)
-  guard.update(True, 1, ["a"])
-  guard.update(False, 2, ["b"])  # a finite step resets the run
-  guard.update(True, 3, ["c"])
-  guard.update(True, 4, ["d"])
-  with pytest.raises(FloatingPointError, match="step 5: .* 3 steps in a row.*holds e"):
-    guard.update(True, 5, ["e"])
-
-
-def test_compile_guard_trips_on_a_shape_outside_the_buckets():
-  from asr.training.train_step import CompileGuard
-  guard = CompileGuard(limit=2)
-
-  @jax.jit
-  def f(x):
-    guard.traced()
-    return x * 2
-  f(jnp.zeros(3))
-  f(jnp.zeros(3))
-  f(jnp.zeros(4))
-  with pytest.raises(RuntimeError, match="compiled 3 times, more than the 2"):
-    f(jnp.zeros(5))
+def test_sparsity_counts_zeros_in_weight_matrices_only():
+  from asr.training.loop import weight_sparsity
+  params = {"kernel": np.array([[0.0, 1.0], [0.0, 2.0]]), "bias": np.zeros(2),
+            "scale": np.zeros(4), "embed": np.ones((2, 2))}
+  assert weight_sparsity(params) == 2 / 8
 
 
 def test_unknown_config_key_fails_and_names_it(tmp_path):
-  cmd = [sys.executable, "-m", "experiments.train", "--config",
-         "experiments/configs/rnnt.py:tiny", "--workdir", str(tmp_path),
-         "--config.model.enc_hiden=32"]
-  out = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(
-      os.path.dirname(__file__)), timeout=300)
+  out = _run(["-m", "experiments.train", "--config", "experiments/configs/rnnt.py:tiny",
+              "--workdir", str(tmp_path), "--config.model.lstm.hiden=32"])
   assert out.returncode != 0
-  assert "enc_hiden" in out.stderr
+  assert "hiden" in out.stderr
 
 
 SHARDED = textwrap.dedent("""
@@ -121,16 +248,15 @@ SHARDED = textwrap.dedent("""
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     import jax, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    sys_path = {root!r}
-    import sys; sys.path.insert(0, sys_path)
-    from tests.test_training import _step_setup
+    import sys; sys.path.insert(0, {root!r})
+    from tests.test_step import _setup
     assert len(jax.devices()) == 4
-    state, step, batch = _step_setup()
+    _, state, step, batch, _ = _setup()
     single_state, single_metrics = jax.jit(step)(state, batch)
     mesh = Mesh(np.array(jax.devices()), ("data",))
     rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     sharded = jax.jit(step, in_shardings=(rep, data), out_shardings=(rep, rep))
-    state2 = _step_setup()[0]  # a fresh copy: the first state may be donated by jit
+    state2 = _setup()[1]  # a fresh copy: the first state may be donated by jit
     batch_sh = {{k: jax.device_put(v, data) for k, v in batch.items()}}
     multi_state, multi_metrics = sharded(jax.device_put(state2, rep), batch_sh)
     assert len(batch_sh["audio"].sharding.device_set) == 4
@@ -143,10 +269,8 @@ SHARDED = textwrap.dedent("""
 
 
 def test_four_device_sharded_step_equals_single_device_step(tmp_path):
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   script = tmp_path / "sharded.py"
-  script.write_text(SHARDED.format(root=root))
-  out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                       timeout=600, cwd=root)
+  script.write_text(SHARDED.format(root=str(ROOT)))
+  out = _run([str(script)])
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
   assert "max param difference" in out.stdout

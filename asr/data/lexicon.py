@@ -2,7 +2,9 @@
 
 All entries are already normalized (lowercase letters, apostrophe, space). Names mix common and
 uncommon ones on purpose: slot values are what only the audio can tell, so they are where a
-recognizer that leans on its language model fails (research notes, section 8).
+recognizer that leans on its language model fails (a 1.6 M-parameter LSTM RNN-T trained on
+templated requests reached 0.03 nats per character yet 41% WER on held-out voices, decoding
+whole utterances as an unrelated template: its prediction network had learned the templates).
 """
 
 

@@ -1,6 +1,6 @@
 """Input pipeline: examples -> validated, tokenized, length-bucketed, padded batches with features.
 
-Batches follow the batch contract (`ARCHITECTURE.md`):
+Batches follow the batch contract every part of the recognizer reads:
 
   features         [B, T, F] float32   normalized log-mels (10 ms frames), zero past each length
   feature_lengths  [B] int32
@@ -14,6 +14,13 @@ Shapes come from a fixed set of at most 8 buckets (audio length -> padded sample
 labels), so a jitted step compiles once per bucket. Every example of the split appears exactly
 once per epoch: the last partial batch of each bucket is filled with padding rows whose
 lengths are 0.
+
+Several hosts (`hosts=(index, count)`): every host reads the same example order, forms the
+same global batches of `count * batch_size` and keeps its own `batch_size` rows. So all hosts
+agree on every step's bucket (one array shape for `jax.make_array_from_process_local_data`),
+and the global batch is the batch one host would form alone at `count * batch_size`. Each host
+reads every record; the reader's rate (thousands of utterances per second, BENCHMARKS.md) is
+far above what a step consumes.
 
 Order is a pure function of `(seed, epoch)`. `state()` is a small dict to save beside a model
 checkpoint; `restore(state)` replays the epoch up to that batch without computing features, so
@@ -109,14 +116,19 @@ class Batches:
     tokenizer: has `encode(text)` and `unknown_characters(text)` (or `encode` raising ValueError).
     features: feature config, or None to keep raw `audio [B, S]` in the batches.
     num_epochs: None for endless training; 1 for evaluation.
+    hosts: (this host's index, number of hosts); `cfg.batch_size` is per host.
   """
 
   def __init__(self, examples: Callable[[int], Iterator[dict]], tokenizer,
                cfg: PipelineConfig = PipelineConfig(), *,
                features: FeatureConfig | None = FeatureConfig(), num_epochs: int | None = None,
-               source_sample_rate: int | None = None):
+               source_sample_rate: int | None = None, hosts: tuple[int, int] = (0, 1)):
     self.cfg, self.tokenizer, self.features = cfg, tokenizer, features
     self.num_epochs = num_epochs
+    if not 0 <= hosts[0] < hosts[1]:
+      raise ValueError(f"hosts={hosts}: the index must be in [0, count)")
+    self.hosts = hosts
+    self.global_batch = cfg.batch_size * hosts[1]
     self._examples = examples
     self._shapes = cfg.bucket_shapes()
     self._edges = np.array([s for s, _ in self._shapes])
@@ -129,18 +141,13 @@ class Batches:
 
   @classmethod
   def from_source(cls, source, split: str, tokenizer, cfg: PipelineConfig = PipelineConfig(), *,
-                  seed: int = 0, shuffle: bool = True, shard_index: int | None = None,
-                  num_shards: int | None = None, **kwargs) -> "Batches":
-    """Batches of `source.examples(split)`: reshuffled per epoch from (seed, epoch) when
-    `shuffle`; this host's shard (`jax.process_index()` of `jax.process_count()`) by default."""
-    import jax
-    shard_index = jax.process_index() if shard_index is None else shard_index
-    num_shards = jax.process_count() if num_shards is None else num_shards
+                  seed: int = 0, shuffle: bool = True, **kwargs) -> "Batches":
+    """Batches of `source.examples(split)`, reshuffled per epoch from (seed, epoch) when
+    `shuffle`. Pass `hosts=(jax.process_index(), jax.process_count())` to train on several."""
 
     def examples(epoch: int):
       seed_e = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]) if shuffle else None
-      return source.examples(split, shuffle_seed=seed_e, shuffle_buffer=cfg.shuffle_buffer,
-                             shard_index=shard_index, num_shards=num_shards)
+      return source.examples(split, shuffle_seed=seed_e, shuffle_buffer=cfg.shuffle_buffer)
     return cls(examples, tokenizer, cfg, source_sample_rate=source.sample_rate, **kwargs)
 
   # ---- position ----
@@ -259,7 +266,7 @@ class Batches:
         continue
       bucket = int(np.searchsorted(self._edges, len(item.audio)))
       pending[bucket].append(item)
-      if len(pending[bucket]) == self.cfg.batch_size:
+      if len(pending[bucket]) == self.global_batch:
         yield bucket, pending[bucket], problems
         pending[bucket], problems = [], {}
     if seen == 0:
@@ -276,7 +283,8 @@ class Batches:
 
   def _finish(self, bucket: int, items: list[_Item]) -> dict:
     audio_len, label_len = self._shapes[bucket]
-    batch = pad_batch(items, self.cfg.batch_size, audio_len, label_len)
+    b, (index, _) = self.cfg.batch_size, self.hosts
+    batch = pad_batch(items[index * b:(index + 1) * b], b, audio_len, label_len)
     if self.features is not None:
       feats, lengths = featurize(batch.pop("audio"), batch["audio_lengths"], self.features)
       batch["features"] = np.asarray(feats)

@@ -3,8 +3,8 @@
 `sample_sentence(rng)` returns a `Sentence`: normalized text, the entity phrases it contains (slot
 values: contacts, devices, songs, places, ...) with their kinds, and the intent. Requests are drawn
 from many templates per intent, and a share of sentences comes from a small grammar over the
-lexicon so that the corpus is not a handful of predictable templates (research notes, section 8:
-a model that memorizes templates looks good on loss and bad on slots).
+lexicon so that the corpus is not a handful of predictable templates (a model that memorizes
+templates looks good on loss and bad on slots: see `asr/data/lexicon.py`).
 """
 
 from __future__ import annotations

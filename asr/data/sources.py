@@ -39,9 +39,9 @@ class Source:
   def splits(self) -> dict[str, int]:
     return {name: info.num_examples for name, info in self.builder.info.splits.items()}
 
-  def examples(self, split: str, *, shuffle_seed: int | None = None, shuffle_buffer: int = 1024,
-               shard_index: int = 0, num_shards: int = 1) -> Iterator[dict]:
-    """Every example of this host's shard of `split` once, shuffled by `shuffle_seed` if given.
+  def examples(self, split: str, *, shuffle_seed: int | None = None,
+               shuffle_buffer: int = 1024) -> Iterator[dict]:
+    """Every example of `split` once, shuffled by `shuffle_seed` if given.
 
     Files are read in an order drawn from the seed, then examples pass a shuffle buffer of
     `shuffle_buffer` seeded likewise: the order is a pure function of the seed.
@@ -49,12 +49,11 @@ class Source:
     tfds = _tfds()
     if self.splits and split not in self.splits:
       raise ValueError(f"{self.name} has no split {split!r}; it has {sorted(self.splits)}")
-    tfds_split = tfds.even_splits(split, n=num_shards)[shard_index] if num_shards > 1 else split
     shuffle = shuffle_seed is not None
     if self.name.startswith(SYNTH):
-      groups = self._synth_groups(tfds_split, shuffle_seed)
+      groups = self._synth_groups(split, shuffle_seed)
     else:
-      groups = self._tfds_groups(tfds_split, shuffle_seed)
+      groups = self._tfds_groups(split, shuffle_seed)
 
     def unbatched():
       for columns in groups:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-NEG = -1e30
+from asr.arrays import NEG_INF, is_live, length_mask, tree_where
 _HASH_MUL = jnp.uint32(1_000_003)
 
 
@@ -49,7 +49,7 @@ def beam_search(model, frames: jax.Array, frame_lengths: jax.Array, *, beam: int
                 max_symbols: int = 4, max_len: int | None = None):
   """Encoder `frames [B, T, H]`, `frame_lengths [B]` -> n-best lists sorted by log-score:
   tokens `[B, K, L]` (0-padded), lengths `[B, K]`, scores `[B, K]` (log P of the hypothesis
-  summed over the alignments the search merged; `NEG` marks an empty slot)."""
+  summed over the alignments the search merged; `NEG_INF` marks an empty slot)."""
   b, t = frames.shape[:2]
   k = beam
   max_len = max_len or t * max_symbols
@@ -60,7 +60,7 @@ def beam_search(model, frames: jax.Array, frame_lengths: jax.Array, *, beam: int
   slots = {
       "tokens": jnp.zeros((b, k, max_len), jnp.int32),
       "lengths": jnp.zeros((b, k), jnp.int32),
-      "scores": jnp.where(jnp.arange(k)[None, :] == 0, 0.0, NEG) * jnp.ones((b, 1)),
+      "scores": jnp.where(jnp.arange(k)[None, :] == 0, 0.0, NEG_INF) * jnp.ones((b, 1)),
       "hash": jnp.zeros((b, k), jnp.uint32),
       "pred_state": _unflat(pred_state, b, k),
       "pred_proj": _unflat(model.joint.project_prediction(out), b, k),
@@ -72,11 +72,11 @@ def beam_search(model, frames: jax.Array, frame_lengths: jax.Array, *, beam: int
     logp = jax.nn.log_softmax(model.joint.single(e[:, None, :], slots["pred_proj"]), axis=-1)
     active = ~done
     v = logp.shape[-1]
-    carried = jnp.where(done, slots["scores"], NEG)                       # [B, K] done, kept
-    blanks = jnp.where(active, slots["scores"] + logp[..., 0], NEG)      # [B, K] -> done
+    carried = jnp.where(done, slots["scores"], NEG_INF)                       # [B, K] done, kept
+    blanks = jnp.where(active, slots["scores"] + logp[..., 0], NEG_INF)      # [B, K] -> done
     room = slots["lengths"] < max_len
     labels = slots["scores"][..., None] + logp[..., 1:]                   # [B, K, V-1] -> active
-    labels = jnp.where((active & room)[..., None] & allow_labels, labels, NEG)
+    labels = jnp.where((active & room)[..., None] & allow_labels, labels, NEG_INF)
     label_scores, label_idx = jax.lax.top_k(labels.reshape(b, -1), k)     # preselect K
     label_parent, label_token = label_idx // (v - 1), label_idx % (v - 1) + 1
 
@@ -91,32 +91,30 @@ def beam_search(model, frames: jax.Array, frame_lengths: jax.Array, *, beam: int
 
     # Merge equal hypotheses: the first finite one of each (hash, status) takes the sum.
     same = (h[:, :, None] == h[:, None, :]) & (is_done[:, :, None] == is_done[:, None, :])
-    live = score > NEG / 2
+    live = is_live(score)
     same &= live[:, :, None] & live[:, None, :]
     merged = jax.nn.logsumexp(jnp.where(same, score[:, None, :], -jnp.inf), axis=-1)
     first = jnp.argmax(same, axis=-1) == jnp.arange(3 * k)[None, :]
-    score = jnp.where(live & first, merged, NEG)
+    score = jnp.where(live & first, merged, NEG_INF)
 
     best, pick = jax.lax.top_k(score, k)                                  # [B, K]
     par = jnp.take_along_axis(parent, pick, axis=1)
     tok = jnp.take_along_axis(token, pick, axis=1)
     new_done = jnp.take_along_axis(is_done, pick, axis=1)
-    extended = (~new_done) & (best > NEG / 2)
+    extended = (~new_done) & is_live(best)
     old = _gather_slots({key: slots[key] for key in ("tokens", "lengths", "pred_state",
                                                       "pred_proj")}, par)
     out, new_state = model.predictor.step(_flat(old["pred_state"], b, k), tok.reshape(-1))
     new_proj = _unflat(model.joint.project_prediction(out), b, k)
     new_state = _unflat(new_state, b, k)
-    select = lambda new, prev: jax.tree.map(
-        lambda x, y: jnp.where(extended.reshape(b, k, *([1] * (x.ndim - 2))), x, y), new, prev)
     write = extended[..., None] & (positions[None, None, :] == old["lengths"][..., None])
     return {
         "tokens": jnp.where(write, tok[..., None], old["tokens"]),
         "lengths": old["lengths"] + extended,
         "scores": best,
         "hash": jnp.take_along_axis(h, pick, axis=1),
-        "pred_state": select(new_state, old["pred_state"]),
-        "pred_proj": select(new_proj, old["pred_proj"]),
+        "pred_state": tree_where(extended, new_state, old["pred_state"]),
+        "pred_proj": tree_where(extended, new_proj, old["pred_proj"]),
     }, new_done
 
   def frame(slots, inputs):
@@ -124,10 +122,9 @@ def beam_search(model, frames: jax.Array, frame_lengths: jax.Array, *, beam: int
     new, done = slots, jnp.zeros((b, k), bool)
     for s in range(max_symbols + 1):  # the last sub-step admits blanks only
       new, done = sub_step(new, done, e, allow_labels=s < max_symbols)
-    keep = lambda x, y: jnp.where(valid.reshape(b, *([1] * (x.ndim - 1))), x, y)
-    return jax.tree.map(keep, new, slots), None
+    return tree_where(valid, new, slots), None
 
-  valid = jnp.arange(t)[:, None] < frame_lengths[None, :]
+  valid = length_mask(frame_lengths, t).T  # [T, B]
   slots, _ = jax.lax.scan(frame, slots, (enc_proj.swapaxes(0, 1), valid))
   order = jnp.argsort(-slots["scores"], axis=1)
   take = lambda a: jnp.take_along_axis(a, order.reshape(*order.shape, *([1] * (a.ndim - 2))), 1)

@@ -1,6 +1,9 @@
-"""Models: encoders (one contract), prediction networks, joint, the transducer."""
+"""Models: encoders (one contract, built by family name), prediction networks, joint, the
+transducer."""
 
-from asr.models.encoder import EncoderOutput, LSTMEncoder
+from asr.models.encoder import ENCODERS, EncoderOutput, build_encoder, encoder_config
+from asr.models.lstm_encoder import LSTMEncoder, LSTMEncoderConfig
 from asr.models.transducer import Transducer, TransducerConfig
 
-__all__ = ["EncoderOutput", "LSTMEncoder", "Transducer", "TransducerConfig"]
+__all__ = ["ENCODERS", "EncoderOutput", "LSTMEncoder", "LSTMEncoderConfig", "Transducer",
+           "TransducerConfig", "build_encoder", "encoder_config"]

@@ -3,7 +3,7 @@
 The input projection of every frame is one matmul before the scan (`[B, T, D] @ [D, 4H]`);
 the scan carries only the recurrent matmul `[B, H] @ [H, 4H]`. Past each length the state is held
 and the output is zero, so the final state is the state after the last real frame and a chunked
-(streamed) run equals the full run.
+(streamed) run equals the full run. Gate order in the 4H axis: input, forget, cell, output.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from asr.arrays import length_mask, tree_where
+from asr.models.dense import Dense
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
@@ -22,17 +25,20 @@ class LSTMState:
   c: jax.Array  # [B, H]
 
 
+def _forget_gate_bias(key, shape, dtype=jnp.float32):
+  """Forget-gate bias 1: the classic remedy for vanishing memory early in training."""
+  del key
+  return jnp.zeros((4, shape[0] // 4), dtype).at[1].set(1.0).reshape(shape)
+
+
 class LSTM(nnx.Module):
   """`x [B, T, D]`, `lengths [B]`, state -> `y [B, T, H]`, new state."""
 
   def __init__(self, in_dim: int, hidden: int, *, rngs: nnx.Rngs):
     self.in_dim, self.hidden = in_dim, hidden
-    init = nnx.initializers.lecun_normal()
-    self.w_in = nnx.Param(init(rngs.params(), (in_dim, 4 * hidden)))
-    self.w_rec = nnx.Param(nnx.initializers.orthogonal()(rngs.params(), (hidden, 4 * hidden)))
-    # Forget-gate bias 1: the classic remedy for vanishing memory early in training.
-    bias = jnp.zeros((4, hidden)).at[1].set(1.0).reshape(-1)
-    self.bias = nnx.Param(bias)
+    self.input = Dense(in_dim, 4 * hidden, bias_init=_forget_gate_bias, rngs=rngs)
+    self.recurrent = Dense(hidden, 4 * hidden, use_bias=False,
+                           kernel_init=nnx.initializers.orthogonal(), rngs=rngs)
 
   def init_state(self, batch: int) -> LSTMState:
     zeros = jnp.zeros((batch, self.hidden))
@@ -40,26 +46,21 @@ class LSTM(nnx.Module):
 
   def macs_per_frame(self) -> int:
     """Multiply-accumulates per frame: the two matmuls (gate nonlinearities are O(H))."""
-    return 4 * self.hidden * (self.in_dim + self.hidden)
+    return self.input.macs() + self.recurrent.macs()
 
   def __call__(self, x: jax.Array, lengths: jax.Array,
                state: LSTMState | None = None) -> tuple[jax.Array, LSTMState]:
     b, t, _ = x.shape
     state = state or self.init_state(b)
-    gates_in = x @ self.w_in[...] + self.bias[...]  # [B, T, 4H]
-    w_rec = self.w_rec[...]
-    valid = jnp.arange(t)[None, :] < lengths[:, None]  # [B, T]
+    gates_in = self.input(x)  # [B, T, 4H]
+    valid = length_mask(lengths, t)  # [B, T]
 
     def step(carry, inputs):
-      h, c = carry
       g_in, keep = inputs
-      i, f, g, o = jnp.split(g_in + h @ w_rec, 4, axis=-1)
-      c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-      h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
-      keep = keep[:, None]
-      h, c = jnp.where(keep, h_new, h), jnp.where(keep, c_new, c)
-      return (h, c), jnp.where(keep, h_new, 0.0)
+      i, f, g, o = jnp.split(g_in + self.recurrent(carry.h), 4, axis=-1)
+      c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+      new = LSTMState(jax.nn.sigmoid(o) * jnp.tanh(c), c)
+      return tree_where(keep, new, carry), jnp.where(keep[:, None], new.h, 0.0)
 
-    (h, c), y = jax.lax.scan(step, (state.h, state.c),
-                             (gates_in.swapaxes(0, 1), valid.swapaxes(0, 1)))
-    return y.swapaxes(0, 1), LSTMState(h, c)
+    state, y = jax.lax.scan(step, state, (gates_in.swapaxes(0, 1), valid.swapaxes(0, 1)))
+    return y.swapaxes(0, 1), state

@@ -3,6 +3,7 @@
 `__call__(labels [B, U]) -> [B, U+1, H]`: output u conditions on the blank/start token 0
 followed by labels[:u]. `step(state, tokens [B]) -> (out [B, H], state)` advances one token for
 decoding; `init_state(batch)` is the state before any label, whose first step takes token 0.
+`__call__` equals the outputs of `step` token by token.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from asr.models.dense import Dense
 from asr.models.lstm import LSTM, LSTMState
 
 
@@ -30,6 +32,9 @@ class LSTMPredictor(nnx.Module):
   def init_state(self, batch: int) -> LSTMState:
     return self.lstm.init_state(batch)
 
+  def flops_per_step(self) -> int:
+    return 2 * self.lstm.macs_per_frame()  # the embedding is a lookup
+
   def step(self, state: LSTMState, tokens: jax.Array) -> tuple[jax.Array, LSTMState]:
     x = self.embed(tokens)[:, None, :]
     y, state = self.lstm(x, jnp.ones(tokens.shape[0], jnp.int32), state)
@@ -42,20 +47,24 @@ class LSTMPredictor(nnx.Module):
 
 
 class StatelessPredictor(nnx.Module):
-  """Embeddings of the last `context` tokens, concatenated and projected (Ghodsi et al., 2020).
+  """Embeddings of the last `context` tokens, concatenated and projected (Ghodsi et al., 2020,
+  "RNN-transducer with stateless prediction network").
 
-  It leans less on the label history than an LSTM, so it cannot memorize sentence templates as
-  readily: a known accelerant for small-data training (research notes, section 8).
+  It leans less on the label history than an LSTM, so it memorizes sentence templates less
+  readily than an LSTM prediction network does on small corpora.
   """
 
   def __init__(self, vocab: int, embed: int, hidden: int, context: int = 2, *, rngs: nnx.Rngs):
     self.context = context
     self.embed = nnx.Embed(vocab, embed, rngs=rngs)
-    self.proj = nnx.Linear(embed * context, hidden, rngs=rngs)
+    self.proj = Dense(embed * context, hidden, rngs=rngs)
     self.out_dim = hidden
 
   def init_state(self, batch: int) -> jax.Array:
     return jnp.zeros((batch, self.context), jnp.int32)  # the last `context` tokens, newest last
+
+  def flops_per_step(self) -> int:
+    return 2 * self.proj.macs()
 
   def _out(self, history: jax.Array) -> jax.Array:
     e = self.embed(history)  # [..., context, E]

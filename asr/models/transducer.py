@@ -1,74 +1,129 @@
-"""The RNN-T model: encoder + prediction network + joint, and its training losses."""
+"""The RNN-T model: feature normalization, an encoder built by family name, a prediction
+network, the joint and an optional CTC head.
+
+`encode` and `score` are separate so several hypotheses (MWER) or a teacher's outputs
+(distillation) reuse one encoder pass:
+
+  encoded = model.encode(features, feature_lengths, train=..., rng=..., schedules=...)
+  nll = model.score(encoded, labels, label_lengths)   # {"rnnt": [B] or [B, K], "ctc": ...}
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from asr.arrays import length_mask
 from asr.losses import rnnt_loss_lean
-from asr.models.encoder import EncoderOutput, LSTMEncoder
+from asr.models import lstm_encoder  # noqa: F401  (registers the "lstm" family)
+from asr.models.dense import Dense
+from asr.models.encoder import EncoderOutput, build_encoder
+from asr.models.frontend import FeatureNormalizer
 from asr.models.joint import Joint
 from asr.models.prediction import LSTMPredictor, StatelessPredictor
+
+PREDICTORS = ("lstm", "stateless")
 
 
 @dataclasses.dataclass(frozen=True)
 class TransducerConfig:
   vocab: int = 29
   num_mels: int = 80
-  stack: int = 3
-  enc_hidden: int = 256
-  enc_layers: int = 2
-  enc_layer_norm: bool = False
-  predictor: str = "lstm"        # or "stateless"
+  feature_hop_seconds: float = 0.01
+  normalization: str = "causal"     # asr.models.frontend: causal, global or utterance
+  norm_prior_frames: float = 100.0  # weight of the training statistics in causal normalization
+  encoder: str = "lstm"             # a registered family (asr.models.encoder)
+  encoder_config: object = lstm_encoder.LSTMEncoderConfig()  # that family's options
+  predictor: str = "lstm"           # or "stateless"
   pred_embed: int = 128
   pred_hidden: int = 256
   stateless_context: int = 2
   joint_dim: int = 256
-  enc_reduce: int = 1             # time reduction inside the encoder (2: 30 ms -> 60 ms frames)
-  enc_reduce_after: int = 1       # ... after this many LSTM layers
-  ctc_weight: float = 0.0         # auxiliary CTC on the encoder: faster alignment learning
-  loss_chunk: int = 16            # frames per joint chunk in the lean loss
+  ctc_head: bool = False            # an auxiliary CTC output on the encoder
+  loss_chunk: int = 16              # frames per joint chunk in the lean RNN-T loss
 
 
 class Transducer(nnx.Module):
   def __init__(self, cfg: TransducerConfig, *, rngs: nnx.Rngs):
+    if cfg.predictor not in PREDICTORS:
+      raise ValueError(f"unknown predictor {cfg.predictor!r} (model.predictor): "
+                       f"{' or '.join(PREDICTORS)}")
     self.cfg = cfg
-    self.encoder = LSTMEncoder(cfg.num_mels, cfg.enc_hidden, cfg.enc_layers, cfg.stack,
-                               cfg.enc_layer_norm, cfg.enc_reduce, cfg.enc_reduce_after,
-                               rngs=rngs)
+    self.frontend = FeatureNormalizer(cfg.num_mels, cfg.normalization, cfg.norm_prior_frames)
+    self.encoder = build_encoder(cfg.encoder, cfg.encoder_config, cfg.num_mels,
+                                 input_frame_seconds=cfg.feature_hop_seconds, rngs=rngs)
     if cfg.predictor == "lstm":
       self.predictor = LSTMPredictor(cfg.vocab, cfg.pred_embed, cfg.pred_hidden, rngs=rngs)
-    elif cfg.predictor == "stateless":
+    else:
       self.predictor = StatelessPredictor(cfg.vocab, cfg.pred_embed, cfg.pred_hidden,
                                           cfg.stateless_context, rngs=rngs)
-    else:
-      raise ValueError(f"unknown predictor {cfg.predictor!r}: 'lstm' or 'stateless'")
     self.joint = Joint(self.encoder.out_dim, self.predictor.out_dim, cfg.joint_dim, cfg.vocab,
                        rngs=rngs)
-    self.ctc_head = (nnx.Linear(self.encoder.out_dim, cfg.vocab, rngs=rngs)
-                     if cfg.ctc_weight > 0 else None)
+    self.ctc_head = Dense(self.encoder.out_dim, cfg.vocab, rngs=rngs) if cfg.ctc_head else None
 
-  def encode(self, features, lengths, *, train: bool = False) -> EncoderOutput:
-    return self.encoder(features, lengths, train=train)
+  # ---- encode once ----
 
-  def losses(self, features, feature_lengths, labels, label_lengths, *, train: bool = False) -> dict:
-    """Per-utterance `rnnt` (and `ctc`) negative log-likelihoods `[B]`, and `flops [B, T']`."""
-    enc = self.encode(features, feature_lengths, train=train)
-    enc_p = self.joint.project_encoder(enc.frames)
-    pred_p = self.joint.project_prediction(self.predictor(labels))
-    rnnt = rnnt_loss_lean(enc_p, pred_p, lambda e, p: self.joint(e, p), labels, enc.lengths,
-                          label_lengths, chunk=self.cfg.loss_chunk)
-    out = {"rnnt": rnnt, "flops": enc.flops, "frame_lengths": enc.lengths}
+  def encode(self, features: jax.Array, lengths: jax.Array, *, train: bool = False,
+             rng: jax.Array | None = None, schedules: dict | None = None) -> EncoderOutput:
+    """Log-mel `features [B, T, F]`, `lengths [B]` -> the encoder's output (normalized here)."""
+    return self.encoder(self.frontend(features, lengths), lengths, train=train, rng=rng,
+                        schedules=schedules)
+
+  # ---- score many ----
+
+  def score(self, encoded: EncoderOutput, labels: jax.Array, label_lengths: jax.Array) -> dict:
+    """Negative log-likelihoods of label sequences given one encoder pass.
+
+    `labels [B, U]` with `label_lengths [B]` -> `{"rnnt": [B]}`; or `K` hypotheses per
+    utterance, `labels [B, K, U]` with `label_lengths [B, K]` -> `[B, K]`. With a CTC head,
+    `"ctc"` alike (computed below a time reduction, where every character has a frame).
+    """
+    k = labels.shape[1] if labels.ndim == 3 else None
+    flat_labels = labels.reshape(-1, labels.shape[-1])
+    flat_lengths = label_lengths.reshape(-1)
+    tile = (lambda x: x) if k is None else (lambda x: jnp.repeat(x, k, axis=0))
+    enc_p = tile(self.joint.project_encoder(encoded.frames))
+    pred_p = self.joint.project_prediction(self.predictor(flat_labels))
+    nll = {"rnnt": rnnt_loss_lean(enc_p, pred_p, lambda e, p: self.joint(e, p), flat_labels,
+                                  tile(encoded.lengths), flat_lengths,
+                                  chunk=self.cfg.loss_chunk)}
     if self.ctc_head is not None:
-      # Below a time reduction, where there are enough frames for every character.
-      frames = enc.aux.get("pre_reduction", enc.frames)
-      frame_lengths = enc.aux.get("pre_reduction_lengths", enc.lengths)
-      logits = self.ctc_head(frames)
-      t = logits.shape[1]
-      frame_pad = (jnp.arange(t)[None] >= frame_lengths[:, None]).astype(jnp.float32)
-      label_pad = (jnp.arange(labels.shape[1])[None] >= label_lengths[:, None]).astype(jnp.float32)
-      out["ctc"] = optax.ctc_loss(logits, frame_pad, labels, label_pad, blank_id=0)
-    return out
+      frames = encoded.aux.get("pre_reduction", encoded.frames)
+      frame_lengths = encoded.aux.get("pre_reduction_lengths", encoded.lengths)
+      logits = tile(self.ctc_head(frames))
+      frame_pad = (~length_mask(tile(frame_lengths), logits.shape[1])).astype(jnp.float32)
+      label_pad = (~length_mask(flat_lengths, flat_labels.shape[1])).astype(jnp.float32)
+      nll["ctc"] = optax.ctc_loss(logits, frame_pad, flat_labels, label_pad, blank_id=0)
+    return {name: v.reshape(labels.shape[:-1]) for name, v in nll.items()}
+
+  # ---- compute ----
+
+  def decoding_flops(self, frames: jax.Array, tokens: jax.Array) -> jax.Array:
+    """FLOPs of the joint and the prediction network to decode `frames` output frames emitting
+    `tokens` labels, greedily: every frame is projected and needs one output distribution that
+    ends it (blank), and every emitted label advances the prediction network, is projected and
+    needs one more distribution. (A frame that reaches the per-frame label cap ends without its
+    blank distribution: at most one evaluation per such frame is overcounted.)"""
+    j = self.joint
+    per_frame = j.flops_per_frame() + j.flops_per_evaluation()
+    per_token = self.predictor.flops_per_step() + j.flops_per_label() + j.flops_per_evaluation()
+    return frames * float(per_frame) + tokens * float(per_token)
+
+  # ---- streaming ----
+
+  def init_stream(self, batch: int):
+    """The state before any audio: (normalizer state, encoder state)."""
+    return self.frontend.init_state(batch), self.encoder.init_state(batch)
+
+  def stream_step(self, state, features: jax.Array, lengths: jax.Array
+                  ) -> tuple[EncoderOutput, tuple]:
+    """One chunk of log-mel `features [B, C, F]` (C a multiple of the encoder's frames per
+    output frame, except an utterance's last) -> its encoder output and the new state."""
+    norm_state, enc_state = state
+    x, norm_state = self.frontend.step(norm_state, features, lengths)
+    out, enc_state = self.encoder.step(enc_state, x, lengths)
+    return out, (norm_state, enc_state)

@@ -2,8 +2,14 @@
 
 `recognize` is one jitted function per (decoder, bucket shape): features, encoder, search. The
 summary holds `wer, cer, substitutions, deletions, insertions, num_utterances, flops_per_frame,
-rtf, backend, per_accent, per_speaker`; the per-utterance rows hold id, speaker, accent,
-reference, hypothesis, word_errors, num_words and (for beam search) the n-best list.
+flops_per_second, rtf, backend, per_accent, per_speaker`; the per-utterance rows hold id,
+speaker, accent, reference, hypothesis, word_errors, num_words and (for beam search) the n-best
+list.
+
+`flops_per_frame` is the encoder's cost per output frame; `flops_per_second` is the whole
+model's per second of audio: the encoder, plus the joint and the prediction network as greedy
+decoding of the hypotheses would run them (`Transducer.decoding_flops`), so models of different
+frame rates compare. Beam search spends more than that; the figure describes the model.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 from asr import features as F
+from asr.arrays import is_live
 from asr.decoding import beam_search, greedy_search
 from asr.training.metrics import error_rates, grouped_wer, utterance_word_errors
 
@@ -24,49 +31,64 @@ from asr.training.metrics import error_rates, grouped_wer, utterance_word_errors
 @functools.lru_cache(maxsize=16)
 def make_recognizer(graphdef, decoder: str = "greedy", beam: int = 4, max_symbols: int = 4,
                     features: F.FeatureConfig = F.FeatureConfig()):
-  """`recognize(params, audio [B, S], audio_lengths [B]) -> dict` of tokens `[B, (K,) L]`,
-  lengths, scores (beam), frame lengths and per-frame encoder flops."""
+  """`recognize(variables, audio [B, S], audio_lengths [B]) -> dict` of tokens `[B, (K,) L]`,
+  lengths, scores (beam), frame lengths, per-frame encoder flops `[B, T']` and decoding flops
+  `[B]`; `variables` is what `nnx.merge(graphdef, *variables)` takes (e.g. (params,
+  model_state))."""
   if decoder not in ("greedy", "beam"):
     raise ValueError(f"decoder must be 'greedy' or 'beam', got {decoder!r}")
 
   @jax.jit
-  def recognize(params, audio, audio_lengths):
-    model = nnx.merge(graphdef, params)
-    feats, lengths = F.featurize(audio, audio_lengths, features)
+  def recognize(variables, audio, audio_lengths):
+    model = nnx.merge(graphdef, *variables)
+    feats, lengths = F.log_mel(audio, audio_lengths, features)
     enc = model.encode(feats, lengths)
     out = {"frame_lengths": enc.lengths, "flops": enc.flops}
     if decoder == "greedy":
       out["tokens"], out["lengths"] = greedy_search(model, enc.frames, enc.lengths,
                                                     max_symbols=max_symbols)
+      best = out["lengths"]
     else:
       out["tokens"], out["lengths"], out["scores"] = beam_search(
           model, enc.frames, enc.lengths, beam=beam, max_symbols=max_symbols)
+      best = out["lengths"][:, 0]
+    out["decoding_flops"] = model.decoding_flops(enc.lengths, best)
     return out
 
   return recognize
 
 
-def evaluate(graphdef, params, batches, tokenizer, *, decoder: str = "greedy", beam: int = 4,
-             max_symbols: int = 4, max_batches: int = 0, sample_rate: int = 16000,
+def evaluate(graphdef, variables, batches, tokenizer, *, decoder: str = "greedy",
+             beam: int = 4, max_symbols: int = 4, max_batches: int = 0, sample_rate: int = 16000,
              progress=None) -> tuple[dict, list[dict]]:
-  """Decodes every batch of `batches` (audio batches: `features=None`) and scores them."""
-  recognize = make_recognizer(graphdef, decoder, beam, max_symbols)
+  """Decodes every batch of `batches` (audio batches: `features=None`) and scores them.
+  `variables`: as `make_recognizer`'s. The batches are closed when this returns."""
+  try:
+    return _evaluate(make_recognizer(graphdef, decoder, beam, max_symbols), variables, batches,
+                     tokenizer, decoder, max_batches, sample_rate, progress)
+  finally:
+    batches.close()  # stops the producer thread of a split not read to its end
+
+
+def _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches, sample_rate,
+              progress):
   rows, refs, hyps = [], [], []
-  flops, frames, audio_s, decode_s = 0.0, 0, 0.0, 0.0
+  encoder_flops, decoding_flops, frames, audio_s, decode_s = 0.0, 0.0, 0, 0.0, 0.0
   compiled = set()
   for i, batch in enumerate(batches):
     if max_batches and i >= max_batches:
       break
     audio, audio_lengths = jnp.asarray(batch["audio"]), jnp.asarray(batch["audio_lengths"])
     if audio.shape not in compiled:  # compile outside the timing: RTF measures decoding only
-      jax.block_until_ready(recognize(params, audio, audio_lengths))
+      jax.block_until_ready(recognize(variables, audio, audio_lengths))
       compiled.add(audio.shape)
     start = time.perf_counter()
-    out = jax.device_get(recognize(params, audio, audio_lengths))
+    out = jax.device_get(recognize(variables, audio, audio_lengths))
     decode_s += time.perf_counter() - start
     real = batch["audio_lengths"] > 0
     audio_s += batch["audio_lengths"][real].sum() / sample_rate
-    flops += float(out["flops"][real].sum())
+    encoder_flops += float(out["flops"][real].sum())
+    decoding_flops += float(out["decoding_flops"][real].sum())
     frames += int(out["frame_lengths"][real].sum())
     for row in np.flatnonzero(real):
       if decoder == "greedy":
@@ -75,7 +97,7 @@ def evaluate(graphdef, params, batches, tokenizer, *, decoder: str = "greedy", b
       else:
         nbest = [(tokenizer.decode(out["tokens"][row, k, : out["lengths"][row, k]]),
                   float(out["scores"][row, k]))
-                 for k in range(out["tokens"].shape[1]) if out["scores"][row, k] > -1e29]
+                 for k in range(out["tokens"].shape[1]) if is_live(out["scores"][row, k])]
         hyp = nbest[0][0] if nbest else ""
       ref = str(batch["texts"][row])
       refs.append(ref)
@@ -89,7 +111,9 @@ def evaluate(graphdef, params, batches, tokenizer, *, decoder: str = "greedy", b
   for row, errors in zip(rows, utterance_word_errors(refs, hyps)):
     row.update(word_errors=errors, num_words=len(row["reference"].split()))
   summary.update(
-      flops_per_frame=flops / max(frames, 1), rtf=decode_s / max(audio_s, 1e-9),
+      flops_per_frame=encoder_flops / max(frames, 1),
+      flops_per_second=(encoder_flops + decoding_flops) / max(audio_s, 1e-9),
+      rtf=decode_s / max(audio_s, 1e-9),
       audio_seconds=audio_s, decoder=decoder, backend="float",
       per_accent=grouped_wer(refs, hyps, [r["accent"] or "unknown" for r in rows]),
       per_speaker=grouped_wer(refs, hyps, [r["speaker"] for r in rows]))

@@ -1,16 +1,20 @@
 """The training loop: data, model, jitted data-parallel step, checkpoints with resume, evaluation,
 metrics as JSON lines and wandb.
 
-`train(config, workdir)` is what `asr-train` runs and what notebooks and tests call. A killed
-run started again with the same workdir resumes from its newest checkpoint (train state and
-data position) and ends where an uninterrupted run would.
+`train(config, workdir)` is what `asr-train` runs and what notebooks and tests call. A run
+started again with the same workdir resumes from its newest checkpoint (train state, data
+position, the metrics window being averaged) and ends where an uninterrupted run would, with
+the same parameters bit for bit; a changed config is refused, naming the keys.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import os
 import pathlib
+import re
 import time
 
 import jax
@@ -20,18 +24,58 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from asr import features as F
 from asr.data.pipeline import Batches, PipelineConfig
-from asr.models import Transducer, TransducerConfig
+from asr.models import ENCODERS, Transducer, TransducerConfig, encoder_config
 from asr.tokenizer import CharTokenizer
-from asr.training import train_step as ts
-from asr.training.checkpoint import Checkpointer
+from asr.training import objective, schedules as S, train_step as ts, transforms as T
+from asr.training.checkpoint import Checkpointer, tree_paths
 from asr.training.evaluate import evaluate
-from asr.training.logger import MetricsLogger
+from asr.training.logger import MetricsLogger, cut_back
+
+# Keys a resumed run may change (where the data lives, where logs go): nothing that changes
+# what is computed.
+RESUMABLE_KEYS = ("data.data_dir", "data.build_if_missing", "wandb.mode")
 
 
 # ---- construction from a config ----
 
+def import_plugins(config) -> None:
+  """Imports `config.imports`: modules that register encoder families or loss terms."""
+  for name in config.get("imports", ()):
+    importlib.import_module(name)
+
+
+def loss_weights(config) -> dict[str, float]:
+  weights = dict(config.loss.to_dict())
+  objective.check_terms(weights, dict(config.schedules))
+  return objective.active_terms(weights, dict(config.schedules))
+
+
+def schedule_specs(config) -> dict:
+  specs = {k: v.to_dict() if hasattr(v, "to_dict") else dict(v)
+           for k, v in config.schedules.items()}
+  if "learning_rate" in specs:
+    raise ValueError("schedules.learning_rate is set by config.optim (peak_lr, warmup_steps, "
+                     "end_lr_ratio)")
+  specs["learning_rate"] = S.learning_rate_spec(config.optim, config.train.num_steps)
+  return specs
+
+
 def model_config(config) -> TransducerConfig:
-  return TransducerConfig(**config.model.to_dict())
+  """`config.model`: `encoder` names a family and `model.<family>` holds its options."""
+  options = config.model.to_dict()
+  family = options.pop("encoder")
+  blocks = {k: options.pop(k) for k in list(options) if isinstance(options[k], dict)}
+  unknown = sorted(set(blocks) - set(ENCODERS))
+  if unknown:
+    raise ValueError(f"model.{unknown[0]} is not an encoder family's block; registered "
+                     f"families: {', '.join(sorted(ENCODERS))}")
+  enc = encoder_config(family, blocks.get(family, {}))
+  fields = {f.name for f in dataclasses.fields(TransducerConfig)}
+  bad = sorted(set(options) - fields)
+  if bad:
+    raise ValueError(f"model has no option(s) {', '.join(bad)}")
+  return TransducerConfig(encoder=family, encoder_config=enc,
+                          ctc_head="ctc" in loss_weights(config), **options)
 
 
 def build_model(config) -> Transducer:
@@ -67,13 +111,116 @@ def augment_config(config) -> F.AugmentConfig | None:
                          speed=tuple(a.speed), warp=tuple(a.warp))
 
 
+def build_step(config, graphdef, transforms=()):
+  """(the un-jitted train step, its optimizer, its schedules) for a config's model."""
+  c = config
+  schedules = S.make_schedules(schedule_specs(c))
+  tx = ts.make_optimizer(c.optim.weight_decay, c.optim.clip_norm)
+  step_cfg = ts.StepConfig(terms=tuple(loss_weights(c).items()), augment=augment_config(c),
+                           features=F.FeatureConfig(num_mels=c.model.num_mels),
+                           nonfinite_limit=c.train.max_nonfinite_in_a_row)
+  return ts.make_train_step(graphdef, tx, step_cfg, schedules, transforms), tx, schedules
+
+
 def param_bytes(params) -> int:
   return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(params)))
 
 
-def param_sparsity(params) -> float:
-  leaves = [np.asarray(x) for x in jax.tree.leaves(params)]
-  return float(sum((x == 0).sum() for x in leaves) / max(sum(x.size for x in leaves), 1))
+def weight_sparsity(params) -> float:
+  """Share of exact zeros in the weight matrices (leaves of rank >= 2: kernels, embeddings);
+  biases and normalization scales are not weights that pruning removes."""
+  matrices = [np.asarray(x) for x in jax.tree.leaves(params) if np.ndim(x) >= 2]
+  return float(sum((x == 0).sum() for x in matrices) / max(sum(x.size for x in matrices), 1))
+
+
+def estimate_feature_stats(source, config, tokenizer) -> tuple[np.ndarray, np.ndarray]:
+  """Mean and std `[F]` of the log-mels of the first `config.data.stats_utterances` training
+  utterances in file order (the same on every host and every restart)."""
+  cfg = dataclasses.replace(pipeline_config(config, False), on_bad_example="skip")
+  batches = Batches.from_source(source, config.data.train_split, tokenizer, cfg, shuffle=False,
+                                num_epochs=1, features=F.FeatureConfig(
+                                    num_mels=config.model.num_mels))
+  needed = config.data.stats_utterances
+
+  def take():
+    seen = 0
+    for batch in batches:
+      yield batch["features"], batch["feature_lengths"]
+      seen += int((batch["feature_lengths"] > 0).sum())
+      if seen >= needed:
+        return
+  try:
+    return F.global_stats(take())
+  finally:
+    batches.close()
+
+
+def load_initial_weights(state: dict, source: str, include: str) -> tuple[dict, int]:
+  """`state` with the leaves of `params` and `model_state` whose path matches the regex
+  `include` ("" = all) replaced by a checkpoint's: `source` is a run workdir (its newest
+  checkpoint), a checkpoints folder, or one step's folder in it. Returns (state, leaves
+  loaded); a matched leaf that the checkpoint lacks, or holds in another shape, fails."""
+  path = pathlib.Path(source)
+  step = None
+  if (path / "checkpoints").is_dir():
+    path = path / "checkpoints"
+  elif path.name.isdigit() and path.parent.is_dir():
+    path, step = path.parent, int(path.name)
+  if not path.is_dir():
+    raise FileNotFoundError(f"init_from={source!r}: no such run, checkpoints folder or step")
+  ckpt = Checkpointer(path)
+  try:
+    stored, _, step = ckpt.read(step)
+  finally:
+    ckpt.close()
+  pattern = re.compile(include or ".*")
+  flat, treedef = jax.tree.flatten(state)
+  problems, loaded = [], 0
+  for i, (p, leaf) in enumerate(tree_paths(state)):
+    if not p.startswith(("params/", "model_state/")) or not pattern.search(p):
+      continue
+    if p not in stored:
+      problems.append(f"{p} is not in the checkpoint")
+    elif np.shape(stored[p]) != np.shape(leaf):
+      problems.append(f"{p}: checkpoint {np.shape(stored[p])}, this model {np.shape(leaf)}")
+    else:
+      flat[i] = np.asarray(stored[p], np.asarray(leaf).dtype)
+      loaded += 1
+  if problems or not loaded:
+    raise ValueError(f"init_from={source!r} (step {step}, init_from_keys={include!r}): "
+                     + ("; ".join(problems[:8]) if problems else "no parameter matched"))
+  return jax.tree.unflatten(treedef, flat), loaded
+
+
+def _flat_config(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat_config(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def check_resumed_config(path: pathlib.Path, config) -> None:
+  """A resumed run must have the config it started with (but `RESUMABLE_KEYS`)."""
+  old = _flat_config(json.loads(path.read_text()))
+  new = _flat_config(json.loads(config.to_json_best_effort()))
+  changed = sorted(k for k in set(old) | set(new)
+                   if k not in RESUMABLE_KEYS and old.get(k, "<absent>") != new.get(k, "<absent>"))
+  if changed:
+    shown = "; ".join(f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
+                      for k in changed[:8])
+    raise ValueError(f"{path.parent} holds a run with another config ({shown}"
+                     f"{'; ...' if len(changed) > 8 else ''}); resume it with its own config "
+                     "or train in a new workdir")
+
+
+def to_host(tree):
+  """NumPy copies of a tree's arrays; of a replicated array in a multi-process run, the local
+  copy (`jax.device_get` refuses arrays that span other processes' devices)."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array)
+                      else np.asarray(x), tree)
 
 
 # ---- the loop ----
@@ -82,36 +229,51 @@ class Trainer:
   """Holds what a run needs; `run()` trains to `config.train.num_steps`."""
 
   def __init__(self, config, workdir: os.PathLike):
-    self.config = config
+    # -- Run directory: resume or start afresh --
+    import_plugins(config)
+    self.config, c = config, config
     self.workdir = pathlib.Path(workdir)
     self.workdir.mkdir(parents=True, exist_ok=True)
-    (self.workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    self.lead = jax.process_index() == 0  # the process that writes logs and reports
+    self.checkpointer = Checkpointer(self.workdir / "checkpoints", c.train.keep_checkpoints)
+    resume_step = self.checkpointer.latest_step()
+    config_path = self.workdir / "config.json"
+    if resume_step is not None and config_path.exists():
+      check_resumed_config(config_path, config)
+    if self.lead:
+      cut_back(self.workdir, resume_step or 0)
+      config_path.write_text(config.to_json_best_effort(indent=2))
+
+    # -- Data --
     self.tokenizer = CharTokenizer()
     self.source = open_dataset(config)
+    self.hosts = (jax.process_index(), jax.process_count())
+    self.train_batches = Batches.from_source(
+        self.source, c.data.train_split, self.tokenizer, pipeline_config(config, True),
+        seed=c.seed, features=None, hosts=self.hosts)
 
+    # -- Devices: one mesh, the batch sharded on `data` --
     self.mesh = Mesh(np.array(jax.devices()), ("data",))
-    n_dev = self.mesh.size
-    if config.data.batch_size * jax.process_count() % n_dev:
-      raise ValueError(f"data.batch_size={config.data.batch_size} per host must divide evenly over "
-                       f"{n_dev} devices")
+    if c.data.batch_size * jax.process_count() % self.mesh.size:
+      raise ValueError(f"data.batch_size={c.data.batch_size} per host must divide evenly over "
+                       f"{self.mesh.size} devices")
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
 
+    # -- Model, objective, optimizer, transforms --
     model = build_model(config)
-    self.graphdef, _ = nnx.split(model)
-    o = config.optim
-    self.schedule = ts.learning_rate_schedule(o.peak_lr, o.warmup_steps, config.train.num_steps,
-                                              o.end_lr_ratio)
-    self.tx = ts.make_optimizer(self.schedule, o.weight_decay, o.clip_norm)
-    self.state = jax.device_put(ts.init_train_state(model, self.tx, config.seed), self.replicated)
-    self.checkpointer = Checkpointer(self.workdir / "checkpoints", config.train.keep_checkpoints)
+    if resume_step is None and c.model.normalization != "utterance":
+      model.frontend.set_statistics(*estimate_feature_stats(self.source, config, self.tokenizer))
+    self.graphdef = nnx.graphdef(model)
+    self.transforms = T.build_transforms(dict(c.transforms))
+    step_fn, tx, self.schedules = build_step(config, self.graphdef, self.transforms)
+    state = ts.init_train_state(model, tx, c.seed, self.transforms)
+    if resume_step is None and c.init_from:
+      state, loaded = load_initial_weights(state, c.init_from, c.init_from_keys)
+      print(f"init_from {c.init_from}: {loaded} arrays loaded")
 
-    self.train_batches = Batches.from_source(
-        self.source, config.data.train_split, self.tokenizer, pipeline_config(config, True),
-        seed=config.seed, features=None)
-    self.guard = ts.CompileGuard(len(config.data.bucket_seconds))
-    step_cfg = ts.StepConfig(ctc_weight=config.model.ctc_weight, augment=augment_config(config))
-    step_fn = ts.make_train_step(self.graphdef, self.tx, step_cfg, self.schedule)
+    # -- The jitted step: one compilation per bucket shape, or it fails --
+    self.guard = ts.CompileGuard(len(c.data.bucket_seconds))
 
     def guarded(state, batch):
       self.guard.traced()
@@ -119,20 +281,26 @@ class Trainer:
     self.train_step = jax.jit(guarded, in_shardings=(self.replicated, self.batch_sharding),
                               out_shardings=(self.replicated, self.replicated),
                               donate_argnums=0)
-    self.nonfinite = ts.NonFiniteGuard(config.train.max_nonfinite_in_a_row)
-    self.start_step = 0
-    latest = self.checkpointer.latest_step()
-    if latest is not None:
-      state, data_state, _ = self.checkpointer.restore(self.state)
-      self.state = jax.device_put(state, self.replicated)
+
+    # -- Restore: state, data position, the metrics window of the interrupted log period --
+    self.start_step, self.window_restored, self.window_audio_s = 0, [], 0.0
+    if resume_step is not None:
+      state, data_state, _ = self.checkpointer.restore(state)
       self.train_batches.restore(data_state["pipeline"])
-      self.start_step = latest
-    self.logger = MetricsLogger(self.workdir, config)
+      self.window_restored = data_state.get("window", [])
+      self.window_audio_s = data_state.get("window_audio_seconds", 0.0)
+      self.start_step = resume_step
+    self.state = jax.device_put(state, self.replicated)
+    self.logger = MetricsLogger(self.workdir, config, enabled=self.lead)
 
   def _device_batch(self, batch: dict) -> dict:
-    local = {k: batch[k] for k in ts.BATCH_KEYS}
-    return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
-            for k, v in local.items()}
+    return {k: jax.make_array_from_process_local_data(self.batch_sharding, batch[k])
+            for k in ts.BATCH_KEYS}
+
+  def inference_variables(self):
+    """(params, model_state) as the model runs them (transforms applied), on the host."""
+    state = to_host({k: v for k, v in self.state.items() if k != "opt_state"})
+    return to_host(ts.inference_variables(state, self.transforms, self.schedules))
 
   def evaluate(self, split: str | None = None, decoder: str = "greedy", beam: int = 4,
                max_batches: int | None = None):
@@ -140,16 +308,29 @@ class Trainer:
     batches = Batches.from_source(self.source, split, self.tokenizer,
                                   pipeline_config(self.config, False), shuffle=False,
                                   num_epochs=1, features=None)
-    params = jax.device_get(self.state["params"])
-    summary, rows = evaluate(self.graphdef, params, batches, self.tokenizer, decoder=decoder,
-                             beam=beam, max_symbols=self.config.train.max_symbols,
+    summary, rows = evaluate(self.graphdef, self.inference_variables(), batches, self.tokenizer,
+                             decoder=decoder, beam=beam,
+                             max_symbols=self.config.train.max_symbols,
                              max_batches=self.config.train.eval_max_batches
                              if max_batches is None else max_batches)
     summary["skipped"] = batches.problems.as_metrics()
     return summary, rows
 
-  def save(self, step: int) -> None:
-    self.checkpointer.save(step, self.state, {"pipeline": self.train_batches.state()})
+  def save(self, step: int, window: list[dict], audio_s: float) -> None:
+    self.checkpointer.save(step, self.state, {"pipeline": self.train_batches.state(),
+                                              "window": window,
+                                              "window_audio_seconds": audio_s})
+
+  def _evaluate_and_log(self, step: int, bar) -> None:
+    if self.lead:  # one process decodes; the others wait at the next step's collective
+      summary, rows = self.evaluate()
+      self.logger.log_eval(step, summary, rows)
+      bar.write(f"step {step}: {self.config.data.eval_split} WER {summary['wer']:.3f} "
+                f"CER {summary['cer']:.3f}")
+
+  def _eval_due(self, step: int) -> bool:
+    c = self.config.train
+    return step > 0 and (step % c.eval_every == 0 or step == c.num_steps)
 
   def run(self, stop_after: int | None = None) -> dict:
     """Trains to `num_steps`; `stop_after` ends this process's work early without a final save,
@@ -157,11 +338,18 @@ class Trainer:
     from tqdm.auto import tqdm
     c = self.config.train
     step = self.start_step
-    bar = tqdm(total=c.num_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
-    window, window_start, audio_s = [], time.perf_counter(), 0.0
-    params = jax.device_get(self.state["params"])
+    bar = tqdm(total=c.num_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not self.lead)
+    params, _ = self.inference_variables()
     self.logger.log_static({"model_bytes": param_bytes(params),
                             "num_params": int(sum(np.size(x) for x in jax.tree.leaves(params)))})
+    if self._eval_due(step) and step not in self.logger.evaluated_steps:
+      self._evaluate_and_log(step, bar)  # interrupted during this evaluation: do it now
+    # Metrics stay on the device until a log step: fetching them every step would make the
+    # host wait for each step before it dispatches the next.
+    window, window_start, window_steps = [], time.perf_counter(), 0
+    audio_s = self.window_audio_s
+    recent_ids: dict[int, list] = {}
     done_here = 0
     while step < c.num_steps:
       if stop_after is not None and done_here >= stop_after:
@@ -169,41 +357,54 @@ class Trainer:
         return {"stopped_at": step}
       batch = next(self.train_batches)
       self.state, metrics = self.train_step(self.state, self._device_batch(batch))
-      metrics = jax.device_get(metrics)
       step += 1
       done_here += 1
-      self.nonfinite.update(bool(metrics["nonfinite"]), step, batch["ids"])
+      recent_ids[step] = batch["ids"]
       audio_s += batch["audio_lengths"].sum() / 16000
       window.append(metrics)
+      window_steps += 1
       bar.update(1)
-      bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
       if step % c.log_every == 0 or step == c.num_steps:
+        host = self.window_restored + to_host(window)
         wall = time.perf_counter() - window_start
-        record = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
-        record.update(steps_per_second=len(window) / wall, audio_seconds_per_second=audio_s / wall,
-                      nonfinite_total=self.nonfinite.total, **self.train_batches.problems.as_metrics())
+        guard = to_host(self.state["guard"])
+        record = {k: float(np.mean([float(m[k]) for m in host])) for k in host[-1]}
+        record.update(steps_per_second=window_steps / wall,
+                      audio_seconds_per_second=audio_s / wall,
+                      nonfinite_total=int(guard["total"]),
+                      **self.train_batches.problems.as_metrics())
         self.logger.log(step, record, prefix="train/")
-        window, window_start, audio_s = [], time.perf_counter(), 0.0
+        bar.set_postfix(loss=f"{record['loss']:.3f}")
+        ts.check_guard(guard, c.max_nonfinite_in_a_row, recent_ids)
+        window, self.window_restored, recent_ids = [], [], {}
+        window_start, window_steps, audio_s = time.perf_counter(), 0, 0.0
       if step % c.checkpoint_every == 0 or step == c.num_steps:
-        self.save(step)
-      if step % c.eval_every == 0 or step == c.num_steps:
-        summary, rows = self.evaluate()
-        self.logger.log_eval(step, summary, rows)
-        bar.write(f"step {step}: {self.config.data.eval_split} WER {summary['wer']:.3f} "
-                  f"CER {summary['cer']:.3f}")
+        self.window_restored += to_host(window)
+        window = []
+        self.save(step, [{k: float(v) for k, v in m.items()} for m in self.window_restored],
+                  float(audio_s))
+      if self._eval_due(step):
+        self._evaluate_and_log(step, bar)
         window_start = time.perf_counter()
     bar.close()
-    final = self.logger.last_eval
-    saved = self.workdir / "eval" / f"step_{c.num_steps}.json"
-    if final is None and saved.exists():  # resumed after the last evaluation: nothing left to do
-      final = dict(json.loads(saved.read_text()), step=c.num_steps)
-    if final is not None:
-      params = jax.device_get(self.state["params"])
-      self.logger.write_final(dict(final, split=self.config.data.eval_split,
-                                   model_bytes=param_bytes(params),
-                                   sparsity=param_sparsity(params)))
+    final = self._final()
     self.logger.finish()
-    return final or {}
+    return final
+
+  def _final(self) -> dict:
+    """The run's last evaluation with its size and sparsity, written to `final.json`."""
+    c = self.config.train
+    saved = self.workdir / "eval" / f"step_{c.num_steps}.json"
+    final = self.logger.last_eval
+    if final is None and saved.exists():  # resumed after the last evaluation
+      final = dict(json.loads(saved.read_text()), step=c.num_steps)
+    if final is None:
+      return {}
+    params, _ = self.inference_variables()
+    self.logger.write_final(dict(final, split=self.config.data.eval_split,
+                                 model_bytes=param_bytes(params),
+                                 sparsity=weight_sparsity(params)))
+    return final
 
   def close(self) -> None:
     self.train_batches.close()
@@ -220,21 +421,26 @@ def train(config, workdir: os.PathLike, stop_after: int | None = None) -> dict:
 
 
 def load_for_inference(workdir: os.PathLike, step: int | None = None):
-  """(config, graphdef, params, step) of a run's newest (or given) checkpoint."""
+  """(config, graphdef, variables, step) of a run's newest (or given) checkpoint, where
+  `variables` = (params with the run's transforms applied, model_state): the model is
+  `nnx.merge(graphdef, *variables)`."""
   import ml_collections
   workdir = pathlib.Path(workdir)
   config_path = workdir / "config.json"
   if not config_path.exists():
     raise FileNotFoundError(f"{workdir} holds no config.json: is it a training workdir?")
   config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  import_plugins(config)
   model = build_model(config)
-  graphdef, params = nnx.split(model)
+  graphdef = nnx.graphdef(model)
+  transforms = T.build_transforms(dict(config.transforms))
+  like = ts.init_train_state(model, ts.make_optimizer(config.optim.weight_decay,
+                                                      config.optim.clip_norm),
+                             config.seed, transforms)
   ckpt = Checkpointer(workdir / "checkpoints")
-  o = config.optim
-  tx = ts.make_optimizer(ts.learning_rate_schedule(o.peak_lr, o.warmup_steps,
-                                                   config.train.num_steps), o.weight_decay,
-                         o.clip_norm)
-  like = ts.init_train_state(model, tx, config.seed)
-  state, _, step = ckpt.restore(like, step)
-  ckpt.close()
-  return config, graphdef, state["params"], step
+  try:
+    state, _, step = ckpt.restore(like, step)
+  finally:
+    ckpt.close()
+  schedules = S.make_schedules(schedule_specs(config))
+  return config, graphdef, ts.inference_variables(state, transforms, schedules), step

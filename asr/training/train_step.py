@@ -1,10 +1,20 @@
-"""The jitted training step: features, augmentation, RNN-T (+ CTC) loss, AdamW, a non-finite guard.
+"""The jitted training step: features, augmentation, parameter transforms, the model, the
+weighted loss terms, AdamW at the scheduled learning rate, and a non-finite guard.
 
-Train state is one pytree (a dict): `params` (nnx.State of the model's parameters),
-`opt_state`, `step` (int32) and `rng` (the run's base key; step `s` uses `fold_in(rng, s)`, so
-randomness is a function of the step and a resumed run draws what an uninterrupted one would).
-`train_step(state, batch) -> (state, metrics)` donates the state; schedules are functions of
-`step` evaluated inside it, so nothing recompiles as they move.
+Train state is one pytree (a dict):
+  params       nnx.State of the model's parameters (what the optimizer trains)
+  model_state  the model's other variables (feature statistics): saved, never trained
+  opt_state    the optimizer's state
+  transforms   each parameter transform's state, by name
+  guard        non-finite counters: `in_a_row`, `total`, `tripped_at` (the step a run of
+               `limit` skipped steps ended, 0 if none) - checked by the loop at log steps
+  step         int32
+  rng          the run's base key; step `s` uses `fold_in(rng, s)`, so randomness is a function
+               of the step and a resumed run draws what an uninterrupted one would
+
+`train_step(state, batch) -> (state, metrics)` donates the state. Every schedule, the learning
+rate included, is a function of `state["step"]` evaluated inside it: a skipped (non-finite)
+step advances the step and so the schedules, and nothing recompiles as they move.
 """
 
 from __future__ import annotations
@@ -18,108 +28,125 @@ import optax
 from flax import nnx
 
 from asr import features as F
+from asr.arrays import tree_where
+from asr.training import objective
+from asr.training import transforms as T
 
 BATCH_KEYS = ("audio", "audio_lengths", "labels", "label_lengths")
 
 
-def learning_rate_schedule(peak_lr: float, warmup_steps: int, total_steps: int,
-                           end_lr_ratio: float = 0.05) -> optax.Schedule:
-  """Linear warm-up to `peak_lr`, then cosine decay to `peak_lr * end_lr_ratio`."""
-  return optax.warmup_cosine_decay_schedule(
-      0.0, peak_lr, max(1, warmup_steps), max(warmup_steps + 1, total_steps),
-      end_value=peak_lr * end_lr_ratio)
+def split_model(model: nnx.Module):
+  """(graphdef, params, model_state): the trained parameters and everything else."""
+  return nnx.split(model, nnx.Param, ...)
 
 
-def make_optimizer(schedule: optax.Schedule, weight_decay: float, clip_norm: float):
-  return optax.chain(optax.clip_by_global_norm(clip_norm),
-                     optax.adamw(schedule, weight_decay=weight_decay))
+def make_optimizer(weight_decay: float, clip_norm: float) -> optax.GradientTransformation:
+  """AdamW's direction without its learning rate: the step scales it by the scheduled rate
+  (optax's own count would fall behind the step on every skipped update)."""
+  return optax.chain(optax.clip_by_global_norm(clip_norm), optax.scale_by_adam(),
+                     optax.add_decayed_weights(weight_decay))
 
 
-def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int) -> dict:
-  params = nnx.state(model, nnx.Param)
-  return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
-          "rng": jax.random.PRNGKey(seed)}
+def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int,
+                     transforms=()) -> dict:
+  _, params, model_state = split_model(model)
+  zero = lambda: jnp.zeros((), jnp.int32)  # one buffer each: the step donates them all
+  return {"params": params, "model_state": model_state, "opt_state": tx.init(params),
+          "transforms": T.init_states(transforms, params),
+          "guard": {"in_a_row": zero(), "total": zero(), "tripped_at": zero()},
+          "step": zero(), "rng": jax.random.PRNGKey(seed)}
+
+
+def inference_variables(state: dict, transforms=(), schedules: dict | None = None):
+  """The parameters a trained model runs with (its transforms applied, at the state's step)
+  and its other variables: `nnx.merge(graphdef, *inference_variables(...))` is the model."""
+  values = {name: fn(state["step"]) for name, fn in (schedules or {}).items()}
+  params = T.apply_all(transforms, state["params"], state["transforms"], state["step"], values)
+  return params, state["model_state"]
 
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
-  ctc_weight: float = 0.0
+  terms: tuple = (("rnnt", 1.0),)    # (name, weight) of each active loss term
   augment: F.AugmentConfig | None = None
   features: F.FeatureConfig = F.FeatureConfig()
-
-
-def make_loss_fn(graphdef, cfg: StepConfig) -> Callable:
-  """`loss_fn(params, batch, rng, train) -> (loss, aux)`; loss is summed negative
-  log-likelihood per label over the batch's real rows (padding rows have `audio_lengths == 0`)."""
-
-  def loss_fn(params, batch, rng, train: bool):
-    model = nnx.merge(graphdef, params)
-    feats, lengths = F.featurize(batch["audio"], batch["audio_lengths"], cfg.features)
-    if train and cfg.augment is not None:
-      feats, lengths = F.augment(rng, feats, lengths, cfg.augment)
-    out = model.losses(feats, lengths, batch["labels"], batch["label_lengths"], train=train)
-    is_real = batch["audio_lengths"] > 0
-    real = is_real.astype(jnp.float32)
-    labels = jnp.maximum(jnp.sum(batch["label_lengths"] * real), 1.0)
-    # where, not a product: a padding row's loss may be inf, and inf * 0 is NaN.
-    rnnt = jnp.sum(jnp.where(is_real, out["rnnt"], 0.0)) / labels
-    loss = rnnt
-    aux = {"rnnt_per_label": rnnt, "utterances": real.sum()}
-    if "ctc" in out:
-      ctc = jnp.sum(jnp.where(is_real, out["ctc"], 0.0)) / labels
-      loss = loss + cfg.ctc_weight * ctc
-      aux["ctc_per_label"] = ctc
-    frames = jnp.maximum(jnp.sum(out["frame_lengths"] * real), 1.0)
-    aux["flops_per_frame"] = jnp.sum(out["flops"] * real[:, None]) / frames
-    return loss, aux
-
-  return loss_fn
+  nonfinite_limit: int = 5           # skipped steps in a row that trip the guard
 
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: StepConfig,
-                    schedule: optax.Schedule | None = None) -> Callable:
-  """The un-jitted step; `asr.training.loop` jits it with shardings and donation."""
-  loss_fn = make_loss_fn(graphdef, cfg)
+                    schedules: dict[str, Callable], transforms=()) -> Callable:
+  """The un-jitted step; `asr.training.loop` jits it with shardings and donation.
+  `schedules` must hold `learning_rate`."""
+  terms = dict(cfg.terms)
+
+  def loss_fn(params, state, batch, rng, values):
+    k_augment, k_model, k_terms = jax.random.split(rng, 3)
+    seen = T.apply_all(transforms, params, state["transforms"], state["step"], values)
+    model = nnx.merge(graphdef, seen, state["model_state"])
+    feats, lengths = F.log_mel(batch["audio"], batch["audio_lengths"], cfg.features)
+    if cfg.augment is not None:
+      feats, lengths = F.augment(k_augment, feats, lengths, cfg.augment)
+    encoded = model.encode(feats, lengths, train=True, rng=k_model, schedules=values)
+    nll = model.score(encoded, batch["labels"], batch["label_lengths"])
+    is_real = batch["audio_lengths"] > 0
+    real = is_real.astype(jnp.float32)
+    inputs = objective.LossInputs(
+        model=model, params=seen, batch=batch, encoded=encoded, nll=nll, is_real=is_real,
+        num_labels=jnp.maximum(jnp.sum(batch["label_lengths"] * real), 1.0), schedules=values,
+        rng=k_terms)
+    loss, metrics = objective.objective(terms, inputs)
+    frames = jnp.sum(encoded.lengths * real)
+    encoder_flops = jnp.sum(encoded.flops * real[:, None])
+    decoding = jnp.sum(model.decoding_flops(encoded.lengths, batch["label_lengths"]) * real)
+    audio_s = jnp.sum(batch["audio_lengths"] * real) / cfg.features.sample_rate
+    metrics.update(utterances=real.sum(),
+                   flops_per_frame=encoder_flops / jnp.maximum(frames, 1.0),
+                   flops_per_second=(encoder_flops + decoding) / jnp.maximum(audio_s, 1e-9))
+    return loss, metrics
 
   def train_step(state: dict, batch: dict) -> tuple[dict, dict]:
-    rng = jax.random.fold_in(state["rng"], state["step"])
+    step = state["step"]
+    values = {name: fn(step) for name, fn in schedules.items()}
+    rng = jax.random.fold_in(state["rng"], step)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], batch, rng, True)
+        state["params"], state, batch, rng, values)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    # A non-finite loss or gradient skips the update (and is counted by the caller).
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    new_state = {"params": keep(params, state["params"]),
-                 "opt_state": keep(opt_state, state["opt_state"]),
-                 "step": state["step"] + 1, "rng": state["rng"]}
-    metrics = {"loss": loss, "grad_norm": grad_norm, "nonfinite": 1 - finite.astype(jnp.int32),
-               "param_norm": optax.global_norm(state["params"]), **aux}
-    if schedule is not None:
-      metrics["learning_rate"] = schedule(state["step"])
+    direction, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    lr = values["learning_rate"]
+    params = jax.tree.map(lambda p, d: p - lr * d, state["params"], direction)
+    params, t_states = T.update_all(transforms, params, state["transforms"], step, values)
+    # A non-finite loss or gradient skips the update; the guard counts it.
+    guard = state["guard"]
+    in_a_row = jnp.where(finite, 0, guard["in_a_row"] + 1)
+    tripped = (guard["tripped_at"] == 0) & (in_a_row >= cfg.nonfinite_limit)
+    new_state = {
+        "params": tree_where(finite, params, state["params"]),
+        "opt_state": tree_where(finite, opt_state, state["opt_state"]),
+        "transforms": tree_where(finite, t_states, state["transforms"]),
+        "model_state": state["model_state"],
+        "guard": {"in_a_row": in_a_row, "total": guard["total"] + (~finite),
+                  "tripped_at": jnp.where(tripped, step + 1, guard["tripped_at"])},
+        "step": step + 1, "rng": state["rng"]}
+    metrics = {"loss": loss, "grad_norm": grad_norm, "nonfinite": (~finite).astype(jnp.int32),
+               "param_norm": optax.global_norm(state["params"]), "learning_rate": lr,
+               **{f"schedule/{n}": v for n, v in values.items() if n != "learning_rate"}, **aux}
     return new_state, metrics
 
   return train_step
 
 
-class NonFiniteGuard:
-  """Counts skipped (non-finite) steps; raises after `limit` in a row with the batch named."""
-
-  def __init__(self, limit: int):
-    self.limit, self.in_a_row, self.total = limit, 0, 0
-
-  def update(self, nonfinite: bool, step: int, batch_ids) -> None:
-    if not nonfinite:
-      self.in_a_row = 0
-      return
-    self.in_a_row += 1
-    self.total += 1
-    if self.in_a_row >= self.limit:
-      ids = ", ".join(i for i in list(batch_ids)[:4] if i)
-      raise FloatingPointError(
-          f"step {step}: loss or gradient non-finite {self.in_a_row} steps in a row "
-          f"(updates skipped); last batch holds {ids}. Lower optim.peak_lr or check the data.")
+def check_guard(guard: dict, limit: int, recent_ids: dict) -> None:
+  """Host side, at log steps: raises if `limit` steps in a row were skipped, naming the step
+  and the batches of that run that are still in `recent_ids` (step -> ids)."""
+  end = int(guard["tripped_at"])
+  if not end:
+    return
+  ids = [i for s in range(end - limit + 1, end + 1) for i in list(recent_ids.get(s, []))[:2] if i]
+  raise FloatingPointError(
+      f"step {end}: loss or gradient non-finite {limit} steps in a row (updates skipped)"
+      + (f"; those batches hold {', '.join(ids[:8])}" if ids else "")
+      + ". Lower optim.peak_lr or check the data.")
 
 
 class CompileGuard:

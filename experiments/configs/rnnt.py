@@ -32,27 +32,55 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   c.data.max_chars_per_second = 25.0
   c.data.shuffle_buffer = 1024
   c.data.on_bad_example = "skip"     # skipped examples are counted in the metrics
+  c.data.stats_utterances = 500      # training utterances the feature statistics come from
 
   c.model = ml_collections.ConfigDict()
   c.model.vocab = 29                 # blank + space + apostrophe + a-z
   c.model.num_mels = 80
-  c.model.stack = 3
-  c.model.enc_hidden = {"tiny": 64, "small": 256, "base": 512}[variant]
-  c.model.enc_layers = {"tiny": 1, "small": 2, "base": 4}[variant]
+  # Causal normalization (asr/models/frontend.py): the running statistics of the utterance so
+  # far, with the training set's as a prior worth 100 frames (1 s), so streaming hears what
+  # training heard.
+  c.model.normalization = "causal"
+  c.model.norm_prior_frames = 100.0
+  c.model.encoder = "lstm"           # the family; its options are the block of that name
+  c.model.lstm = ml_collections.ConfigDict()
+  c.model.lstm.hidden = {"tiny": 64, "small": 256, "base": 512}[variant]
+  c.model.lstm.layers = {"tiny": 1, "small": 2, "base": 4}[variant]
+  c.model.lstm.stack = 3             # 3 x 10 ms feature frames -> one 30 ms frame
   # LayerNorm after each LSTM: measured on `small`, dev CER 0.43 at step 300 with it, 0.78
   # without (and the RNN-T still decoding one fixed sentence at step 900).
-  c.model.enc_layer_norm = True
+  c.model.lstm.layer_norm = True
   # 60 ms frames above the first LSTM (CTC stays on its 30 ms frames): measured on `small`,
   # 1.7x the steps per second at the same dev CER at step 300.
-  c.model.enc_reduce = {"tiny": 1, "small": 2, "base": 2}[variant]
-  c.model.enc_reduce_after = 1
-  c.model.predictor = "stateless"    # leans less on the label history (research notes, s. 8)
+  c.model.lstm.reduce = {"tiny": 1, "small": 2, "base": 2}[variant]
+  c.model.lstm.reduce_after = 1
+  c.model.lstm.dropout = 0.0
+  # Stateless: leans less on the label history, so memorizes sentence templates less readily.
+  c.model.predictor = "stateless"
   c.model.pred_embed = {"tiny": 32, "small": 128, "base": 256}[variant]
   c.model.pred_hidden = {"tiny": 64, "small": 256, "base": 512}[variant]
   c.model.stateless_context = 2
   c.model.joint_dim = {"tiny": 64, "small": 256, "base": 512}[variant]
-  c.model.ctc_weight = 0.5
   c.model.loss_chunk = 16
+
+  # The objective: a weight per named loss term (asr/training/objective.py); a schedule named
+  # `<term>_weight` under `schedules` scales one over the steps. A CTC weight above 0 gives the
+  # encoder a CTC head: measured on `small`, 0.5 took dev CER from 0.78 to 0.43 at step 300
+  # (with LayerNorm; BENCHMARKS.md).
+  c.loss = ml_collections.ConfigDict()
+  c.loss.rnnt = 1.0
+  c.loss.ctc = 0.5
+  # Named schedules of the step (asr/training/schedules.py), reaching the loss terms and the
+  # model; the learning rate's comes from `optim`.
+  c.schedules = ml_collections.ConfigDict()
+  # Parameter transforms (asr/training/transforms.py): name -> {factory: "module:callable", ...}.
+  c.transforms = ml_collections.ConfigDict()
+  # Modules imported before the run starts: they register encoder families or loss terms.
+  c.imports = ()
+  # Start from another run's weights: its workdir, checkpoints folder or one step's folder;
+  # `init_from_keys` is a regex over parameter paths ("" = all), e.g. "params/encoder/".
+  c.init_from = ""
+  c.init_from_keys = ""
 
   c.optim = ml_collections.ConfigDict()
   c.optim.peak_lr = {"tiny": 3e-3, "small": 3e-3, "base": 1e-3}[variant]

@@ -1,0 +1,74 @@
+"""Test helpers: models with random (not freshly initialized) parameters, and a FLOP count read
+off the program itself rather than from the formulas under test."""
+
+import math
+
+import jax
+import jax.extend as jex
+import numpy as np
+from flax import nnx
+
+
+def randomize(model: nnx.Module, seed: int = 0, scale: float = 0.5) -> nnx.Module:
+  """Sets every parameter to Gaussian noise (LayerNorm biases and scales included: a fresh
+  LayerNorm has bias 0, which hides what padding does to it). Returns the model."""
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  noisy = [scale * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
+  nnx.update(model, jax.tree.unflatten(treedef, noisy))
+  return model
+
+
+def _sub_jaxprs(eqn):
+  for name, value in eqn.params.items():
+    if isinstance(value, jex.core.ClosedJaxpr):
+      yield name, value.jaxpr
+    elif isinstance(value, jex.core.Jaxpr):
+      yield name, value
+    elif isinstance(value, (tuple, list)):
+      for v in value:
+        if isinstance(v, jex.core.ClosedJaxpr):
+          yield name, v.jaxpr
+
+
+def _count(jaxpr) -> int:
+  total = 0
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+      lhs = eqn.invars[0].aval.shape
+      out = eqn.outvars[0].aval.shape
+      total += 2 * math.prod(out) * math.prod(lhs[d] for d in lhs_contract)
+    elif eqn.primitive.name == "scan":
+      total += eqn.params["length"] * _count(eqn.params["jaxpr"].jaxpr)
+    elif eqn.primitive.name == "cond":
+      total += max(_count(b.jaxpr) for b in eqn.params["branches"])
+    elif eqn.primitive.name == "while":
+      raise ValueError("a while loop's trip count is unknown to a static FLOP count")
+    else:
+      total += sum(_count(sub) for _, sub in _sub_jaxprs(eqn))
+  return total
+
+
+def matmul_flops(fn, *args) -> int:
+  """2 x multiply-accumulates of every matrix product `fn(*args)` executes, scans unrolled."""
+  return _count(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def numpy_lstm(x, lengths, w_in, b, w_rec):
+  """A textbook LSTM in float64, one frame at a time; gates input, forget, cell, output."""
+  sig = lambda z: 1 / (1 + np.exp(-z))
+  bsz, t, _ = x.shape
+  hidden = w_rec.shape[0]
+  h, c = np.zeros((bsz, hidden)), np.zeros((bsz, hidden))
+  y = np.zeros((bsz, t, hidden))
+  for step in range(t):
+    z = x[:, step] @ w_in + b + h @ w_rec
+    i, f, g, o = np.split(z, 4, axis=-1)
+    c_new = sig(f) * c + sig(i) * np.tanh(g)
+    h_new = sig(o) * np.tanh(c_new)
+    live = (step < lengths)[:, None]
+    h, c = np.where(live, h_new, h), np.where(live, c_new, c)
+    y[:, step] = np.where(live, h_new, 0.0)
+  return y, h, c
