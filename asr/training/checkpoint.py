@@ -69,9 +69,6 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._mgr.latest_step()
 
-  def all_steps(self) -> list[int]:
-    return list(self._mgr.all_steps())
-
   def save(self, step: int, state, data_state: dict | None = None) -> None:
     tree = _nest({path: _host_copy(x) for path, x in tree_paths(state)})
     self._mgr.save(step, args=ocp.args.Composite(

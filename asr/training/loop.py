@@ -34,6 +34,9 @@ from asr.training.logger import MetricsLogger, cut_back
 # Keys a resumed run may change (where the data lives, where logs go): nothing that changes
 # what is computed.
 RESUMABLE_KEYS = ("data.data_dir", "data.build_if_missing", "wandb.mode")
+# Steps the host may dispatch ahead of the device: enough to prepare the next batch while a
+# step runs; few, so queued batches stay few and the progress bar tells the truth.
+LOOKAHEAD = 2
 
 
 # ---- construction from a config ----
@@ -346,7 +349,7 @@ class Trainer:
     if self._eval_due(step) and step not in self.logger.evaluated_steps:
       self._evaluate_and_log(step, bar)  # interrupted during this evaluation: do it now
     # Metrics stay on the device until a log step: fetching them every step would make the
-    # host wait for each step before it dispatches the next.
+    # host wait for each step before it prepares and dispatches the next.
     window, window_start, window_steps = [], time.perf_counter(), 0
     audio_s = self.window_audio_s
     recent_ids: dict[int, list] = {}
@@ -363,6 +366,8 @@ class Trainer:
       audio_s += batch["audio_lengths"].sum() / 16000
       window.append(metrics)
       window_steps += 1
+      if len(window) > LOOKAHEAD:  # the host stays at most LOOKAHEAD steps ahead
+        jax.block_until_ready(window[-1 - LOOKAHEAD]["loss"])
       bar.update(1)
       if step % c.log_every == 0 or step == c.num_steps:
         host = self.window_restored + to_host(window)
