@@ -14,6 +14,7 @@ frame rates compare. Beam search spends more than that; the figure describes the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 
@@ -41,7 +42,8 @@ def make_recognizer(graphdef, decoder: str = "greedy", beam: int = 4, max_symbol
   @jax.jit
   def recognize(variables, audio, audio_lengths):
     model = nnx.merge(graphdef, *variables)
-    feats, lengths = F.log_mel(audio, audio_lengths, features)
+    feats, lengths = F.log_mel(audio, audio_lengths,
+                               dataclasses.replace(features, num_mels=model.cfg.num_mels))
     enc = model.encode(feats, lengths)
     out = {"frame_lengths": enc.lengths, "flops": enc.flops}
     if decoder == "greedy":
