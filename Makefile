@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The tests and every notebook executed top to bottom (nbmake; outputs not saved), on two
-# workers: most of a test's time is single-threaded (tracing, XLA compilation, Python).
+# workers, test by test (the slow training tests share one module): most of a test's time is
+# single-threaded (tracing, XLA compilation, Python).
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadscope --nbmake tests notebooks
+	$(PY) -m pytest -q -n 2 --dist load --nbmake tests notebooks
 
 # Re-executes the notebooks and saves their outputs (commit them: reviewers read them as run).
 notebooks: $(STAMP)

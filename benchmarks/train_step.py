@@ -1,20 +1,20 @@
 """Training-step throughput and its share of this machine's float32 matmul peak.
 
-  .venv/bin/python -m benchmarks.train_step [--variant small] [--seconds 3.0] [--repeats 10]
-      [--enc-reduce 1]
+  .venv/bin/python -m benchmarks.train_step [--config rnnt] [--variant small] [--seconds 3.0]
+      [--repeats 10] [--set model.lstm.reduce=1]
 
-Times the jitted training step of `experiments/configs/rnnt.py:<variant>` (features, encoder,
-stateless prediction network, lean RNN-T + CTC loss, backward, AdamW) on a batch of
+Times the jitted training step of `experiments/configs/<config>.py:<variant>` (features,
+encoder, stateless prediction network, lean RNN-T + CTC loss, backward, AdamW) on a batch of
 `batch_size` utterances of `--seconds` audio with 12 characters per second of labels, state
-donated as in training. FLOPs per step are counted analytically from the layer shapes (the
-matmuls: encoder LSTMs and CTC head x3 for forward and backward, the joint's output layer x4 as
-the lean loss recomputes it in the backward pass); XLA's cost analysis is printed beside it but
-counts a scan's body once, not once per step, so it undercounts recurrent models. The
+donated as in training. FLOPs per step are counted analytically (`analytic_flops`, from the
+encoder's own per-frame accounting); XLA's cost analysis is printed beside it but counts a
+scan's body once, not once per step, so it undercounts recurrent models. The
 reference, measured in the same run: the best float32 matmul rate of a 2048 x 2048 x 2048
 `jnp.dot` on this machine. Prints audio-s/s, achieved FLOP/s, and the share of that peak.
 """
 
 import argparse
+import ast
 
 import jax
 import jax.numpy as jnp
@@ -50,26 +50,50 @@ def build(config):
   return jax.jit(step, donate_argnums=0), ts.init_train_state(model, tx, 0)
 
 
+def analytic_flops(config, batch: dict) -> float:
+  """FLOPs of one training step counted from the model's own per-frame accounting: the
+  encoder's `flops` (its matrix products; the Encoder contract), the joint's encoder projection
+  and the CTC head, x3 for forward and backward; the joint's output layer x4, as the lean loss
+  recomputes it in the backward pass. The prediction network (a few labels) is left out."""
+  from asr import features as F
+  from asr.training.loop import build_model, loss_weights
+  model, m = build_model(config), config.model
+  feats, lengths = F.log_mel(batch["audio"], batch["audio_lengths"])
+  encoded = model.encode(feats, lengths)
+  b, frames = encoded.frames.shape[:2]
+  ctc_frames = encoded.aux.get("pre_reduction", encoded.frames).shape[1]
+  ctc = 2 * model.encoder.out_dim * m.vocab * ctc_frames if "ctc" in loss_weights(config) else 0
+  u = batch["labels"].shape[1]
+  return (3 * (float(encoded.flops.sum()) + b * (frames * 2 * model.encoder.out_dim * m.joint_dim
+                                                 + ctc))
+          + 4 * b * frames * (u + 1) * 2 * m.joint_dim * m.vocab)
+
+
 def main():
-  from experiments.configs.rnnt import get_config
-  from asr.training.loop import loss_weights
+  import importlib
   p = argparse.ArgumentParser()
+  p.add_argument("--config", default="rnnt", help="a module of experiments/configs")
   p.add_argument("--variant", default="small")
   p.add_argument("--seconds", type=float, default=3.0)
   p.add_argument("--repeats", type=int, default=10)
-  p.add_argument("--enc-reduce", type=int, default=None,
-                 help="override model.lstm.reduce (1: no time reduction inside the encoder)")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="override a config value, e.g. model.lstm.reduce=1 (repeatable)")
   args = p.parse_args()
-  c = get_config(args.variant)
-  if args.enc_reduce is not None:
-    c.model.lstm.reduce = args.enc_reduce
-  b, samples = c.data.batch_size, int(args.seconds * 16000)
+  c = importlib.import_module(f"experiments.configs.{args.config}").get_config(args.variant)
+  for item in args.set:
+    key, value = item.split("=", 1)
+    *path, leaf = key.split(".")
+    node = c
+    for k in path:
+      node = node[k]
+    node[leaf] = value if isinstance(node[leaf], str) else ast.literal_eval(value)
+  b = c.data.batch_size
   u = int(args.seconds * 12)
   batch = jax.tree.map(jnp.asarray, synthetic_batch(b, args.seconds))
   step, state = build(c)
   compiled = step.lower(state, batch).compile()
-  flops = compiled.cost_analysis()
-  flops = (flops[0] if isinstance(flops, (list, tuple)) else flops)["flops"]
+  xla_flops = compiled.cost_analysis()
+  xla_flops = (xla_flops[0] if isinstance(xla_flops, (list, tuple)) else xla_flops)["flops"]
   holder = {"state": state}
 
   def one_step():
@@ -78,20 +102,9 @@ def main():
   one_step()
   best = best_of(one_step, args.repeats)
   peak = matmul_peak()
-  from asr.features import num_frames
-  from asr.training.loop import build_model
-  m_cfg, lstm = c.model, c.model.lstm
-  encoder_flops = build_model(c).encoder.flops_per_frame()
-  ctc_frames = -(-int(num_frames(samples)) // lstm.stack)  # the CTC head's (pre-reduction) rate
-  frames = -(-ctc_frames // lstm.reduce)                    # the encoder's output frames
-  ctc = "ctc" in loss_weights(c)
-  ctc_flops = 2 * lstm.hidden * m_cfg.vocab * ctc_frames if ctc else 0
-  analytic = b * (3 * (frames * (encoder_flops + 2 * lstm.hidden * m_cfg.joint_dim) + ctc_flops)
-                  + 4 * frames * (u + 1) * 2 * m_cfg.joint_dim * m_cfg.vocab)
-  xla_flops, flops = flops, analytic
-  print(f"{args.variant} (lstm.reduce {lstm.reduce}): batch {b} x {args.seconds:.1f} s, "
-        f"{u} labels each, "
-        f"{jax.devices()[0].platform}")
+  flops = analytic_flops(c, batch)
+  print(f"{args.config}:{args.variant} (encoder {c.model.encoder}) {' '.join(args.set)}: batch "
+        f"{b} x {args.seconds:.1f} s, {u} labels each, {jax.devices()[0].platform}")
   print(f"step: {best * 1000:.0f} ms = {b * args.seconds / best:.0f} audio-s per s, "
         f"{flops / 1e9:.1f} GFLOP per step (analytic; XLA's cost analysis: {xla_flops / 1e9:.1f})")
   print(f"achieved {flops / best / 1e9:.1f} GFLOP/s; float32 matmul peak (2048^3 jnp.dot, "

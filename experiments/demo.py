@@ -62,8 +62,10 @@ def main(argv=None) -> int:
     print(f"  {split:<12} {decoder:<6}  WER {r['wer']:.2%}  CER {r['cer']:.2%}  "
           f"({r['num_utterances']} utterances, held-out speakers)")
   r = results[("test", "greedy")]
+  from asr.training.loop import build_model
+  frame_ms = build_model(config).encoder.frame_seconds * 1000
   print(f"compute: {r['flops_per_second'] / 1e6:.1f} MFLOP per second of audio (encoder "
-        f"{r['flops_per_frame'] / 1e6:.2f} MFLOP per {config.model.lstm.stack * 10 * config.model.lstm.reduce} ms frame)")
+        f"{r['flops_per_frame'] / 1e6:.2f} MFLOP per {frame_ms:.0f} ms frame)")
   print(f"checkpoints: {os.path.abspath(os.path.join(args.workdir, 'checkpoints'))}")
   print(f"metrics:     {os.path.abspath(os.path.join(args.workdir, 'metrics.jsonl'))}")
   print(f"wandb run:   {os.path.abspath(os.path.join(args.workdir, 'wandb'))} "

@@ -40,7 +40,8 @@ def read_run(workdir: pathlib.Path) -> dict:
     raise FileNotFoundError(f"{workdir}: no config.json, so not a run workdir")
   config = json.loads(config_path.read_text())
   row = {"run": workdir.name, "workdir": str(workdir),
-         "family": config.get("family") or "rnnt", "params": {}}
+         "family": config.get("family") or f"{config.get('model', {}).get('encoder', '')}-rnnt",
+         "params": {}}
   sweep_params = workdir / "sweep_params.json"
   if sweep_params.exists():  # the values this run's sweep varied
     record = json.loads(sweep_params.read_text())

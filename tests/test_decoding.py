@@ -11,7 +11,7 @@ from flax import nnx
 from asr import features as F
 from asr.arrays import is_live
 from asr.decoding import beam_search, greedy_search, init_streaming, streaming_greedy_step
-from asr.models import LSTMEncoderConfig, Transducer, TransducerConfig
+from asr.models import ConformerConfig, LSTMEncoderConfig, Transducer, TransducerConfig
 from tests.helpers import randomize
 
 
@@ -137,11 +137,21 @@ def test_exhaustive_beam_equals_brute_force_sums_over_alignments():
     np.testing.assert_allclose(float(scores[0, j]), ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("reduce", [1, 2])
-def test_streaming_from_raw_audio_equals_the_full_utterance(reduce):
+def _conformer(seed):
+  cfg = TransducerConfig(vocab=6, num_mels=80, encoder="conformer", encoder_config=ConformerConfig(
+      dim=16, layers=2, heads=2, ffn_mult=2, chunk=2, left_chunks=2, conv_kernel=3),
+      pred_embed=8, pred_hidden=16, joint_dim=16)
+  return Transducer(cfg, rngs=nnx.Rngs(seed))
+
+
+# The LSTM with a time reduction (stacking and reduction both streamed) and the Conformer.
+@pytest.mark.parametrize("encoder", ["lstm-reduce2", "conformer"])
+def test_streaming_from_raw_audio_equals_the_full_utterance(encoder):
   # Random parameters (LayerNorm biases included) and training statistics: a fresh model's
   # zeros would hide padding and normalization mistakes.
-  m = randomize(_model(seed=4, reduce=reduce, num_mels=80, stack=3), seed=4, scale=0.3)
+  m = (_conformer(4) if encoder == "conformer" else
+       _model(seed=4, reduce=2 if encoder.endswith("2") else 1, num_mels=80, stack=3))
+  m = randomize(m, seed=4, scale=0.3)
   m.frontend.set_statistics(np.linspace(-8, -4, 80), np.linspace(1.5, 3, 80))
   m.joint.out.kernel[...] = m.joint.out.kernel[...] * 4  # decisive, emitting outputs
   rng = np.random.default_rng(4)
@@ -152,7 +162,8 @@ def test_streaming_from_raw_audio_equals_the_full_utterance(reduce):
   g_tok, g_len = greedy_search(m, enc.frames, enc.lengths, max_symbols=3, max_len=120)
   assert int(g_len.min()) > 2  # the test model really emits
 
-  first, rest = F.stream_chunk_samples(2 * 3 * reduce)  # two output frames per chunk
+  multiple = m.encoder.stream_multiple  # feature frames per chunk: 3 (6) for the LSTM, 8
+  first, rest = F.stream_chunk_samples(2 * multiple)
   state, start = init_streaming(m, 3, 120), 0
   while start < audio.shape[1]:
     size = first if start == 0 else rest
@@ -166,7 +177,7 @@ def test_streaming_from_raw_audio_equals_the_full_utterance(reduce):
   np.testing.assert_array_equal(np.asarray(state.decoder.tokens), np.asarray(g_tok))
   # The encoder's streamed frames, too (its step on the normalizer's streamed output).
   stream_step = nnx.jit(lambda m, s, f, n: m.stream_step(s, f, n))
-  model_state, frames, size = m.init_stream(3), [], 12 * reduce
+  model_state, frames, size = m.init_stream(3), [], 4 * multiple
   padded = jnp.pad(feats, ((0, 0), (0, -feats.shape[1] % size), (0, 0)))
   for start in range(0, padded.shape[1], size):
     chunk_lengths = jnp.clip(feat_lengths - start, 0, size)

@@ -102,8 +102,34 @@ def test_reduction_must_leave_layers_on_both_sides():
 
 
 def test_the_factory_names_an_unknown_family_or_option():
-  with pytest.raises(ValueError, match="unknown encoder family 'conformer'.*known: lstm"):
-    encoder_config("conformer", {})
+  with pytest.raises(ValueError, match="unknown encoder family .lstn.*known: conformer, lstm, "
+                                       "transformer"):
+    encoder_config("lstn", {})
   with pytest.raises(ValueError, match="model.lstm has no option.*'hiden'.*takes.*hidden"):
     encoder_config("lstm", {"hiden": 3})
   assert encoder_config("lstm", {"hidden": 3}) == LSTMEncoderConfig(hidden=3)
+
+
+def test_ctc_rows_whose_frames_cannot_hold_their_labels_score_zero_and_are_counted():
+  from asr.models import ConformerConfig
+  from asr.training import objective
+  cfg = TransducerConfig(vocab=5, num_mels=4, encoder="conformer", encoder_config=ConformerConfig(
+      dim=8, layers=1, heads=2, ffn_mult=1, chunk=1, left_chunks=1, conv_kernel=2),
+      pred_embed=4, pred_hidden=8, joint_dim=8, ctc_head=True, normalization="global")
+  m = Transducer(cfg, rngs=nnx.Rngs(0))
+  feats = jnp.asarray(np.random.default_rng(1).standard_normal((4, 12, 4)), jnp.float32)
+  # 12, 12, 12 and 8 feature frames: 3, 3, 3 and 2 frames of 40 ms. 3 frames hold [1, 2, 3]
+  # and [1, 1] (a blank between the repeats), not [1, 1, 2]; 2 frames do not hold [3, 3].
+  labels = jnp.array([[1, 2, 3], [1, 1, 0], [1, 1, 2], [3, 3, 0]], jnp.int32)
+  label_lengths = jnp.array([3, 2, 3, 2])
+  enc, nll = nnx.jit(lambda m: (lambda e: (e, m.score(e, labels, label_lengths)))(
+      m.encode(feats, jnp.array([12, 12, 12, 8]))))(m)
+  assert np.asarray(nll["ctc_feasible"]).tolist() == [True, True, False, False]
+  ctc = np.asarray(nll["ctc"])
+  assert (ctc[:2] > 0).all() and np.isfinite(ctc[:2]).all() and (ctc[2:] == 0).all()
+  x = objective.LossInputs(model=m, params=None, batch={"label_lengths": label_lengths},
+                           encoded=enc, nll=nll, is_real=jnp.array([True, True, True, False]),
+                           num_labels=jnp.float32(8), schedules={}, rng=None)
+  value, metrics = objective.ctc_term(x)
+  assert float(value) == pytest.approx((ctc[0] + ctc[1]) / 5, rel=1e-6)
+  assert int(metrics["infeasible"]) == 1   # the fourth row is batch padding

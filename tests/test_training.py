@@ -2,6 +2,7 @@
 final report, changed configs and checkpoints are refused by name, guards trip on the real
 step, weights load from another run, the sharded step equals the single-device step."""
 
+import importlib
 import json
 import os
 import pathlib
@@ -19,8 +20,9 @@ from experiments.configs.rnnt import get_config
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _tiny_config(data_dir, **train):
-  c = get_config("tiny")
+def _tiny_config(data_dir, config="rnnt", encoder=None, **train):
+  c = importlib.import_module(f"experiments.configs.{config}").get_config("tiny")
+  c.model.encoder = encoder or c.model.encoder
   c.data.data_dir = data_dir
   c.wandb.mode = "offline"
   for k, v in train.items():
@@ -43,6 +45,24 @@ def test_tiny_loss_falls_within_a_few_dozen_steps(tiny_data_dir, tmp_path):
   final = json.loads((tmp_path / "run" / "final.json").read_text())
   assert final["flops_per_second"] == summary["flops_per_second"] > 0
   assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.parametrize("encoder", ["conformer", "transformer"])
+def test_the_tiny_config_of_each_attention_family_trains_and_evaluates(tiny_data_dir, tmp_path,
+                                                                       encoder):
+  # One bucket, so one compilation of the step and one of the recognizer: the families' tiny
+  # configs as a user runs them (experiments/configs/conformer.py:tiny), fewer steps.
+  from asr.training.loop import train
+  c = _tiny_config(tiny_data_dir, "conformer", encoder, num_steps=30, log_every=10,
+                   eval_every=30, checkpoint_every=30, eval_max_batches=1)
+  c.data.bucket_seconds = (6.0,)
+  summary = train(c, tmp_path / "run")
+  records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  losses = [r["train/loss/rnnt"] for r in records if "train/loss/rnnt" in r]
+  assert len(losses) == 3 and losses[-1] < 0.7 * losses[0], losses
+  assert all(r["train/flops_per_second"] > 0 for r in records if "train/loss" in r)
+  assert json.loads((tmp_path / "run" / "final.json").read_text())["wer"] == summary["wer"]
+  assert summary["num_utterances"] == 32
 
 
 # ---- a real kill -9 at three moments, then the real CLI ----

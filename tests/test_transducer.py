@@ -8,26 +8,31 @@ from flax import nnx
 
 from asr import features as F
 from asr.decoding import greedy_search
-from asr.models import LSTMEncoderConfig, Transducer, TransducerConfig
+from asr.models import ConformerConfig, LSTMEncoderConfig, Transducer, TransducerConfig
 from asr.models.dense import Dense, intercept_dense
 from asr.models.prediction import LSTMPredictor, StatelessPredictor
 from tests.helpers import randomize
 
 
-def _model(seed=0, normalization="causal", predictor="lstm", reduce=2, num_mels=80):
+def _model(seed=0, normalization="causal", predictor="lstm", reduce=2, num_mels=80,
+           encoder="lstm"):
+  encoder_config = (ConformerConfig(dim=16, layers=2, heads=2, ffn_mult=2, chunk=2,
+                                    left_chunks=2, conv_kernel=3) if encoder == "conformer" else
+                    LSTMEncoderConfig(hidden=16, layers=2, stack=3, layer_norm=True, reduce=reduce))
   cfg = TransducerConfig(
       vocab=7, num_mels=num_mels, normalization=normalization, norm_prior_frames=20.0,
-      encoder_config=LSTMEncoderConfig(hidden=16, layers=2, stack=3, layer_norm=True,
-                                       reduce=reduce),
+      encoder=encoder, encoder_config=encoder_config,
       predictor=predictor, pred_embed=8, pred_hidden=16, joint_dim=16, ctc_head=True)
   m = randomize(Transducer(cfg, rngs=nnx.Rngs(seed)), seed=seed)
   m.frontend.set_statistics(np.full(num_mels, -6.0), np.full(num_mels, 2.0))
   return m
 
 
-@pytest.mark.parametrize("normalization", ["causal", "utterance"])
-def test_one_utterance_in_two_buckets_gives_the_same_frames_loss_and_tokens(normalization):
-  m = _model(normalization=normalization)
+@pytest.mark.parametrize("normalization,encoder", [("causal", "lstm"), ("utterance", "lstm"),
+                                                    ("causal", "conformer")])
+def test_one_utterance_in_two_buckets_gives_the_same_frames_loss_and_tokens(normalization,
+                                                                           encoder):
+  m = _model(normalization=normalization, encoder=encoder)
   rng = np.random.default_rng(0)
   n = 14_000  # 86 feature frames: 29 stacked, so the last 60 ms frame is a partial pair
   audio = (rng.standard_normal(n) * 2000).astype(np.int16)

@@ -97,7 +97,7 @@ def streaming_greedy_step(model, state: StreamingState, audio: jax.Array,
   """One chunk of streaming recognition from raw audio `[B, S]` (int16 or float), `[B]` real
   samples (0 once an utterance has ended): features, normalization, encoder and greedy search,
   all carried across chunks. Size chunks with `F.stream_chunk_samples(n)`, `n` a multiple of
-  the encoder's input frames per output frame; the tokens equal full-utterance greedy search."""
+  `model.encoder.stream_multiple`; the tokens equal full-utterance greedy search."""
   features = dataclasses.replace(features, num_mels=model.cfg.num_mels)
   feats, lengths, audio_state = F.stream_log_mel(state.audio, audio, audio_lengths, features)
   out, model_state = model.stream_step(state.model, feats, lengths)

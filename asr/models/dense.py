@@ -26,7 +26,10 @@ _INTERCEPTOR: contextvars.ContextVar[Callable | None] = contextvars.ContextVar(
 
 
 def _apply(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
-  y = x @ kernel
+  # One 2-D product over all rows: XLA's CPU backend runs a `[B, T, D] @ [D, E]` contraction
+  # (and its kernel gradient over two axes) about 1.5x slower than the same rows flattened
+  # (measured on this project's 2-core machine, a 12-layer 144 x 576 feed-forward stack).
+  y = (x.reshape(-1, x.shape[-1]) @ kernel).reshape(*x.shape[:-1], kernel.shape[-1])
   return y if bias is None else y + bias
 
 

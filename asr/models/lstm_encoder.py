@@ -62,6 +62,11 @@ class LSTMEncoder(nnx.Module):
   def out_dim(self) -> int:
     return self.hidden
 
+  @property
+  def stream_multiple(self) -> int:
+    """Input frames a streamed chunk is a multiple of."""
+    return self.stack * self.reduce
+
   def flops_per_frame(self) -> int:
     """Per output frame: two matmuls per LSTM layer, the layers below the time reduction run
     `reduce` times (gates and LayerNorm are O(hidden) and left out)."""

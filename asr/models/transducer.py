@@ -19,7 +19,7 @@ from flax import nnx
 
 from asr.arrays import length_mask
 from asr.losses import rnnt_loss_lean
-from asr.models import lstm_encoder  # noqa: F401  (registers the "lstm" family)
+from asr.models import conformer, lstm_encoder  # noqa: F401  (register their families)
 from asr.models.dense import Dense
 from asr.models.encoder import EncoderOutput, build_encoder
 from asr.models.frontend import FeatureNormalizer
@@ -80,7 +80,8 @@ class Transducer(nnx.Module):
 
     `labels [B, U]` with `label_lengths [B]` -> `{"rnnt": [B]}`; or `K` hypotheses per
     utterance, `labels [B, K, U]` with `label_lengths [B, K]` -> `[B, K]`. With a CTC head,
-    `"ctc"` alike (computed below a time reduction, where every character has a frame).
+    `"ctc"` alike (computed below a time reduction, where every character has a frame; 0 where
+    the frames cannot hold the labels) and `"ctc_feasible"` (bool: where they can).
     """
     k = labels.shape[1] if labels.ndim == 3 else None
     flat_labels = labels.reshape(-1, labels.shape[-1])
@@ -97,7 +98,15 @@ class Transducer(nnx.Module):
       logits = tile(self.ctc_head(frames))
       frame_pad = (~length_mask(tile(frame_lengths), logits.shape[1])).astype(jnp.float32)
       label_pad = (~length_mask(flat_lengths, flat_labels.shape[1])).astype(jnp.float32)
-      nll["ctc"] = optax.ctc_loss(logits, frame_pad, flat_labels, label_pad, blank_id=0)
+      ctc = optax.ctc_loss(logits, frame_pad, flat_labels, label_pad, blank_id=0)
+      # CTC needs a frame per label and one more between repeated labels; where the frames
+      # cannot hold the labels its loss is "infinite" (optax: about 1e5) and would swamp the
+      # batch. Such rows score 0 and are flagged (as PyTorch's `zero_infinity`), and counted.
+      repeats = jnp.sum((flat_labels[:, 1:] == flat_labels[:, :-1])
+                        & length_mask(flat_lengths - 1, flat_labels.shape[1] - 1), axis=1)
+      feasible = tile(frame_lengths) >= flat_lengths + repeats
+      nll["ctc"] = jnp.where(feasible, ctc, 0.0)
+      nll["ctc_feasible"] = feasible
     return {name: v.reshape(labels.shape[:-1]) for name, v in nll.items()}
 
   # ---- compute ----

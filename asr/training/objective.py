@@ -6,7 +6,7 @@ logged unweighted (`loss/<term>`) beside its weight (`weight/<term>`).
 
 A term is a function of `LossInputs` (the model, its transformed parameters, the batch, one
 encoder pass and the scores of the labels against it, the step's schedule values and a PRNG
-key) returning a scalar. `rnnt` and `ctc` are built in; a later mechanism adds its own
+key) returning a scalar, or a scalar and a dict of its own metrics (logged `loss/<term>/<k>`). `rnnt` and `ctc` are built in; a later mechanism adds its own
 (`compute`, `latency`, `distill`, `mwer`, `quant_reg`) with `@register_loss_term(name)` in a
 module the run imports (`config.imports`).
 """
@@ -54,9 +54,13 @@ def rnnt_term(x: LossInputs) -> jax.Array:
 
 
 @register_loss_term("ctc")
-def ctc_term(x: LossInputs) -> jax.Array:
-  """Auxiliary CTC on the encoder, nats per label: the encoder learns alignments faster."""
-  return _per_label(x, x.nll["ctc"])
+def ctc_term(x: LossInputs) -> tuple[jax.Array, dict]:
+  """Auxiliary CTC on the encoder, nats per label: the encoder learns alignments faster. Over
+  the utterances whose frames can hold their labels; the others are counted (`infeasible`)."""
+  use = x.is_real & x.nll["ctc_feasible"]
+  labels = jnp.sum(jnp.where(use, x.batch["label_lengths"], 0))
+  value = jnp.sum(jnp.where(use, x.nll["ctc"], 0.0)) / jnp.maximum(labels, 1)
+  return value, {"infeasible": jnp.sum(x.is_real & ~x.nll["ctc_feasible"])}
 
 
 def check_terms(weights: dict, schedules: dict) -> None:
@@ -86,6 +90,9 @@ def objective(terms: dict[str, float], x: LossInputs) -> tuple[jax.Array, dict]:
   total, metrics = 0.0, {}
   for name, base in terms.items():
     value = LOSS_TERMS[name](x)
+    if isinstance(value, tuple):  # (value, the term's own metrics)
+      value, extra = value
+      metrics.update({f"loss/{name}/{k}": jnp.asarray(v, jnp.float32) for k, v in extra.items()})
     weight = base * x.schedules.get(f"{name}_weight", 1.0)
     total = total + weight * value
     metrics[f"loss/{name}"] = value

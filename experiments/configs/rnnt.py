@@ -14,7 +14,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     raise ValueError(f"unknown variant {variant!r}: tiny, small or base")
   c = ml_collections.ConfigDict()
   c.variant = variant
-  c.family = "lstm-rnnt"             # reports colour runs by model family
+  c.family = ""                      # reports colour runs by it; "" = "<model.encoder>-rnnt"
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
