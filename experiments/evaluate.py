@@ -1,7 +1,16 @@
 """`asr-eval --workdir W --split test [--decoder greedy|beam] [--beam 4] [--json OUT]`
+`asr-eval --workdir W --diagnose [--utterances 192]`
 
 Evaluates a run's newest checkpoint on a split; prints the summary, writes it as JSON (default
-`W/eval/<split>_<decoder>.json`) and the hypotheses beside it (`.hyps.tsv`).
+`W/eval/<split>_<decoder>.json`) and the hypotheses beside it (`.hyps.tsv`). The summary breaks
+WER down by accent, speaker and acoustic condition (`per_condition`: noise kind, SNR band,
+reverberation, whisper).
+
+`--diagnose` separates memorizing utterances from failing on new speech: WER on the first
+`--utterances` of (a) the training split, (b) new sentences spoken by the training speakers
+(synthesized now, past the corpus's end; synthetic corpora only), (c) the held-out-speaker test
+split and (d) the held-out accent, written to `W/eval/diagnosis_<decoder>.json` with each set's
+summary (and its hypotheses beside it).
 """
 
 from __future__ import annotations
@@ -28,7 +37,14 @@ def main(argv=None) -> int:
   p.add_argument("--data-dir", default=None, help="override the run's data dir")
   p.add_argument("--max-batches", type=int, default=0,
                  help="decode only the split's first N batches (0: all)")
+  p.add_argument("--diagnose", action="store_true",
+                 help="WER on training utterances, new sentences of the training speakers, "
+                      "held-out speakers and the held-out accent")
+  p.add_argument("--utterances", type=int, default=192,
+                 help="with --diagnose: utterances per set")
   args = p.parse_args(argv)
+  if args.diagnose:
+    return diagnose(args)
 
   from absl import logging
   logging.set_verbosity(logging.WARNING)
@@ -70,6 +86,66 @@ def main(argv=None) -> int:
   for accent, wer in summary["per_accent"].items():
     print(f"  {accent:<16} WER {wer:.4f}")
   print(f"wrote {out} and {hyps}")
+  return 0
+
+
+DIAGNOSIS_SETS = (("train", "training utterances"),
+                  ("train_new_sentences", "new sentences, training speakers"),
+                  ("test", "held-out speakers"), ("test_accent", "held-out accent"))
+
+
+def diagnose(args) -> int:
+  import itertools
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  from tqdm.auto import tqdm
+  from asr.data.pipeline import Batches
+  from asr.data.sources import SYNTH, new_sentences
+  from asr.tokenizer import CharTokenizer
+  from asr.training.evaluate import evaluate, write_hypotheses
+  from asr.training.loop import load_for_inference, open_dataset, pipeline_config
+
+  config, graphdef, variables, step = load_for_inference(args.workdir, args.step)
+  if args.data_dir:
+    config.data.data_dir = args.data_dir
+  source = open_dataset(config)
+  tokenizer, n = CharTokenizer(), args.utterances
+  out_dir = pathlib.Path(args.workdir) / "eval"
+  out_dir.mkdir(parents=True, exist_ok=True)
+  report = {"step": step, "decoder": args.decoder, "utterances": n, "sets": {}}
+  for name, meaning in DIAGNOSIS_SETS:
+    if name == "train_new_sentences":
+      if not source.name.startswith(SYNTH):
+        print(f"{name}: skipped ({source.name} is recorded speech: nothing to synthesize)")
+        report["sets"][name] = None
+        continue
+      examples = lambda epoch: new_sentences(source.name, "train", n)
+    elif name not in source.splits:
+      print(f"{name}: skipped ({source.name} has no such split)")
+      report["sets"][name] = None
+      continue
+    else:
+      examples = lambda epoch, split=name: itertools.islice(source.examples(split), n)
+    batches = Batches(examples, tokenizer, pipeline_config(config, False), features=None,
+                      num_epochs=1, source_sample_rate=source.sample_rate)
+    bar = tqdm(total=n, desc=f"{name} ({args.decoder})", unit="utt")
+    summary, rows = evaluate(graphdef, variables, batches, tokenizer, decoder=args.decoder,
+                             beam=args.beam,
+                             max_symbols=args.max_symbols or config.train.max_symbols,
+                             progress=lambda k: bar.update(k - bar.n))
+    bar.close()
+    summary.update(set=name, meaning=meaning, skipped=batches.problems.as_metrics())
+    report["sets"][name] = summary
+    write_hypotheses(out_dir / f"diagnosis_{name}_{args.decoder}.hyps.tsv", rows)
+  out = pathlib.Path(args.json or out_dir / f"diagnosis_{args.decoder}.json")
+  out.write_text(json.dumps(report, indent=2))
+  print(f"\ndiagnosis of {args.workdir} (step {step}, {args.decoder}), {n} utterances a set:")
+  for name, meaning in DIAGNOSIS_SETS:
+    r = report["sets"][name]
+    if r is not None:
+      print(f"  {meaning:<34} WER {r['wer']:.2%}  CER {r['cer']:.2%}  "
+            f"({r['num_utterances']} utterances)")
+  print(f"wrote {out}")
   return 0
 
 

@@ -1,10 +1,12 @@
 """`asr-eval` and `asr-transcribe` on a briefly trained tiny run."""
 
+import itertools
 import json
 
 import pytest
 import soundfile
 
+from asr.data import conditions
 from experiments import evaluate as eval_cli
 from experiments import transcribe
 from experiments.configs.rnnt import get_config
@@ -28,25 +30,37 @@ def test_eval_writes_summary_and_hypotheses(tiny_run, tiny_source, decoder, caps
   summary = json.loads((tiny_run / "eval" / f"test_{decoder}.json").read_text())
   for key in ("wer", "cer", "num_utterances", "substitutions", "deletions", "insertions",
               "flops_per_frame", "flops_per_second", "rtf", "backend", "per_accent",
-              "per_speaker"):
+              "per_speaker", "per_condition"):
     assert key in summary, key
   assert summary["num_utterances"] == tiny_source.splits["test"]
   assert summary["backend"] == "float" and summary["step"] == 6
   assert summary["flops_per_frame"] > 0 and summary["rtf"] > 0
   lines = (tiny_run / "eval" / f"test_{decoder}.hyps.tsv").read_text().splitlines()
   assert len(lines) == 1 + summary["num_utterances"]
-  refs = {ex["id"]: ex["text"] for ex in tiny_source.examples("test")}
-  errors = 0
+  examples = {ex["id"]: ex for ex in tiny_source.examples("test")}
+  errors, by_facet = 0, {}
   for line in lines[1:]:
-    uid, _, _, ref, _, word_errors, num_words = line.split("\t")
-    assert refs[uid] == ref and int(num_words) == len(ref.split())
+    uid, _, _, cond, ref, _, word_errors, num_words = line.split("\t")
+    assert examples[uid]["text"] == ref and int(num_words) == len(ref.split())
+    assert cond == conditions.condition(examples[uid]) != ""
     errors += int(word_errors)
+    for facet, value in conditions.facets(cond).items():
+      e, n = by_facet.setdefault(facet, {}).get(value, (0, 0))
+      by_facet[facet][value] = (e + int(word_errors), n + int(num_words))
   assert errors == summary["substitutions"] + summary["deletions"] + summary["insertions"]
+  # WER per acoustic condition: word errors over reference words of each facet's value, counted
+  # here from the per-utterance rows and the source's own fields.
+  assert set(summary["per_condition"]) == {"noise", "snr", "reverb", "whisper"}
+  for facet, values in by_facet.items():
+    assert summary["per_condition"][facet] == pytest.approx(
+        {v: e / n for v, (e, n) in values.items()})
+  assert len(summary["per_condition"]["noise"]) >= 3  # the tiny test split mixes conditions
   # S + D + C = reference words, so S + D never exceed them.
-  assert summary["substitutions"] + summary["deletions"] <= sum(len(r.split()) for r in refs.values())
+  words = sum(len(ex["text"].split()) for ex in examples.values())
+  assert summary["substitutions"] + summary["deletions"] <= words
   assert "WER" in capsys.readouterr().out
   # The transcripts: the same as the model decoding each utterance alone, padded otherwise.
-  hyps = {line.split("\t")[0]: line.split("\t")[4] for line in lines[1:]}
+  hyps = {line.split("\t")[0]: line.split("\t")[5] for line in lines[1:]}
   alone = _decode_alone(tiny_run, tiny_source, decoder)
   assert hyps == alone and sum(len(h) for h in alone.values()) > 40
 
@@ -95,3 +109,27 @@ def test_transcribe_reads_files_and_names_the_bad_one(tiny_run, tiny_source, tmp
   lines = out.strip().splitlines()
   assert [l.split("\t")[0] for l in lines] == [str(good), str(slow)]
   assert "bad.wav: unreadable audio" in err
+
+
+def test_diagnosis_separates_training_utterances_new_sentences_and_new_voices(tiny_run,
+                                                                              tiny_source):
+  assert eval_cli.main(["--workdir", str(tiny_run), "--diagnose", "--utterances", "6"]) == 0
+  report = json.loads((tiny_run / "eval" / "diagnosis_greedy.json").read_text())
+  assert report["step"] == 6 and list(report["sets"]) == [
+      "train", "train_new_sentences", "test", "test_accent"]
+
+  def ids_and_speakers(name):
+    lines = (tiny_run / "eval" / f"diagnosis_{name}_greedy.hyps.tsv").read_text().splitlines()[1:]
+    return {l.split("\t")[0] for l in lines}, {l.split("\t")[1] for l in lines}, \
+        {l.split("\t")[4] for l in lines}
+  train = list(tiny_source.examples("train"))
+  for name in ("train", "test", "test_accent"):
+    ids, _, _ = ids_and_speakers(name)
+    first = [ex["id"] for ex in itertools.islice(tiny_source.examples(name), 6)]
+    assert report["sets"][name]["num_utterances"] == 6 and ids == set(first), name
+  # New sentences: indices past the built split (240 in tiny), spoken by its speakers.
+  ids, speakers, texts = ids_and_speakers("train_new_sentences")
+  assert ids == {f"train-{i:06d}" for i in range(240, 246)}
+  assert speakers <= {ex["speaker"] for ex in train}
+  assert len(texts - {ex["text"] for ex in train}) >= 4  # the generator can repeat a sentence
+  assert "new sentences, training speakers" in report["sets"]["train_new_sentences"]["meaning"]

@@ -5,7 +5,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from asr.data import synth_corpus
+from asr.data import acoustics, synth_corpus
 from asr.data.synth_corpus import SAMPLE_RATE, get_spec
 from asr.data.voices import ACCENTS, HELD_OUT_ACCENT
 
@@ -72,6 +72,33 @@ def test_metadata_is_complete(tiny_examples):
       assert all(e in ex["text"] for e in ex["entities"])
       assert isinstance(ex["bias_phrases"], list) and len(ex["bias_phrases"]) >= 4
   assert whispers > 0  # a few per cent of utterances are whispered
+
+
+def test_the_recorded_condition_is_the_one_generated(tiny_examples):
+  spec = get_spec("tiny")
+  exs = [ex for split in tiny_examples.values() for ex in split]
+  for ex in exs:
+    assert (ex["noise"] in acoustics.NOISE_KINDS and spec.snr_db[0] <= ex["snr_db"] <= spec.snr_db[1]
+            ) or (ex["noise"] == "" and ex["snr_db"] == 0.0), ex["id"]
+  # Shares near the spec's probabilities (350 utterances: loose bounds).
+  assert 0.02 < np.mean([ex["noise"] == "" for ex in exs]) < 0.25         # clean_prob 0.1
+  assert 0.35 < np.mean([ex["reverb"] for ex in exs]) < 0.65               # reverb_prob 0.5
+  # The audio agrees with the record: speech with no added noise keeps near-silent samples (its
+  # 5th percentile of |amplitude| far below the peak); noise at a low SNR raises that floor.
+  quiet = lambda ex: np.percentile(np.abs(np.asarray(ex["audio"], np.float64)), 5) / max(
+      np.abs(np.asarray(ex["audio"], np.float64)).max(), 1)
+  clean = [quiet(ex) for ex in exs if ex["noise"] == "" and not ex["reverb"]]
+  noisy = [quiet(ex) for ex in exs if ex["noise"] and ex["snr_db"] < 15]
+  assert clean and noisy and np.median(clean) < np.median(noisy)
+
+
+def test_utterances_past_the_corpus_are_new_sentences_by_its_speakers(tiny_examples):
+  spec = get_spec("tiny")
+  past = list(synth_corpus.generate_split(spec, "train", workers=1, start=240, stop=243))
+  assert [ex["id"] for ex in past] == ["train-000240", "train-000241", "train-000242"]
+  assert {ex["speaker"] for ex in past} <= {ex["speaker"] for ex in tiny_examples["train"]}
+  again = list(synth_corpus.generate_split(spec, "train", workers=2, start=241, stop=242))
+  assert _digest(again) == _digest(past[1:2])  # deterministic, whatever the range asked
 
 
 def test_audio_is_not_silent_and_durations_are_in_bounds(tiny_examples):

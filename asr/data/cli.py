@@ -59,6 +59,7 @@ def build(args) -> int:
 
 
 def show(args) -> int:
+  from asr.data import conditions
   from asr.data.sources import open_source
   import numpy as np
   source = open_source(_dataset_name(args), args.data_dir)
@@ -72,7 +73,7 @@ def show(args) -> int:
       break
     seconds = len(ex["audio"]) / source.sample_rate
     accents[ex["accent"]] += 1
-    flags = " whisper" if ex["whisper"] else ""
+    flags = f"  [{conditions.condition(ex)}]" if conditions.condition(ex) else ""
     print(f"{ex['id']}  {seconds:5.2f}s  {ex['speaker']}{flags}\n    {ex['text']}")
     if ex["entities"]:
       print(f"    entities: {', '.join(ex['entities'])}")

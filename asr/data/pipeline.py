@@ -37,7 +37,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from asr.data import validation
+from asr.data import conditions, validation
 from asr.features import FeatureConfig, featurize, num_frames
 
 
@@ -78,6 +78,7 @@ class _Item:
   speaker: str
   accent: str
   text: str
+  condition: str = ""   # asr.data.conditions.condition of the example
 
 
 def pad_batch(items: list[_Item], batch_size: int, audio_len: int, label_len: int) -> dict:
@@ -91,13 +92,15 @@ def pad_batch(items: list[_Item], batch_size: int, audio_len: int, label_len: in
   labels = np.zeros((batch_size, label_len), np.int32)
   audio_lengths = np.zeros(batch_size, np.int32)
   label_lengths = np.zeros(batch_size, np.int32)
-  meta = {k: np.full(batch_size, "", dtype=object) for k in ("ids", "speakers", "accents", "texts")}
+  meta = {k: np.full(batch_size, "", dtype=object)
+          for k in ("ids", "speakers", "accents", "texts", "conditions")}
   for i, it in enumerate(items):
     audio[i, : len(it.audio)] = it.audio if dtype == np.int16 else _as_float(it.audio)
     labels[i, : len(it.labels)] = it.labels
     audio_lengths[i], label_lengths[i] = len(it.audio), len(it.labels)
     meta["ids"][i], meta["speakers"][i], meta["accents"][i], meta["texts"][i] = (
         it.id, it.speaker, it.accent, it.text)
+    meta["conditions"][i] = it.condition
   return dict(audio=audio, audio_lengths=audio_lengths, labels=labels,
               label_lengths=label_lengths, **meta)
 
@@ -248,7 +251,8 @@ class Batches:
       return None, validation.Problem(
           "transcript_too_long", f"{len(labels)} tokens for {len(audio) / self.cfg.sample_rate:.2f} s "
           f"of audio; this bucket holds at most {self._shapes[bucket][1]} (raise max_chars_per_second)")
-    return _Item(ex["id"], audio, labels, ex.get("speaker", ""), ex.get("accent", ""), text), None
+    return _Item(ex["id"], audio, labels, ex.get("speaker", ""), ex.get("accent", ""), text,
+                 conditions.condition(ex)), None
 
   def _epoch_batches(self, epoch: int) -> Iterator[tuple[int, list[_Item], dict]]:
     """Yields (bucket, items, problems since the previous batch) for one epoch, full batches as

@@ -3,8 +3,9 @@
 `open_source("synth_speech/small", data_dir)` or `open_source("librispeech", data_dir)` gives a
 `Source` whose `examples(split, ...)` yields NumPy dicts with the keys of
 `asr.data.synth_tfds.features()`: `id, audio (int16 [S]), text, speaker, accent, variant,
-whisper, intent, entities, bias_phrases`. LibriSpeech has no accents, intents or entities: those
-are empty; `variant` holds its chapter id.
+whisper, noise, snr_db, reverb, intent, entities, bias_phrases`. LibriSpeech has no accents,
+intents, entities or recorded conditions: those are empty (or False, 0; `noise` is
+"unrecorded"); `variant` holds its chapter id.
 """
 
 from __future__ import annotations
@@ -108,8 +109,10 @@ class Source:
             num_parallel_calls=min(2, len(instructions)),
             deterministic=True)
     string, int64 = tf.io.FixedLenFeature([], tf.string), tf.io.FixedLenFeature([], tf.int64)
-    spec = {k: string for k in ("id", "audio", "text", "speaker", "accent", "variant", "intent")}
-    spec.update(whisper=int64, entities=tf.io.VarLenFeature(tf.string),
+    spec = {k: string for k in ("id", "audio", "text", "speaker", "accent", "variant", "intent",
+                                "noise")}
+    spec.update(whisper=int64, reverb=int64, snr_db=tf.io.FixedLenFeature([], tf.float32),
+                entities=tf.io.VarLenFeature(tf.string),
                 bias_phrases=tf.io.VarLenFeature(tf.string))
     ds = ds.batch(_READ_BATCH).map(lambda r: tf.io.parse_example(r, spec),
                                    num_parallel_calls=2, deterministic=True).prefetch(2)
@@ -125,8 +128,10 @@ class Source:
           columns[k] = lists
         elif k == "audio":
           columns[k] = [np.frombuffer(b, np.int16) for b in v.numpy()]
-        elif k == "whisper":
+        elif k in ("whisper", "reverb"):
           columns[k] = [bool(x) for x in v.numpy()]
+        elif k == "snr_db":
+          columns[k] = [float(x) for x in v.numpy()]
         else:
           columns[k] = [b.decode("utf-8", errors="replace") for b in v.numpy()]
       yield columns
@@ -166,10 +171,31 @@ def _librispeech_to_common(ex):
       "accent": tf.constant(""),
       "variant": tf.strings.as_string(ex["chapter_id"]),
       "whisper": tf.constant(False),
+      "noise": tf.constant("unrecorded"),   # asr.data.conditions.UNRECORDED
+      "snr_db": tf.constant(0.0),
+      "reverb": tf.constant(False),
       "intent": tf.constant(""),
       "entities": tf.constant([], tf.string),
       "bias_phrases": tf.constant([], tf.string),
   }
+
+
+def synth_size_and_seed(name: str) -> tuple[str, int]:
+  """`synth_speech/small_seed3` -> ("small", 3); `synth_speech` -> ("tiny", 0)."""
+  config = name.partition("/")[2] or "tiny"
+  size, _, seed = config.partition("_seed")
+  return size, int(seed or 0)
+
+
+def new_sentences(name: str, split: str, count: int) -> Iterator[dict]:
+  """`count` utterances of a synthetic corpus's `split` past its end: the split's speakers
+  saying sentences the built corpus does not hold (generated now, deterministically)."""
+  from asr.data import synth_corpus
+  if not name.startswith(SYNTH):
+    raise ValueError(f"{name} is not generated, so it has no utterances past its end")
+  spec = synth_corpus.get_spec(*synth_size_and_seed(name))
+  start = spec.utterances[split]
+  return synth_corpus.generate_split(spec, split, start=start, stop=start + count)
 
 
 def open_source(name: str, data_dir: str | None = None, *, download: bool = False) -> Source:
@@ -182,9 +208,8 @@ def open_source(name: str, data_dir: str | None = None, *, download: bool = Fals
   data_dir = data_dir or DEFAULT_DATA_DIR
   if name.startswith(SYNTH):
     from asr.data import synth_tfds  # registers the builder
-    config = name.partition("/")[2] or "tiny"
-    size, _, seed = config.partition("_seed")
-    builder = synth_tfds.builder(size, int(seed or 0), data_dir=data_dir)
+    size, seed = synth_size_and_seed(name)
+    builder = synth_tfds.builder(size, seed, data_dir=data_dir)
     hint = f"asr-data build --corpus synth --size {size} --data-dir {data_dir}"
     if seed:
       hint += f" --seed {seed}"

@@ -31,6 +31,11 @@ def features() -> tfds.features.FeaturesDict:
       "accent": tfds.features.Text(),
       "variant": tfds.features.Text(),
       "whisper": tfds.features.Scalar(dtype=np.bool_),
+      # The acoustic condition (since 1.1.0): the added noise's kind ("" for none) and SNR
+      # (0 for none), and whether the speech was reverberated.
+      "noise": tfds.features.Text(),
+      "snr_db": tfds.features.Scalar(dtype=np.float32),
+      "reverb": tfds.features.Scalar(dtype=np.bool_),
       "intent": tfds.features.Text(),
       "entities": tfds.features.Sequence(tfds.features.Text()),
       "bias_phrases": tfds.features.Sequence(tfds.features.Text()),
@@ -83,8 +88,10 @@ def ensure_built(size: str = "tiny", seed: int = 0, data_dir: str | None = None,
 class SynthSpeech(tfds.core.GeneratorBasedBuilder):
   """Multi-speaker synthetic English speech made locally with eSpeak NG."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release: 8 accents, continuous voice design, noise and reverb."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release: 8 accents, continuous voice design, noise and reverb.",
+                   "1.1.0": "Records each utterance's noise kind, SNR and reverberation (same "
+                            "audio as 1.0.0)."}
   BUILDER_CONFIGS = [make_config(size) for size in synth_corpus.SPECS]
 
   def __init__(self, *, workers: int | None = None, **kwargs):

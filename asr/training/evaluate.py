@@ -2,9 +2,10 @@
 
 `recognize` is one jitted function per (decoder, bucket shape): features, encoder, search. The
 summary holds `wer, cer, substitutions, deletions, insertions, num_utterances, flops_per_frame,
-flops_per_second, rtf, backend, per_accent, per_speaker`; the per-utterance rows hold id,
-speaker, accent, reference, hypothesis, word_errors, num_words and (for beam search) the n-best
-list.
+flops_per_second, rtf, backend, per_accent, per_speaker, per_condition` (`{facet: {value:
+WER}}`: noise kind, SNR band, reverberation, whisper); the per-utterance rows hold id, speaker,
+accent, condition, reference, hypothesis, word_errors, num_words and (for beam search) the
+n-best list.
 
 `flops_per_frame` is the encoder's cost per output frame; `flops_per_second` is the whole
 model's per second of audio: the encoder, plus the joint and the prediction network as greedy
@@ -25,6 +26,7 @@ from flax import nnx
 
 from asr import features as F
 from asr.arrays import is_live
+from asr.data.conditions import facets
 from asr.decoding import beam_search, greedy_search
 from asr.training.metrics import error_rates, grouped_wer, utterance_word_errors
 
@@ -105,7 +107,8 @@ def _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches, sa
       refs.append(ref)
       hyps.append(hyp)
       rows.append({"id": str(batch["ids"][row]), "speaker": str(batch["speakers"][row]),
-                   "accent": str(batch["accents"][row]), "reference": ref, "hypothesis": hyp,
+                   "accent": str(batch["accents"][row]),
+                   "condition": str(batch["conditions"][row]), "reference": ref, "hypothesis": hyp,
                    **({"nbest": nbest} if nbest is not None else {})})
     if progress is not None:
       progress(len(rows))
@@ -118,12 +121,22 @@ def _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches, sa
       rtf=decode_s / max(audio_s, 1e-9),
       audio_seconds=audio_s, decoder=decoder, backend="float",
       per_accent=grouped_wer(refs, hyps, [r["accent"] or "unknown" for r in rows]),
-      per_speaker=grouped_wer(refs, hyps, [r["speaker"] for r in rows]))
+      per_speaker=grouped_wer(refs, hyps, [r["speaker"] for r in rows]),
+      per_condition=per_condition_wer(refs, hyps, [r["condition"] for r in rows]))
   return summary, rows
 
 
-HYPOTHESIS_COLUMNS = ("id", "speaker", "accent", "reference", "hypothesis", "word_errors",
-                      "num_words")
+def per_condition_wer(refs: list[str], hyps: list[str], conds: list[str]) -> dict:
+  """`{facet: {value: WER}}` over the utterances whose source records its acoustic condition
+  (`asr.data.conditions`): noise kind, SNR band, reverberation, whisper."""
+  known = [(r, h, facets(c)) for r, h, c in zip(refs, hyps, conds) if c]
+  names = sorted({name for _, _, f in known for name in f})
+  return {name: grouped_wer([r for r, _, _ in known], [h for _, h, _ in known],
+                            [f.get(name, "") for _, _, f in known]) for name in names}
+
+
+HYPOTHESIS_COLUMNS = ("id", "speaker", "accent", "condition", "reference", "hypothesis",
+                      "word_errors", "num_words")
 
 
 def write_hypotheses(path, rows: list[dict]) -> None:
