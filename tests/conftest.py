@@ -10,7 +10,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="asr-xla-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
+import hypothesis
 import pytest
+
+# Property tests draw the same examples on every run, so a test run is reproducible (a red CI
+# run means a change, not a new draw). To search afresh: `pytest --hypothesis-profile=explore`.
+hypothesis.settings.register_profile("reproducible", derandomize=True)
+hypothesis.settings.register_profile("explore", max_examples=1000)
+hypothesis.settings.load_profile("reproducible")
 
 
 @pytest.fixture(scope="session")

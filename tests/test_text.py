@@ -31,6 +31,10 @@ def test_normalize_examples():
   assert normalize("Set a Timer for 5 min!") == "set a timer for five min"
   assert normalize("Don't   stop, 'Zoë' — rock-n-roll") == "don't stop zoe rock n roll"
   assert normalize("  ") == ""
+  # Past what a cardinal spells (found by the property test below): digit by digit.
+  assert normalize("call 1000000000") == "call one zero zero zero zero zero zero zero zero zero"
+  assert normalize("999999999") == spell_number(999_999_999)
+  assert normalize("A'' 'quoted' rock'n'roll o''clock") == "a quoted rock'n'roll o clock"
 
 
 @hypothesis.given(st.text(max_size=60))

@@ -49,6 +49,15 @@ def spell_ordinal(n: int) -> str:
   return " ".join(words[:-1] + [last])
 
 
+def _spell_digits(digits: str) -> str:
+  """A run of digits as words: a cardinal below a billion, else digit by digit (a long number
+  is read out so: an account or phone number, '1000000000' -> 'one zero zero ...')."""
+  n = int(digits)
+  if n < 10**9:
+    return spell_number(n)
+  return " ".join(_ONES[int(d)] for d in digits)
+
+
 def normalize(text: str) -> str:
   """Lowercase, spell digits, strip accents and punctuation, squeeze spaces.
 
@@ -58,10 +67,11 @@ def normalize(text: str) -> str:
   text = unicodedata.normalize("NFKD", text)
   text = "".join(c for c in text if not unicodedata.combining(c))
   text = text.lower().replace("\u2019", "'")
-  text = re.sub(r"\d+", lambda m: " " + spell_number(int(m.group())) + " ", text)
+  text = re.sub(r"\d+", lambda m: " " + _spell_digits(m.group()) + " ", text)
   text = re.sub(r"[-/_]", " ", text)
   text = re.sub(r"[^a-z' ]", "", text)
-  text = re.sub(r"\s*'\s*(?=\s|$)|(?<=\s)'", " ", " " + text + " ")  # lone quotes, not "don't"
+  # An apostrophe stays only between two letters ("don't"); quotes and runs of them go.
+  text = re.sub(r"(?<![a-z])'+|'+(?![a-z])", " ", text)
   return re.sub(r"\s+", " ", text).strip()
 
 
