@@ -17,9 +17,10 @@ context and rotary positions, and (Conformer) a causal depthwise convolution mod
   frames by default), each output seeing `subsample_kernel` input frames, the last of which is
   the last frame of its stride group; SiLU after each.
 
-Padding never reaches a valid frame: every step is causal or chunk-local, attention masks keys
-past each length, and each sub-block's output is zeroed past the length (LayerNorm would map a
-zero frame to its bias).
+Padding never reaches a valid frame: every step is causal or chunk-local and attention masks
+keys past each length. Frames past the length are zeroed between subsampling layers (a partial
+stride group must see zeros, in any bucket) and after each block (LayerNorm maps a zero frame to
+its bias; the output contract wants zeros there).
 
 FLOPs per output frame (2 x multiply-accumulates of matrix products; LayerNorm, softmax, rotary
 and activations are O(dim) and left out), reported per sub-block in `aux["flops_by_block"]`:
