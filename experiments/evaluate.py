@@ -43,8 +43,6 @@ def main(argv=None) -> int:
   p.add_argument("--utterances", type=int, default=192,
                  help="with --diagnose: utterances per set")
   args = p.parse_args(argv)
-  if args.diagnose:
-    return diagnose(args)
 
   from absl import logging
   logging.set_verbosity(logging.WARNING)
@@ -58,6 +56,8 @@ def main(argv=None) -> int:
   if args.data_dir:
     config.data.data_dir = args.data_dir
   source = open_dataset(config)
+  if args.diagnose:
+    return diagnose(args, config, graphdef, variables, step, source)
   tokenizer = CharTokenizer()
   batches = Batches.from_source(source, args.split, tokenizer, pipeline_config(config, False),
                                 shuffle=False, num_epochs=1, features=None)
@@ -94,21 +94,16 @@ DIAGNOSIS_SETS = (("train", "training utterances"),
                   ("test", "held-out speakers"), ("test_accent", "held-out accent"))
 
 
-def diagnose(args) -> int:
+def diagnose(args, config, graphdef, variables, step: int, source) -> int:
+  """`--diagnose`: the four sets of DIAGNOSIS_SETS, a summary each, in one report."""
   import itertools
-  from absl import logging
-  logging.set_verbosity(logging.WARNING)
   from tqdm.auto import tqdm
   from asr.data.pipeline import Batches
   from asr.data.sources import SYNTH, new_sentences
   from asr.tokenizer import CharTokenizer
   from asr.training.evaluate import evaluate, write_hypotheses
-  from asr.training.loop import load_for_inference, open_dataset, pipeline_config
+  from asr.training.loop import pipeline_config
 
-  config, graphdef, variables, step = load_for_inference(args.workdir, args.step)
-  if args.data_dir:
-    config.data.data_dir = args.data_dir
-  source = open_dataset(config)
   tokenizer, n = CharTokenizer(), args.utterances
   out_dir = pathlib.Path(args.workdir) / "eval"
   out_dir.mkdir(parents=True, exist_ok=True)

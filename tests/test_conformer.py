@@ -204,6 +204,6 @@ def test_factory_builds_each_family_and_names_bad_options():
     FAMILIES["conformer"](subsample=(4,))   # a stride wider than the kernel skips frames
   with pytest.raises(ValueError, match="heads of an even size"):
     FAMILIES["transformer"](heads=3)
+  enc = FAMILIES["conformer"]()
   with pytest.raises(ValueError, match="not a multiple of 8"):
-    enc = FAMILIES["conformer"]()
     enc.step(enc.init_state(1), jnp.zeros((1, 6, 6)), jnp.array([6]))

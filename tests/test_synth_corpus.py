@@ -77,9 +77,10 @@ def test_metadata_is_complete(tiny_examples):
 def test_the_recorded_condition_is_the_one_generated(tiny_examples):
   spec = get_spec("tiny")
   exs = [ex for split in tiny_examples.values() for ex in split]
+  low, high = spec.snr_db
   for ex in exs:
-    assert (ex["noise"] in acoustics.NOISE_KINDS and spec.snr_db[0] <= ex["snr_db"] <= spec.snr_db[1]
-            ) or (ex["noise"] == "" and ex["snr_db"] == 0.0), ex["id"]
+    noisy = ex["noise"] in acoustics.NOISE_KINDS and low <= ex["snr_db"] <= high
+    assert noisy or (ex["noise"] == "" and ex["snr_db"] == 0.0), ex["id"]
   # Shares near the spec's probabilities (350 utterances: loose bounds).
   assert 0.02 < np.mean([ex["noise"] == "" for ex in exs]) < 0.25         # clean_prob 0.1
   assert 0.35 < np.mean([ex["reverb"] for ex in exs]) < 0.65               # reverb_prob 0.5

@@ -73,7 +73,8 @@ def show(args) -> int:
       break
     seconds = len(ex["audio"]) / source.sample_rate
     accents[ex["accent"]] += 1
-    flags = f"  [{conditions.condition(ex)}]" if conditions.condition(ex) else ""
+    condition = conditions.condition(ex)
+    flags = f"  [{condition}]" if condition else ""
     print(f"{ex['id']}  {seconds:5.2f}s  {ex['speaker']}{flags}\n    {ex['text']}")
     if ex["entities"]:
       print(f"    entities: {', '.join(ex['entities'])}")

@@ -6,7 +6,8 @@ logged unweighted (`loss/<term>`) beside its weight (`weight/<term>`).
 
 A term is a function of `LossInputs` (the model, its transformed parameters, the batch, one
 encoder pass and the scores of the labels against it, the step's schedule values and a PRNG
-key) returning a scalar, or a scalar and a dict of its own metrics (logged `loss/<term>/<k>`). `rnnt` and `ctc` are built in; a later mechanism adds its own
+key) returning a scalar, or a scalar and a dict of its own metrics (logged `loss/<term>/<k>`).
+`rnnt` and `ctc` are built in; a later mechanism adds its own
 (`compute`, `latency`, `distill`, `mwer`, `quant_reg`) with `@register_loss_term(name)` in a
 module the run imports (`config.imports`).
 """
