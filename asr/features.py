@@ -184,35 +184,39 @@ def _resample_axis(x: jax.Array, positions: jax.Array, axis: int) -> jax.Array:
 
 
 def perturb(rng: jax.Array, features: jax.Array, lengths: jax.Array,
-            speed=(0.9, 1.1), warp=(0.9, 1.1)) -> tuple[jax.Array, jax.Array]:
+            speed=(0.9, 1.1), warp=(0.9, 1.1), strength=1.0) -> tuple[jax.Array, jax.Array]:
   """Random per-utterance speed (time resampling) and mel-axis warp. Shapes are kept: a slowed
-  utterance that would outgrow the padding is slowed less (its factor is raised to length / T)."""
+  utterance that would outgrow the padding is slowed less (its factor is raised to length / T).
+  `strength` (a scalar in [0, 1], may be traced) pulls every factor toward 1: 0 changes nothing."""
   b, t, f = features.shape
   k_speed, k_warp = jax.random.split(rng)
-  factor = jax.random.uniform(k_speed, (b,), minval=speed[0], maxval=speed[1])
+  toward_one = lambda x: 1.0 + (x - 1.0) * strength
+  factor = toward_one(jax.random.uniform(k_speed, (b,), minval=speed[0], maxval=speed[1]))
   factor = jnp.maximum(factor, lengths / t)
   new_lengths = jnp.minimum(jnp.floor(lengths / factor).astype(jnp.int32), t)
   positions = jnp.arange(t)[None, :] * factor[:, None]
   out = _resample_axis(features, positions, axis=1)
-  alpha = jax.random.uniform(k_warp, (b,), minval=warp[0], maxval=warp[1])
+  alpha = toward_one(jax.random.uniform(k_warp, (b,), minval=warp[0], maxval=warp[1]))
   out = _resample_axis(out, jnp.arange(f)[None, :] / alpha[:, None], axis=2)
   return jnp.where(length_mask(new_lengths, t)[..., None], out, 0.0), new_lengths
 
 
 def spec_augment(rng: jax.Array, features: jax.Array, lengths: jax.Array,
-                 cfg: AugmentConfig = AugmentConfig()) -> jax.Array:
-  """Zeroes random frequency bands and time spans (within each utterance's length)."""
+                 cfg: AugmentConfig = AugmentConfig(), strength=1.0) -> jax.Array:
+  """Zeroes random frequency bands and time spans (within each utterance's length). `strength`
+  (a scalar in [0, 1], may be traced) scales the masks' widths: 0 masks nothing."""
   b, t, f = features.shape
   keys = jax.random.split(rng, 4)
   keep = jnp.ones((b, t, f), bool)
   if cfg.freq_masks:
     width = jax.random.randint(keys[0], (b, cfg.freq_masks), 0, cfg.freq_mask_width + 1)
+    width = jnp.floor(width * strength).astype(jnp.int32)
     start = (jax.random.uniform(keys[1], (b, cfg.freq_masks)) * (f - width)).astype(jnp.int32)
     bins = jnp.arange(f)[None, None, :]
     band = (bins >= start[..., None]) & (bins < (start + width)[..., None])  # [B, M, F]
     keep &= ~jnp.any(band, axis=1)[:, None, :]
   if cfg.time_masks:
-    max_width = jnp.floor(lengths * cfg.time_mask_ratio).astype(jnp.int32)[:, None]
+    max_width = jnp.floor(lengths * cfg.time_mask_ratio * strength).astype(jnp.int32)[:, None]
     width = (jax.random.uniform(keys[2], (b, cfg.time_masks)) * (max_width + 1)).astype(jnp.int32)
     start = (jax.random.uniform(keys[3], (b, cfg.time_masks)) *
              jnp.maximum(lengths[:, None] - width, 1)).astype(jnp.int32)
@@ -223,11 +227,12 @@ def spec_augment(rng: jax.Array, features: jax.Array, lengths: jax.Array,
 
 
 def augment(rng: jax.Array, features: jax.Array, lengths: jax.Array,
-            cfg: AugmentConfig = AugmentConfig()) -> tuple[jax.Array, jax.Array]:
-  """`perturb` then `spec_augment`: `[B, T, F]` -> `[B, T, F]`, new lengths `[B]`."""
+            cfg: AugmentConfig = AugmentConfig(), strength=1.0) -> tuple[jax.Array, jax.Array]:
+  """`perturb` then `spec_augment`: `[B, T, F]` -> `[B, T, F]`, new lengths `[B]`. `strength`
+  in [0, 1] (the `augment_strength` schedule in training) scales both; 0 is the identity."""
   k1, k2 = jax.random.split(rng)
-  features, lengths = perturb(k1, features, lengths, cfg.speed, cfg.warp)
-  return spec_augment(k2, features, lengths, cfg), lengths
+  features, lengths = perturb(k1, features, lengths, cfg.speed, cfg.warp, strength)
+  return spec_augment(k2, features, lengths, cfg, strength), lengths
 
 
 featurize = jax.jit(log_mel, static_argnames=("cfg",))

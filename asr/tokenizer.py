@@ -79,6 +79,9 @@ class SentencePieceTokenizer:
           input=f.name, model_prefix=str(model_prefix), vocab_size=vocab_size,
           model_type=model_type, pad_id=0, unk_id=1, bos_id=-1, eos_id=-1,
           character_coverage=1.0, num_threads=1, minloglevel=2,
+          # Every character of the alphabet gets a piece, seen in `texts` or not, so any
+          # normalized text encodes (a rare apostrophe is not an unknown piece).
+          required_chars=ALPHABET.replace(" ", ""),
           hard_vocab_limit=False)
     finally:
       os.unlink(f.name)

@@ -1,15 +1,16 @@
 """Training-step throughput and its share of this machine's float32 matmul peak.
 
   .venv/bin/python -m benchmarks.train_step [--config rnnt] [--variant small] [--seconds 3.0]
-      [--repeats 10] [--set model.lstm.reduce=1]
+      [--repeats 10] [--labels-per-second 12] [--set model.lstm.reduce=1]
 
 Times the jitted training step of `experiments/configs/<config>.py:<variant>` (features,
 encoder, stateless prediction network, lean RNN-T + CTC loss, backward, AdamW) on a batch of
-`batch_size` utterances of `--seconds` audio with 12 characters per second of labels, state
-donated as in training. FLOPs per step are counted analytically (`analytic_flops`, from the
-encoder's own per-frame accounting); XLA's cost analysis is printed beside it but counts a
-scan's body once, not once per step, so it undercounts recurrent models. The
-reference, measured in the same run: the best float32 matmul rate of a 2048 x 2048 x 2048
+`batch_size` utterances of `--seconds` audio with 12 labels per second (this corpus's
+characters; about 5.7 for its 256 word pieces: `--set model.vocab=256 --labels-per-second
+5.7`), state donated as in training. FLOPs per step are counted analytically
+(`analytic_flops`, from the encoder's own per-frame accounting); XLA's cost analysis is printed
+beside it but counts a scan's body once, not once per step, so it undercounts recurrent models.
+The reference, measured in the same run: the best float32 matmul rate of a 2048 x 2048 x 2048
 `jnp.dot` on this machine. Prints audio-s/s, achieved FLOP/s, and the share of that peak.
 """
 
@@ -30,13 +31,15 @@ def matmul_peak(n=2048, repeats=10):
   return 2 * n**3 / best_of(lambda: jax.block_until_ready(f(a)), repeats)
 
 
-def synthetic_batch(batch_size: int, seconds: float, seed: int = 0) -> dict:
-  """`batch_size` utterances of `seconds` noise with 12 labels per second, int16 like the corpus."""
-  samples, u = int(seconds * 16000), int(seconds * 12)
+def synthetic_batch(batch_size: int, seconds: float, seed: int = 0, labels_per_second=12.0,
+                    vocab: int = 29) -> dict:
+  """`batch_size` utterances of `seconds` noise with `labels_per_second` labels in [1, vocab),
+  int16 like the corpus."""
+  samples, u = int(seconds * 16000), int(seconds * labels_per_second)
   rng = np.random.default_rng(seed)
   return {"audio": (rng.standard_normal((batch_size, samples)) * 3000).astype(np.int16),
           "audio_lengths": np.full((batch_size,), samples, np.int32),
-          "labels": rng.integers(1, 29, (batch_size, u)).astype(np.int32),
+          "labels": rng.integers(1, vocab, (batch_size, u)).astype(np.int32),
           "label_lengths": np.full((batch_size,), u, np.int32)}
 
 
@@ -76,6 +79,7 @@ def main():
   p.add_argument("--variant", default="small")
   p.add_argument("--seconds", type=float, default=3.0)
   p.add_argument("--repeats", type=int, default=10)
+  p.add_argument("--labels-per-second", type=float, default=12.0)
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override a config value, e.g. model.lstm.reduce=1 (repeatable)")
   args = p.parse_args()
@@ -88,8 +92,9 @@ def main():
       node = node[k]
     node[leaf] = value if isinstance(node[leaf], str) else ast.literal_eval(value)
   b = c.data.batch_size
-  u = int(args.seconds * 12)
-  batch = jax.tree.map(jnp.asarray, synthetic_batch(b, args.seconds))
+  u = int(args.seconds * args.labels_per_second)
+  batch = jax.tree.map(jnp.asarray, synthetic_batch(b, args.seconds, 0, args.labels_per_second,
+                                                    c.model.vocab))
   step, state = build(c)
   compiled = step.lower(state, batch).compile()
   xla_flops = compiled.cost_analysis()

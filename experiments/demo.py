@@ -3,8 +3,8 @@
 1. builds the `small` synthetic corpus if it is missing (about 1.5 minutes on 2 cores);
 2. trains the `small` RNN-T (experiments/configs/rnnt.py:small) in `workdirs/demo`, resuming
    if a previous demo was interrupted;
-3. evaluates on the held-out-speaker test split with greedy and beam search, and on the
-   held-out accent;
+3. evaluates on the held-out-speaker test split with greedy and beam search, on the
+   held-out accent, and on sentences written by hand outside the corpus's generator;
 4. prints the WERs and where the checkpoints, metrics and the wandb run are.
 """
 
@@ -46,7 +46,8 @@ def main(argv=None) -> int:
   print(f"dev WER after training: {summary.get('wer', float('nan')):.4f}")
 
   results = {}
-  for split, decoder in (("test", "greedy"), ("test", "beam"), ("test_accent", "greedy")):
+  for split, decoder in (("test", "greedy"), ("test", "beam"), ("test_accent", "greedy"),
+                         ("test_handwritten", "greedy")):
     print(f"\n== {split}, {decoder} ==", flush=True)
     eval_argv = ["--workdir", args.workdir, "--split", split, "--decoder", decoder]
     if args.data_dir:

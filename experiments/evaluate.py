@@ -9,8 +9,9 @@ reverberation, whisper).
 `--diagnose` separates memorizing utterances from failing on new speech: WER on the first
 `--utterances` of (a) the training split, (b) new sentences spoken by the training speakers
 (synthesized now, past the corpus's end; synthetic corpora only), (c) the held-out-speaker test
-split and (d) the held-out accent, written to `W/eval/diagnosis_<decoder>.json` with each set's
-summary (and its hypotheses beside it).
+split, (d) the held-out accent and (e) sentences written by hand outside the generator
+(`test_handwritten`, synthetic corpora from version 1.2.0), written to
+`W/eval/diagnosis_<decoder>.json` with each set's summary (and its hypotheses beside it).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def main(argv=None) -> int:
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
   p.add_argument("--json", default=None, help="where to write the summary")
   p.add_argument("--data-dir", default=None, help="override the run's data dir")
+  p.add_argument("--dataset", default=None,
+                 help="evaluate on another dataset than the run's (e.g. synth_speech/small for "
+                      "a run trained on synth_speech/full); the summary is written as "
+                      "<dataset>_<split>_<decoder>.json")
   p.add_argument("--max-batches", type=int, default=0,
                  help="decode only the split's first N batches (0: all)")
   p.add_argument("--diagnose", action="store_true",
@@ -48,17 +53,22 @@ def main(argv=None) -> int:
   logging.set_verbosity(logging.WARNING)
   from tqdm.auto import tqdm
   from asr.data.pipeline import Batches
-  from asr.tokenizer import CharTokenizer
   from asr.training.evaluate import evaluate, write_hypotheses
-  from asr.training.loop import load_for_inference, open_dataset, pipeline_config
+  from asr.training.loop import load_for_inference, open_dataset, pipeline_config, run_tokenizer
 
   config, graphdef, variables, step = load_for_inference(args.workdir, args.step)
   if args.data_dir:
     config.data.data_dir = args.data_dir
+  prefix = ""
+  if args.dataset and args.dataset != config.data.dataset:
+    if args.diagnose:
+      p.error("--diagnose measures a run on its own training data: it takes no --dataset")
+    config.data.dataset = args.dataset
+    prefix = args.dataset.replace("/", "_") + "_"
   source = open_dataset(config)
   if args.diagnose:
     return diagnose(args, config, graphdef, variables, step, source)
-  tokenizer = CharTokenizer()
+  tokenizer = run_tokenizer(config, args.workdir)
   batches = Batches.from_source(source, args.split, tokenizer, pipeline_config(config, False),
                                 shuffle=False, num_epochs=1, features=None)
   total = source.splits.get(args.split)
@@ -70,10 +80,11 @@ def main(argv=None) -> int:
                            max_batches=args.max_batches,
                            progress=lambda n: bar.update(n - bar.n))
   bar.close()
-  summary.update(split=args.split, step=step, skipped=batches.problems.as_metrics(),
+  summary.update(split=args.split, dataset=config.data.dataset, step=step,
+                 skipped=batches.problems.as_metrics(),
                  beam=args.beam if args.decoder == "beam" else None)
   out = pathlib.Path(args.json or pathlib.Path(args.workdir) / "eval" /
-                     f"{args.split}_{args.decoder}.json")
+                     f"{prefix}{args.split}_{args.decoder}.json")
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(summary, indent=2))
   hyps = out.with_suffix(".hyps.tsv")
@@ -91,7 +102,8 @@ def main(argv=None) -> int:
 
 DIAGNOSIS_SETS = (("train", "training utterances"),
                   ("train_new_sentences", "new sentences, training speakers"),
-                  ("test", "held-out speakers"), ("test_accent", "held-out accent"))
+                  ("test", "held-out speakers"), ("test_accent", "held-out accent"),
+                  ("test_handwritten", "hand-written sentences, held-out speakers"))
 
 
 def diagnose(args, config, graphdef, variables, step: int, source) -> int:
@@ -100,11 +112,10 @@ def diagnose(args, config, graphdef, variables, step: int, source) -> int:
   from tqdm.auto import tqdm
   from asr.data.pipeline import Batches
   from asr.data.sources import SYNTH, new_sentences
-  from asr.tokenizer import CharTokenizer
   from asr.training.evaluate import evaluate, write_hypotheses
-  from asr.training.loop import pipeline_config
+  from asr.training.loop import pipeline_config, run_tokenizer
 
-  tokenizer, n = CharTokenizer(), args.utterances
+  tokenizer, n = run_tokenizer(config, args.workdir), args.utterances
   out_dir = pathlib.Path(args.workdir) / "eval"
   out_dir.mkdir(parents=True, exist_ok=True)
   report = {"step": step, "decoder": args.decoder, "utterances": n, "sets": {}}

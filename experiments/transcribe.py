@@ -28,13 +28,12 @@ def main(argv=None) -> int:
   import jax.numpy as jnp
   import numpy as np
   from asr.data.audio_io import AudioFileError, load_audio
-  from asr.tokenizer import CharTokenizer
   from asr.training.evaluate import make_recognizer
-  from asr.training.loop import load_for_inference
+  from asr.training.loop import load_for_inference, run_tokenizer
 
   config, graphdef, variables, _ = load_for_inference(args.workdir)
   recognize = make_recognizer(graphdef, args.decoder, args.beam, config.train.max_symbols)
-  tokenizer = CharTokenizer()
+  tokenizer = run_tokenizer(config, args.workdir)
   from tqdm.auto import tqdm
   failed = 0
   # Progress (with ETA) on stderr for batches of files; transcripts stay alone on stdout.

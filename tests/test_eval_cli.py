@@ -116,14 +116,14 @@ def test_diagnosis_separates_training_utterances_new_sentences_and_new_voices(ti
   assert eval_cli.main(["--workdir", str(tiny_run), "--diagnose", "--utterances", "6"]) == 0
   report = json.loads((tiny_run / "eval" / "diagnosis_greedy.json").read_text())
   assert report["step"] == 6 and list(report["sets"]) == [
-      "train", "train_new_sentences", "test", "test_accent"]
+      "train", "train_new_sentences", "test", "test_accent", "test_handwritten"]
 
   def ids_and_speakers(name):
     lines = (tiny_run / "eval" / f"diagnosis_{name}_greedy.hyps.tsv").read_text().splitlines()[1:]
     return {l.split("\t")[0] for l in lines}, {l.split("\t")[1] for l in lines}, \
         {l.split("\t")[4] for l in lines}
   train = list(tiny_source.examples("train"))
-  for name in ("train", "test", "test_accent"):
+  for name in ("train", "test", "test_accent", "test_handwritten"):
     ids, _, _ = ids_and_speakers(name)
     first = [ex["id"] for ex in itertools.islice(tiny_source.examples(name), 6)]
     assert report["sets"][name]["num_utterances"] == 6 and ids == set(first), name
@@ -133,3 +133,19 @@ def test_diagnosis_separates_training_utterances_new_sentences_and_new_voices(ti
   assert speakers <= {ex["speaker"] for ex in train}
   assert len(texts - {ex["text"] for ex in train}) >= 4  # the generator can repeat a sentence
   assert "new sentences, training speakers" in report["sets"]["train_new_sentences"]["meaning"]
+
+
+def test_a_run_evaluates_on_another_dataset_beside_its_own_results(tiny_run, tiny_data_dir):
+  """`--dataset`: the other corpus's split is decoded (its transcripts, not the run's corpus's),
+  the summary says which, and the run's own evaluation files are left alone."""
+  from asr.data.sources import open_source
+  other = "synth_speech/tiny_seed1"
+  assert eval_cli.main(["--workdir", str(tiny_run), "--split", "dev", "--dataset", other]) == 0
+  summary = json.loads((tiny_run / "eval" / "synth_speech_tiny_seed1_dev_greedy.json").read_text())
+  assert summary["dataset"] == other and summary["num_utterances"] == 40
+  lines = (tiny_run / "eval" / "synth_speech_tiny_seed1_dev_greedy.hyps.tsv").read_text()
+  references = {l.split("\t")[4] for l in lines.splitlines()[1:]}
+  assert references == {ex["text"] for ex in open_source(other, tiny_data_dir).examples("dev")}
+  assert not (tiny_run / "eval" / "dev_greedy.json").exists()
+  with pytest.raises(SystemExit):
+    eval_cli.main(["--workdir", str(tiny_run), "--diagnose", "--dataset", other])

@@ -119,6 +119,29 @@ def test_perturb_speed_changes_lengths_by_the_factor():
   assert int(np.max(ly)) <= 200
 
 
+def test_augment_strength_zero_is_the_identity_and_half_strength_halves_the_limits():
+  """The `augment_strength` schedule's scale: 0 leaves features and lengths alone (the ramp's
+  start), a half halves the widest masks and pulls speed factors halfway to 1."""
+  rng = np.random.default_rng(6)
+  cfg = F.AugmentConfig(freq_masks=2, freq_mask_width=10, time_masks=2, time_mask_ratio=0.2,
+                        speed=(0.8, 1.25), warp=(0.9, 1.1))
+  x = jnp.asarray(rng.standard_normal((16, 120, 40)).astype(np.float32))
+  lengths = jnp.full((16,), 100)
+  x = jnp.where(jnp.arange(120)[None, :, None] < 100, x, 0.0)
+  y, ly = F.augment(jax.random.key(7), x, lengths, cfg, strength=0.0)
+  np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(ly), np.asarray(lengths))
+  # Half strength: lengths within 100 / (1 +- half the range), masks within half the widths.
+  _, ly = F.perturb(jax.random.key(8), x, lengths, cfg.speed, (1.0, 1.0), strength=0.5)
+  assert 100 / 1.125 - 1 <= int(np.min(ly)) and int(np.max(ly)) <= 100 / 0.9 + 1
+  ones = jnp.ones((16, 100, 40))
+  y = np.asarray(F.spec_augment(jax.random.key(9), ones, lengths, cfg, strength=0.5))
+  for b in range(16):
+    assert np.all(y[b] == 0, axis=0).sum() <= 2 * 5
+    assert np.all(y[b] == 0, axis=1).sum() <= 2 * 10
+  assert (y == 0).any()
+
+
 def test_featurize_is_the_jitted_log_mel():
   rng = np.random.default_rng(5)
   audio = jnp.asarray(rng.standard_normal((2, 16000)).astype(np.float32) * 0.1)

@@ -1,6 +1,7 @@
 """Input pipeline: bucketing, exactly-once epochs, determinism, resume, sharding, bad input."""
 
 import collections
+import itertools
 
 import numpy as np
 import pytest
@@ -169,3 +170,50 @@ def test_all_bad_epoch_is_an_error_not_an_empty_run():
 def test_config_rejects_too_many_buckets():
   with pytest.raises(ValueError, match="bucket_seconds"):
     PipelineConfig(bucket_seconds=tuple(range(1, 11)))
+
+
+def test_fresh_audio_stream_is_new_each_epoch_deterministic_and_resumes_exactly(tiny_source):
+  """Epoch 0 is the built split; epoch 1 is as many utterances never played (past the corpus and
+  past the ones kept for the new-sentence evaluation), by the training speakers, the same
+  whichever run or worker count makes them, and a run restored inside it sees the same batches."""
+  from asr.data import synth_corpus
+  spec = synth_corpus.get_spec("tiny")
+  cfg = PipelineConfig(batch_size=16, bucket_seconds=(2.5, 3.5, 6.0, 16.0), shuffle_buffer=64)
+
+  def make(workers):
+    return Batches.from_source(tiny_source, "train", CharTokenizer(), cfg, seed=1, num_epochs=2,
+                               features=None, fresh_workers=workers)
+  full = [(_ids(b), int(np.asarray(b["audio"], np.int64).sum())) for b in make(2)]
+  ids = [i for b, _ in full for i in b]
+  index = lambda i: int(i.rsplit("-", 1)[1])
+  first, second = ids[:240], ids[240:]
+  assert sorted(map(index, first)) == list(range(240))
+  start, stop = synth_corpus.fresh_range(spec, "train", 1)
+  assert start >= 240 + synth_corpus.NEW_SENTENCES_RESERVED
+  assert sorted(map(index, second)) == list(range(start, stop))  # every one, once
+  assert synth_corpus.fresh_range(spec, "train", 2)[0] == stop     # epochs never overlap
+
+  # Resumed inside the fresh epoch, with another worker count: the same batches from there on.
+  epoch0_batches = next(k for k in range(len(full)) if index(full[k][0][0]) >= start)
+  stop_at = epoch0_batches + 3
+  run = make(1)
+  seen = [_ids(next(run)) for _ in range(stop_at)]
+  state = run.state()
+  run.close()
+  resumed = make(1)
+  resumed.restore(state)
+  rest = [(_ids(b), int(np.asarray(b["audio"], np.int64).sum())) for b in resumed]
+  assert seen + [r[0] for r in rest] == [f[0] for f in full]
+  assert rest == full[stop_at:]
+
+
+def test_fresh_epochs_are_spoken_by_the_training_speakers_only(tiny_source):
+  from asr.data import synth_corpus
+  spec = synth_corpus.get_spec("tiny")
+  fresh = list(itertools.islice(synth_corpus.fresh_epoch(spec, "train", 3, workers=2), 64))
+  train_speakers = {s.speaker_id for s in spec.speakers("train")}
+  assert {ex["speaker"] for ex in fresh} <= train_speakers
+  held_out = {s.accent for s in spec.speakers("test_accent")}
+  assert {ex["accent"] for ex in fresh}.isdisjoint(held_out)
+  with pytest.raises(ValueError, match="epoch 0 is the built corpus"):
+    synth_corpus.fresh_range(spec, "train", 0)

@@ -55,7 +55,7 @@ def test_no_speaker_shared_between_splits(tiny_examples):
 def test_held_out_accent_appears_only_in_its_split(tiny_examples):
   held_out = ACCENTS[HELD_OUT_ACCENT]
   assert {ex["accent"] for ex in tiny_examples["test_accent"]} == {held_out}
-  for split in ("train", "dev", "test"):
+  for split in ("train", "dev", "test", "test_handwritten"):
     accents = {ex["accent"] for ex in tiny_examples[split]}
     assert held_out not in accents
   assert len({ex["accent"] for ex in tiny_examples["train"]}) == len(ACCENTS) - 1
@@ -167,3 +167,17 @@ def test_processes_building_the_same_corpus_at_once_build_it_once(tmp_path):
   assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
   results = sorted(out.strip().splitlines()[-1] for out, _ in outs)
   assert results == ["BUILT True", "WAITED True"]
+
+
+def test_handwritten_split_speaks_the_hand_written_sentences_the_generator_never_makes(
+    tiny_examples):
+  from asr.data.handwritten import HANDWRITTEN
+  from asr.data.sentences import sample_sentence
+  from asr.data.text import normalize
+  exs = sorted(tiny_examples["test_handwritten"], key=lambda ex: ex["id"])
+  assert [ex["text"] for ex in exs] == list(HANDWRITTEN[:len(exs)])
+  assert all(normalize(t) == t for t in HANDWRITTEN) and len(set(HANDWRITTEN)) == len(HANDWRITTEN)
+  rng = np.random.default_rng(0)
+  generated = {sample_sentence(rng).text for _ in range(20_000)}
+  assert not generated & set(HANDWRITTEN)
+  assert len({ex["speaker"] for ex in exs}) > 1  # new voices (disjointness: the test above)

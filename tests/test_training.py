@@ -65,6 +65,54 @@ def test_the_tiny_config_of_each_attention_family_trains_and_evaluates(tiny_data
   assert summary["num_utterances"] == 32
 
 
+def test_word_pieces_with_fresh_audio_train_and_asr_eval_decodes_with_the_runs_tokenizer(
+    tiny_data_dir, tmp_path):
+  """A word-piece run (tokenizer trained at the start, stored in the workdir) on fresh audio
+  (epochs after the first synthesized while training): the loss falls, the run's tokenizer is
+  the stored one (a copy elsewhere has none), and `asr-eval` reproduces the run's own final
+  evaluation. (This tiny model emits nothing yet at step 40; that asr-eval decodes pieces as
+  the run did is checked on a real run: BENCHMARKS.md, "Word pieces".)"""
+  from asr.tokenizer import SentencePieceTokenizer
+  from asr.training.loop import TOKENIZER_FILE, run_tokenizer, train
+  from experiments import evaluate as eval_cli
+  c = _tiny_config(tiny_data_dir, num_steps=40, log_every=10, eval_every=40,
+                   checkpoint_every=40, eval_max_batches=1)
+  c.data.bucket_seconds = (6.0,)
+  c.data.tokenizer, c.model.vocab, c.data.max_chars_per_second = "wordpiece", 96, 12.0
+  c.data.fresh_audio_workers = 1  # 240 training utterances: steps 16-40 are fresh audio
+  summary = train(c, tmp_path / "run")
+  stored = SentencePieceTokenizer(tmp_path / "run" / TOKENIZER_FILE)
+  tokenizer = run_tokenizer(c, tmp_path / "run")
+  assert isinstance(tokenizer, SentencePieceTokenizer) and tokenizer.vocab_size == 96
+  text = "play music by the pink hospitals"
+  np.testing.assert_array_equal(tokenizer.encode(text), stored.encode(text))
+  assert len(tokenizer.encode(text)) < len(text)  # pieces, not characters
+  with pytest.raises(FileNotFoundError, match="word-piece model is stored there"):
+    run_tokenizer(c, tmp_path / "elsewhere")
+  records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  losses = [r["train/loss/rnnt"] for r in records if "train/loss/rnnt" in r]
+  assert len(losses) == 4 and losses[-1] < 0.7 * losses[0], losses
+  out = tmp_path / "dev.json"
+  assert eval_cli.main(["--workdir", str(tmp_path / "run"), "--split", "dev", "--max-batches",
+                        "1", "--json", str(out)]) == 0
+  assert json.loads(out.read_text())["wer"] == summary["wer"]
+  hyps = lambda path: [l.split("\t")[5] for l in path.read_text().splitlines()[1:]]
+  during = hyps(tmp_path / "run" / "eval" / "step_40.hyps.tsv")
+  assert hyps(out.with_suffix(".hyps.tsv")) == during
+
+
+def test_a_vocabulary_that_does_not_fit_the_model_or_an_unknown_tokenizer_is_named(
+    tiny_data_dir, tmp_path):
+  from asr.training.loop import train
+  c = _tiny_config(tiny_data_dir, num_steps=2)
+  c.model.vocab = 64
+  with pytest.raises(ValueError, match="model.vocab=64 but the chars tokenizer has 29 ids"):
+    train(c, tmp_path / "run")
+  c.data.tokenizer = "bytes"
+  with pytest.raises(ValueError, match="must be 'chars' or 'wordpiece', got 'bytes'"):
+    train(c, tmp_path / "run2")
+
+
 # ---- a real kill -9 at three moments, then the real CLI ----
 
 KILL_ARGS = ["--config.train.num_steps=12", "--config.train.log_every=2",

@@ -38,6 +38,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from asr.data import conditions, validation
+from asr.data.sources import fresh_epoch
 from asr.features import FeatureConfig, featurize, num_frames
 
 
@@ -144,11 +145,20 @@ class Batches:
 
   @classmethod
   def from_source(cls, source, split: str, tokenizer, cfg: PipelineConfig = PipelineConfig(), *,
-                  seed: int = 0, shuffle: bool = True, **kwargs) -> "Batches":
+                  seed: int = 0, shuffle: bool = True, fresh_workers: int = 0,
+                  **kwargs) -> "Batches":
     """Batches of `source.examples(split)`, reshuffled per epoch from (seed, epoch) when
-    `shuffle`. Pass `hosts=(jax.process_index(), jax.process_count())` to train on several."""
+    `shuffle`. Pass `hosts=(jax.process_index(), jax.process_count())` to train on several.
 
+    `fresh_workers > 0` (synthetic corpora): only epoch 0 reads the built split; every later
+    epoch is as many utterances never played before, synthesized by that many background
+    processes while the model trains (`asr.data.sources.fresh_epoch`). Restoring a position
+    inside such an epoch synthesizes it again up to that batch. Each host synthesizes the whole
+    stream (as each reads every record) and keeps its rows.
+    """
     def examples(epoch: int):
+      if fresh_workers and epoch > 0:
+        return fresh_epoch(source.name, split, epoch, fresh_workers)
       seed_e = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]) if shuffle else None
       return source.examples(split, shuffle_seed=seed_e, shuffle_buffer=cfg.shuffle_buffer)
     return cls(examples, tokenizer, cfg, source_sample_rate=source.sample_rate, **kwargs)

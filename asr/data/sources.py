@@ -193,9 +193,23 @@ def new_sentences(name: str, split: str, count: int) -> Iterator[dict]:
   from asr.data import synth_corpus
   if not name.startswith(SYNTH):
     raise ValueError(f"{name} is not generated, so it has no utterances past its end")
+  if count > synth_corpus.NEW_SENTENCES_RESERVED:
+    raise ValueError(f"at most {synth_corpus.NEW_SENTENCES_RESERVED} new sentences are kept "
+                     f"apart from fresh training audio; asked for {count}")
   spec = synth_corpus.get_spec(*synth_size_and_seed(name))
   start = spec.utterances[split]
   return synth_corpus.generate_split(spec, split, start=start, stop=start + count)
+
+
+def fresh_epoch(name: str, split: str, epoch: int, workers: int) -> Iterator[dict]:
+  """Epoch `epoch >= 1` of a synthetic corpus's fresh-audio stream: as many new utterances of
+  `split`'s speakers as the split holds, synthesized now (`asr.data.synth_corpus.fresh_epoch`)."""
+  from asr.data import synth_corpus
+  if not name.startswith(SYNTH):
+    raise ValueError(f"{name} is not generated, so it cannot make fresh audio "
+                     "(data.fresh_audio is for synth_speech corpora)")
+  spec = synth_corpus.get_spec(*synth_size_and_seed(name))
+  return synth_corpus.fresh_epoch(spec, split, epoch, workers)
 
 
 def open_source(name: str, data_dir: str | None = None, *, download: bool = False) -> Source:

@@ -78,7 +78,7 @@ def _variant_text(rng: np.random.Generator, name: str) -> tuple[str, float]:
 
 def make_speakers(seed: int, split: str, language: str, count: int) -> list[Speaker]:
   """`count` speakers of one accent for one split, a pure function of (seed, split, language)."""
-  split_code = {"train": 1, "dev": 2, "test": 3, "test_accent": 4}[split]
+  split_code = {"train": 1, "dev": 2, "test": 3, "test_accent": 4, "test_handwritten": 5}[split]
   lang_code = list(ACCENTS).index(language)
   speakers = []
   for i in range(count):

@@ -15,6 +15,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import time
 
 import jax
@@ -25,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from asr import features as F
 from asr.data.pipeline import Batches, PipelineConfig
 from asr.models import ENCODERS, Transducer, TransducerConfig, encoder_config
-from asr.tokenizer import CharTokenizer
+from asr.tokenizer import CharTokenizer, SentencePieceTokenizer
 from asr.training import objective, schedules as S, train_step as ts, transforms as T
 from asr.training.checkpoint import Checkpointer, tree_paths
 from asr.training.evaluate import evaluate
@@ -83,6 +84,48 @@ def model_config(config) -> TransducerConfig:
 
 def build_model(config) -> Transducer:
   return Transducer(model_config(config), rngs=nnx.Rngs(config.seed))
+
+
+TOKENIZER_FILE = "tokenizer.model"
+
+
+def run_tokenizer(config, workdir: os.PathLike, source=None):
+  """The run's tokenizer: characters, or the word-piece model stored in the workdir. With a
+  `source` and no stored model (a run's start), trains one on the text of the first
+  `data.tokenizer_texts` training utterances and stores it (the lead process writes it)."""
+  kind = config.data.get("tokenizer", "chars")
+  if kind == "chars":
+    tokenizer = CharTokenizer()
+  elif kind == "wordpiece":
+    path = pathlib.Path(workdir) / TOKENIZER_FILE
+    if not path.exists():
+      if source is None:
+        raise FileNotFoundError(f"{path} is missing: the run's word-piece model is stored there "
+                                "when training starts")
+      tokenizer = train_wordpieces(config, source, pathlib.Path(workdir))
+    else:
+      tokenizer = SentencePieceTokenizer(path)
+  else:
+    raise ValueError(f"data.tokenizer must be 'chars' or 'wordpiece', got {kind!r}")
+  if tokenizer.vocab_size != config.model.vocab:
+    raise ValueError(f"model.vocab={config.model.vocab} but the {kind} tokenizer has "
+                     f"{tokenizer.vocab_size} ids (blank included): set model.vocab to it")
+  return tokenizer
+
+
+def train_wordpieces(config, source, workdir: pathlib.Path):
+  """A SentencePiece model of `model.vocab` ids (0 = blank) trained on training text."""
+  import itertools
+  import tempfile
+  texts = [ex["text"] for ex in itertools.islice(source.examples(config.data.train_split),
+                                                 config.data.tokenizer_texts)]
+  with tempfile.TemporaryDirectory() as tmp:
+    tokenizer = SentencePieceTokenizer.train(texts, pathlib.Path(tmp) / "spm",
+                                             vocab_size=config.model.vocab)
+    if jax.process_index() == 0:
+      workdir.mkdir(parents=True, exist_ok=True)
+      shutil.copyfile(tokenizer.model_path, workdir / TOKENIZER_FILE)
+  return tokenizer  # loaded in memory: the temporary file may go
 
 
 def pipeline_config(config, train: bool) -> PipelineConfig:
@@ -248,12 +291,13 @@ class Trainer:
       config_path.write_text(config.to_json_best_effort(indent=2))
 
     # -- Data --
-    self.tokenizer = CharTokenizer()
     self.source = open_dataset(config)
+    self.tokenizer = run_tokenizer(config, self.workdir, self.source)
     self.hosts = (jax.process_index(), jax.process_count())
     self.train_batches = Batches.from_source(
         self.source, c.data.train_split, self.tokenizer, pipeline_config(config, True),
-        seed=c.seed, features=None, hosts=self.hosts)
+        seed=c.seed, features=None, hosts=self.hosts,
+        fresh_workers=c.data.fresh_audio_workers)
 
     # -- Devices: one mesh, the batch sharded on `data` --
     self.mesh = Mesh(np.array(jax.devices()), ("data",))

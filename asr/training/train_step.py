@@ -85,7 +85,9 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: StepConfig,
     model = nnx.merge(graphdef, seen, state["model_state"])
     feats, lengths = F.log_mel(batch["audio"], batch["audio_lengths"], cfg.features)
     if cfg.augment is not None:
-      feats, lengths = F.augment(k_augment, feats, lengths, cfg.augment)
+      # A schedule named `augment_strength` ramps augmentation in (SpecAugment late in training).
+      feats, lengths = F.augment(k_augment, feats, lengths, cfg.augment,
+                                 values.get("augment_strength", 1.0))
     encoded = model.encode(feats, lengths, train=True, rng=k_model, schedules=values)
     nll = model.score(encoded, batch["labels"], batch["label_lengths"])
     is_real = batch["audio_lengths"] > 0
