@@ -44,7 +44,7 @@ def main(argv=None) -> int:
                  help="decode only the split's first N batches (0: all)")
   p.add_argument("--diagnose", action="store_true",
                  help="WER on training utterances, new sentences of the training speakers, "
-                      "held-out speakers and the held-out accent")
+                      "held-out speakers, the held-out accent and hand-written sentences")
   p.add_argument("--utterances", type=int, default=192,
                  help="with --diagnose: utterances per set")
   args = p.parse_args(argv)

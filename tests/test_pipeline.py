@@ -217,3 +217,10 @@ def test_fresh_epochs_are_spoken_by_the_training_speakers_only(tiny_source):
   assert {ex["accent"] for ex in fresh}.isdisjoint(held_out)
   with pytest.raises(ValueError, match="epoch 0 is the built corpus"):
     synth_corpus.fresh_range(spec, "train", 0)
+
+
+def test_fresh_audio_from_recorded_speech_is_refused_at_the_start():
+  from asr.data.sources import Source
+  recorded = Source("librispeech", builder=None, sample_rate=16000)
+  with pytest.raises(ValueError, match="librispeech is not generated.*fresh_audio_workers"):
+    Batches.from_source(recorded, "train", CharTokenizer(), CFG, fresh_workers=2)

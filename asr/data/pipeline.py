@@ -38,7 +38,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from asr.data import conditions, validation
-from asr.data.sources import fresh_epoch
+from asr.data.sources import SYNTH, fresh_epoch
 from asr.features import FeatureConfig, featurize, num_frames
 
 
@@ -156,6 +156,11 @@ class Batches:
     inside such an epoch synthesizes it again up to that batch. Each host synthesizes the whole
     stream (as each reads every record) and keeps its rows.
     """
+    if fresh_workers and not source.name.startswith(SYNTH):
+      # At the start, not when the first epoch ends.
+      raise ValueError(f"{source.name} is not generated, so it cannot make fresh audio "
+                       "(data.fresh_audio_workers is for synth_speech corpora)")
+
     def examples(epoch: int):
       if fresh_workers and epoch > 0:
         return fresh_epoch(source.name, split, epoch, fresh_workers)

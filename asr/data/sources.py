@@ -207,7 +207,7 @@ def fresh_epoch(name: str, split: str, epoch: int, workers: int) -> Iterator[dic
   from asr.data import synth_corpus
   if not name.startswith(SYNTH):
     raise ValueError(f"{name} is not generated, so it cannot make fresh audio "
-                     "(data.fresh_audio is for synth_speech corpora)")
+                     "(data.fresh_audio_workers is for synth_speech corpora)")
   spec = synth_corpus.get_spec(*synth_size_and_seed(name))
   return synth_corpus.fresh_epoch(spec, split, epoch, workers)
 

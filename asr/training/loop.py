@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import itertools
 import json
 import os
 import pathlib
 import re
 import shutil
+import tempfile
 import time
 
 import jax
@@ -115,8 +117,6 @@ def run_tokenizer(config, workdir: os.PathLike, source=None):
 
 def train_wordpieces(config, source, workdir: pathlib.Path):
   """A SentencePiece model of `model.vocab` ids (0 = blank) trained on training text."""
-  import itertools
-  import tempfile
   texts = [ex["text"] for ex in itertools.islice(source.examples(config.data.train_split),
                                                  config.data.tokenizer_texts)]
   with tempfile.TemporaryDirectory() as tmp:
