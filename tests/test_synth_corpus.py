@@ -172,12 +172,39 @@ def test_processes_building_the_same_corpus_at_once_build_it_once(tmp_path):
 def test_handwritten_split_speaks_the_hand_written_sentences_the_generator_never_makes(
     tiny_examples):
   from asr.data.handwritten import HANDWRITTEN
-  from asr.data.sentences import sample_sentence
+  from asr.data.sentences import sample_sentence, sample_word_sequence
   from asr.data.text import normalize
   exs = sorted(tiny_examples["test_handwritten"], key=lambda ex: ex["id"])
   assert [ex["text"] for ex in exs] == list(HANDWRITTEN[:len(exs)])
   assert all(normalize(t) == t for t in HANDWRITTEN) and len(set(HANDWRITTEN)) == len(HANDWRITTEN)
   rng = np.random.default_rng(0)
   generated = {sample_sentence(rng).text for _ in range(20_000)}
+  generated |= {sample_word_sequence(rng).text for _ in range(20_000)}
   assert not generated & set(HANDWRITTEN)
   assert len({ex["speaker"] for ex in exs}) > 1  # new voices (disjointness: the test above)
+
+
+def test_training_split_mixes_in_word_sequences_of_general_english_the_others_do_not(
+    tiny_examples):
+  from asr.data import sentences
+  from asr.data.make_english_words import _BLOCKED, is_spoken_word
+  words = sentences.english_words()
+  assert len(words) == len(set(words)) == 20_000
+  assert all(is_spoken_word(w) and w not in _BLOCKED for w in words)
+  vocab = set(words)
+  train = tiny_examples["train"]
+  sequences = [ex for ex in train if ex["intent"] == "words"]
+  # 240 draws at p = 0.3: 72 expected, standard deviation 7.
+  assert 0.2 < len(sequences) / len(train) < 0.4
+  assert all(set(ex["text"].split()) <= vocab and not ex["entities"] for ex in sequences)
+  assert all(ex["intent"] != "words" for split, exs in tiny_examples.items() if split != "train"
+             for ex in exs)
+  # Ranks are drawn in proportion to rank**-0.7: the share of the 100 most frequent words among
+  # 100,000 draws against the sum over ranks (standard deviation of the share about 0.0013).
+  rng = np.random.default_rng(0)
+  drawn = [w for _ in range(20_000) for w in sentences.sample_word_sequence(rng).text.split()]
+  p = np.arange(1, len(words) + 1, dtype=np.float64) ** -0.7
+  top = set(words[:100])
+  assert abs(np.mean([w in top for w in drawn]) - p[:100].sum() / p.sum()) < 0.01
+  assert {len(sentences.sample_word_sequence(rng).text.split()) for _ in range(500)} == set(
+      range(2, 11))

@@ -29,7 +29,7 @@ import numpy as np
 from asr.data import acoustics
 from asr.data.espeak import ESPEAK_SAMPLE_RATE, Synthesizer, VoiceBank
 from asr.data.handwritten import HANDWRITTEN
-from asr.data.sentences import Sentence, bias_phrases, sample_sentence
+from asr.data.sentences import Sentence, bias_phrases, sample_sentence, sample_word_sequence
 from asr.data.voices import HELD_OUT_ACCENT, SEEN_ACCENTS, Speaker, make_speakers
 
 SAMPLE_RATE = 16000
@@ -49,6 +49,10 @@ class CorpusSpec:
   clean_prob: float = 0.1     # share with no added noise
   snr_db: tuple = (10.0, 30.0)
   speed: tuple = (0.9, 1.1)   # tempo+pitch perturbation range on top of the speaker's rate
+  # Share of training sentences that are word sequences of general English
+  # (`sentences.sample_word_sequence`) instead of the generator's requests and grammar; the
+  # evaluation splits keep the generator's sentences (1.3.0 changed only the training split).
+  train_word_sequences: float = 0.3
 
   def speakers(self, split: str) -> list[Speaker]:
     langs = [HELD_OUT_ACCENT] if split == "test_accent" else list(SEEN_ACCENTS)
@@ -93,6 +97,8 @@ def generate_utterance(spec: CorpusSpec, split: str, index: int, speakers: list[
   rng, speaker = _rng_and_speaker(spec, split, index, speakers)
   if split == "test_handwritten":  # each sentence in turn, by a different voice each round
     sentence = Sentence(HANDWRITTEN[index % len(HANDWRITTEN)], (), (), "handwritten")
+  elif split == "train" and rng.random() < spec.train_word_sequences:
+    sentence = sample_word_sequence(rng)
   else:
     sentence = sample_sentence(rng)
   whisper = bool(rng.random() < spec.whisper_prob)
