@@ -1,6 +1,7 @@
 """`asr-data`: build the embedded corpus and look at examples.
 
   asr-data build --corpus synth --size tiny|small|full [--data-dir DIR] [--seed N] [--workers N]
+  asr-data build --corpus synth --size full_words   # 30% of training sentences general English
   asr-data show  --corpus synth --size tiny [--split dev] [-n 5] [--wav-dir DIR]
   asr-data show  --corpus librispeech --split dev_clean
 """
@@ -90,13 +91,14 @@ def show(args) -> int:
 
 def main(argv=None) -> int:
   from asr.data.sources import DEFAULT_DATA_DIR
+  from asr.data.synth_corpus import SPECS
   parser = argparse.ArgumentParser(prog="asr-data", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
   for name in ("build", "show"):
     p = sub.add_parser(name)
     p.add_argument("--corpus", choices=["synth", "librispeech"], default="synth")
-    p.add_argument("--size", choices=["tiny", "small", "full"], default="tiny")
+    p.add_argument("--size", choices=list(SPECS), default="tiny")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     if name == "build":

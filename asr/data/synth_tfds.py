@@ -88,14 +88,12 @@ def ensure_built(size: str = "tiny", seed: int = 0, data_dir: str | None = None,
 class SynthSpeech(tfds.core.GeneratorBasedBuilder):
   """Multi-speaker synthetic English speech made locally with eSpeak NG."""
 
-  VERSION = tfds.core.Version("1.3.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {"1.0.0": "First release: 8 accents, continuous voice design, noise and reverb.",
                    "1.1.0": "Records each utterance's noise kind, SNR and reverberation (same "
                             "audio as 1.0.0).",
                    "1.2.0": "Adds test_handwritten: sentences written by hand outside the "
-                            "generator, by speakers of their own (other splits unchanged).",
-                   "1.3.0": "30% of training sentences are word sequences of general English "
-                            "(20,000 words; intent 'words'); other splits unchanged."}
+                            "generator, by speakers of their own (other splits unchanged)."}
   BUILDER_CONFIGS = [make_config(size) for size in synth_corpus.SPECS]
 
   def __init__(self, *, workers: int | None = None, **kwargs):
