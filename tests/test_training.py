@@ -51,10 +51,12 @@ def test_tiny_loss_falls_within_a_few_dozen_steps(tiny_data_dir, tmp_path):
 def test_the_tiny_config_of_each_attention_family_trains_and_evaluates(tiny_data_dir, tmp_path,
                                                                        encoder):
   # One bucket, so one compilation of the step and one of the recognizer: the families' tiny
-  # configs as a user runs them (experiments/configs/conformer.py:tiny), fewer steps.
+  # configs as a user runs them (experiments/configs/{conformer,transformer}.py:tiny), fewer
+  # steps.
   from asr.training.loop import train
-  c = _tiny_config(tiny_data_dir, "conformer", encoder, num_steps=30, log_every=10,
+  c = _tiny_config(tiny_data_dir, encoder, num_steps=30, log_every=10,
                    eval_every=30, checkpoint_every=30, eval_max_batches=1)
+  assert c.model.encoder == encoder
   c.data.bucket_seconds = (6.0,)
   summary = train(c, tmp_path / "run")
   records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -302,6 +304,24 @@ def test_sparsity_counts_zeros_in_weight_matrices_only():
   params = {"kernel": np.array([[0.0, 1.0], [0.0, 2.0]]), "bias": np.zeros(2),
             "scale": np.zeros(4), "embed": np.ones((2, 2))}
   assert weight_sparsity(params) == 2 / 8
+
+
+def test_the_transformer_recipe_is_the_command_its_benchmark_ran():
+  # BENCHMARKS.md, "The Transformer over an hour": conformer.py:small and these flags.
+  from experiments.configs import conformer, transformer
+  ran = conformer.get_config("small")
+  flags = {"model.encoder": "transformer", "model.transformer.dropout": 0.0,
+           "data.dataset": "synth_speech/full", "train.num_steps": 4800, "train.eval_every": 800,
+           "train.eval_max_batches": 4, "train.checkpoint_every": 800, "optim.warmup_steps": 400}
+  for key, value in flags.items():
+    *path, leaf = key.split(".")
+    node = ran
+    for name in path:
+      node = node[name]
+    assert node[leaf] != value, key  # each flag changed something
+    node[leaf] = value
+  assert transformer.get_config("small").to_dict() == ran.to_dict()
+  assert transformer.get_config("base").model.encoder == "transformer"
 
 
 def test_unknown_config_key_fails_and_names_it(tmp_path):
