@@ -271,6 +271,9 @@ def sample_sentence(rng: np.random.Generator) -> Sentence:
   return Sentence(text, entities, kinds, intent)
 
 
+_HANDWRITTEN = frozenset(HANDWRITTEN)
+
+
 @functools.cache
 def english_words() -> tuple[str, ...]:
   """General English vocabulary, most frequent first (see `asr/data/make_english_words.py`)."""
@@ -297,9 +300,6 @@ def sample_word_sequence(rng: np.random.Generator, words: tuple[int, int] = (2, 
     text = normalize(" ".join(vocab[r] for r in ranks))
     if text not in _HANDWRITTEN:
       return Sentence(text, (), (), "words")
-
-
-_HANDWRITTEN = frozenset(HANDWRITTEN)
 
 
 def bias_phrases(sentence: Sentence, rng: np.random.Generator, num_distractors: int = 4) -> tuple[str, ...]:
