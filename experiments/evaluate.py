@@ -4,7 +4,9 @@
 Evaluates a run's newest checkpoint on a split; prints the summary, writes it as JSON (default
 `W/eval/<split>_<decoder>.json`) and the hypotheses beside it (`.hyps.tsv`). The summary breaks
 WER down by accent, speaker and acoustic condition (`per_condition`: noise kind, SNR band,
-reverberation, whisper).
+reverberation, whisper) and gives the model's size as a device would hold it: parameters,
+sparsity (overall and per weight matrix), bytes as float32, dense int8 and sparse int8
+(`compression.size`).
 
 `--diagnose` separates memorizing utterances from failing on new speech: WER on the first
 `--utterances` of (a) the training split, (b) new sentences spoken by the training speakers
@@ -55,6 +57,7 @@ def main(argv=None) -> int:
   from asr.data.pipeline import Batches
   from asr.training.evaluate import evaluate, write_hypotheses
   from asr.training.loop import load_for_inference, open_dataset, pipeline_config, run_tokenizer
+  from compression.size import model_size
 
   config, graphdef, variables, step = load_for_inference(args.workdir, args.step)
   if args.data_dir:
@@ -82,7 +85,7 @@ def main(argv=None) -> int:
   bar.close()
   summary.update(split=args.split, dataset=config.data.dataset, step=step,
                  skipped=batches.problems.as_metrics(),
-                 beam=args.beam if args.decoder == "beam" else None)
+                 beam=args.beam if args.decoder == "beam" else None, **model_size(variables[0]))
   out = pathlib.Path(args.json or pathlib.Path(args.workdir) / "eval" /
                      f"{prefix}{args.split}_{args.decoder}.json")
   out.parent.mkdir(parents=True, exist_ok=True)
@@ -94,6 +97,9 @@ def main(argv=None) -> int:
         f"{summary['insertions']}  over {summary['num_utterances']} utterances")
   print(f"flops/s of audio {summary['flops_per_second']:.3g} (encoder flops/frame "
         f"{summary['flops_per_frame']:.3g})  RTF {summary['rtf']:.4f}  backend {summary['backend']}")
+  print(f"{summary['num_params']} parameters, sparsity {summary['sparsity']:.3f}; bytes as "
+        f"float32 {summary['model_bytes_float32']}, int8 {summary['model_bytes_int8']}, "
+        f"sparse int8 {summary['model_bytes_int8_sparse']}")
   for accent, wer in summary["per_accent"].items():
     print(f"  {accent:<16} WER {wer:.4f}")
   print(f"wrote {out} and {hyps}")

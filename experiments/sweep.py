@@ -86,9 +86,9 @@ def load_sweep(path: os.PathLike) -> Sweep:
     raise SweepError(f"{path}: parameters must map flag names to value specs")
   for name, p in params.items():
     _check_parameter(path, name, p)
-  if "config" not in params or "value" not in params["config"]:
-    raise SweepError(f"{path}: parameters.config.value must name the config, e.g. "
-                     f"'experiments/configs/rnnt.py:tiny'")
+  if "config" not in params or not ({"value", "values"} & set(params["config"])):
+    raise SweepError(f"{path}: parameters.config.value (or .values, a list) must name the "
+                     f"config, e.g. 'experiments/configs/rnnt.py:tiny'")
   if "workdir" in params:
     raise SweepError(f"{path}: parameters.workdir: the sweep chooses each run's workdir")
   _check_config_keys(path, params)
@@ -112,8 +112,15 @@ def _check_parameter(path, name, p) -> None:
 
 
 def _check_config_keys(path, params) -> None:
+  """Every `config.*` key against every config the sweep names (`config.value` or each of
+  `config.values`: a grid over recipes, e.g. one compression method per run)."""
+  p = params["config"]
+  for config_arg in ([p["value"]] if "value" in p else list(p["values"])):
+    _check_keys_of(path, params, config_arg)
+
+
+def _check_keys_of(path, params, config_arg) -> None:
   import importlib.util
-  config_arg = params["config"]["value"]
   file, _, arg = str(config_arg).partition(":")
   if not pathlib.Path(file).exists():
     raise SweepError(f"{path}: parameters.config: no config file {file!r} (paths are relative "
@@ -218,6 +225,8 @@ def run_name(params: dict, varying: list[str]) -> str:
 
 
 def _fmt(v) -> str:
+  if isinstance(v, str) and ".py:" in v:   # a config: its file's name and variant
+    return pathlib.Path(v).name
   return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 

@@ -33,3 +33,17 @@ def tiny_data_dir(tmp_path_factory):
 def tiny_source(tiny_data_dir):
   from asr.data.sources import open_source
   return open_source("synth_speech/tiny", tiny_data_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_run(tiny_data_dir, tmp_path_factory):
+  """A finished `rnnt.py:tiny` run of 2 steps (one bucket): a teacher, or a model to factorize."""
+  from asr.training.loop import train
+  from experiments.configs.rnnt import get_config
+  c = get_config("tiny")
+  c.data.data_dir, c.wandb.mode = tiny_data_dir, "disabled"
+  c.data.bucket_seconds = (6.0,)
+  c.train.num_steps, c.train.eval_every, c.train.checkpoint_every = 2, 1000, 2
+  workdir = tmp_path_factory.mktemp("tiny_trained_run")
+  train(c, workdir)
+  return workdir

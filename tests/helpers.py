@@ -1,5 +1,6 @@
-"""Test helpers: models with random (not freshly initialized) parameters, and a FLOP count read
-off the program itself rather than from the formulas under test."""
+"""Test helpers: models with random (not freshly initialized) parameters, a FLOP count read
+off the program itself rather than from the formulas under test, and the tiny model's training
+step on a synthetic batch."""
 
 import math
 
@@ -72,3 +73,23 @@ def numpy_lstm(x, lengths, w_in, b, w_rec):
     h, c = np.where(live, h_new, h), np.where(live, c_new, c)
     y[:, step] = np.where(live, h_new, 0.0)
   return y, h, c
+
+
+def tiny_step(config=None, transforms=(), batch_size=4):
+  """(config, train state, the un-jitted step, a synthetic batch `[batch_size, 16000]` whose
+  last row is padding, schedules) of the `tiny` LSTM recipe with `transforms`."""
+  from asr.training import train_step as ts
+  from asr.training.loop import build_model, build_step
+  from experiments.configs.rnnt import get_config
+  c = config or get_config("tiny")
+  c.train.num_steps, c.train.max_nonfinite_in_a_row = 10, 3
+  c.optim.warmup_steps = 5
+  model = build_model(c)
+  step, tx, schedules = build_step(c, nnx.graphdef(model), transforms)
+  state = ts.init_train_state(model, tx, 0, transforms)
+  rng = np.random.default_rng(0)
+  batch = {"audio": (rng.standard_normal((batch_size, 16000)) * 0.1).astype(np.float32),
+           "audio_lengths": np.array([16000, 12000, 9000, 0][:batch_size], np.int32),
+           "labels": rng.integers(1, 29, (batch_size, 12)).astype(np.int32),
+           "label_lengths": np.array([12, 7, 3, 0][:batch_size], np.int32)}
+  return c, state, step, batch, schedules

@@ -35,6 +35,9 @@ def test_eval_writes_summary_and_hypotheses(tiny_run, tiny_source, decoder, caps
   assert summary["num_utterances"] == tiny_source.splits["test"]
   assert summary["backend"] == "float" and summary["step"] == 6
   assert summary["flops_per_frame"] > 0 and summary["rtf"] > 0
+  # The model's size as a device holds it (compression.size; counted by hand in test_sparsity).
+  assert summary["model_bytes_float32"] == 4 * summary["num_params"]
+  assert summary["sparsity"] == 0.0 and summary["model_bytes_int8"] < summary["model_bytes_float32"]
   lines = (tiny_run / "eval" / f"test_{decoder}.hyps.tsv").read_text().splitlines()
   assert len(lines) == 1 + summary["num_utterances"]
   examples = {ex["id"]: ex for ex in tiny_source.examples("test")}

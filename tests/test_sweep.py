@@ -98,6 +98,10 @@ def test_a_failed_run_is_reported_and_the_sweep_goes_on(tiny_data_dir, tmp_path,
      "unknown distribution 'lognormal'"),
     ({"method": "hyperband"}, "method 'hyperband'"),
     ({"parameters": {"config": {"value": "nowhere.py:tiny"}}}, "no config file 'nowhere.py'"),
+    ({"parameters": {"config": {"values": ["experiments/configs/compression.py:tiny,qat8",
+                                           "experiments/configs/rnnt.py:tiny"]},
+                     "config.method": {"value": "qat4"}}},   # every recipe is checked
+     "rnnt.py:tiny has no key 'method'"),
 ])
 def test_a_bad_sweep_file_fails_with_the_key_named(tmp_path, capsys, edit, message):
   spec = {"program": "experiments/train.py", "method": "grid",
@@ -131,6 +135,18 @@ def test_grid_is_the_full_product_with_unique_names(tmp_path):
   assert got == set(itertools.product([0.001, 0.003, 0.01], [32, 64]))
   assert all(r.params["config.seed"] == 7 for r in runs)
   assert len({r.name for r in runs}) == 6 and all("seed" not in r.name for r in runs)
+
+
+def test_every_committed_sweep_loads_and_a_grid_over_recipes_names_each_run_by_its_recipe():
+  import pathlib
+  files = sorted(pathlib.Path("experiments/sweeps").glob("*.yaml"))
+  assert len(files) >= 3
+  for f in files:
+    sweep.expand_runs(sweep.load_sweep(f), max_runs=50)
+  runs = sweep.expand_runs(sweep.load_sweep("experiments/sweeps/compression.yaml"))
+  assert [r.name.rsplit("_", 1)[0] for r in runs][:2] == ["config=compression.py-dense",
+                                                          "config=compression.py-sparse50"]
+  assert len({r.name for r in runs}) == len(runs) == 12
 
 
 def test_random_draws_are_reproducible_and_inside_their_distributions(tmp_path):

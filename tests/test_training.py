@@ -337,7 +337,7 @@ SHARDED = textwrap.dedent("""
     import jax, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     import sys; sys.path.insert(0, {root!r})
-    from tests.test_step import _setup
+    from tests.helpers import tiny_step as _setup
     assert len(jax.devices()) == 4
     _, state, step, batch, _ = _setup()
     single_state, single_metrics = jax.jit(step)(state, batch)

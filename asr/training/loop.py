@@ -85,7 +85,15 @@ def model_config(config) -> TransducerConfig:
 
 
 def build_model(config) -> Transducer:
-  return Transducer(model_config(config), rngs=nnx.Rngs(config.seed))
+  """The config's transducer, after `config.surgery`: blocks shaped like `config.transforms`
+  (`{name: {factory: "module:callable", order, **options}}`) whose factories return a function
+  that changes the built model's structure in place (e.g. replaces dense layers by factorized
+  ones: `compression.factorization`). Every place that builds the model (training, evaluation,
+  a teacher) builds it through here, so checkpoints and models always agree."""
+  model = Transducer(model_config(config), rngs=nnx.Rngs(config.seed))
+  for _, operate in T.build_transforms(dict(config.get("surgery", {})), "surgery"):
+    operate(model)
+  return model
 
 
 TOKENIZER_FILE = "tokenizer.model"

@@ -34,6 +34,9 @@ class LossInputs:
   num_labels: jax.Array    # labels over the real rows (at least 1)
   schedules: dict          # name -> this step's value
   rng: jax.Array           # a key for this term's randomness
+  transforms: tuple = ()   # the run's parameter transforms, [(name, transform)]: a term
+                           # that needs one (`quant_reg`, `distill`) finds it here
+  transform_states: dict = dataclasses.field(default_factory=dict)   # their states, by name
 
 
 def register_loss_term(name: str):

@@ -95,7 +95,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: StepConfig,
     inputs = objective.LossInputs(
         model=model, params=seen, batch=batch, encoded=encoded, nll=nll, is_real=is_real,
         num_labels=jnp.maximum(jnp.sum(batch["label_lengths"] * real), 1.0), schedules=values,
-        rng=k_terms)
+        rng=k_terms, transforms=tuple(transforms), transform_states=state["transforms"])
     loss, metrics = objective.objective(terms, inputs)
     frames = jnp.sum(encoded.lengths * real)
     encoder_flops = jnp.sum(encoded.flops * real[:, None])

@@ -34,25 +34,26 @@ class ParamTransform(Protocol):
   def update(self, params, state, step, schedules): ...
 
 
-def _import(name: str, path: str):
+def _import(where: str, path: str):
   module, _, attr = path.partition(":")
   if not module or not attr:
-    raise ValueError(f"transforms.{name}.factory={path!r} must be 'module:callable'")
+    raise ValueError(f"{where}.factory={path!r} must be 'module:callable'")
   try:
     return getattr(importlib.import_module(module), attr)
   except (ImportError, AttributeError) as e:
-    raise ValueError(f"transforms.{name}.factory={path!r} cannot be imported: {e}") from e
+    raise ValueError(f"{where}.factory={path!r} cannot be imported: {e}") from e
 
 
-def build_transforms(blocks: dict) -> list[tuple[str, ParamTransform]]:
+def build_transforms(blocks: dict, section: str = "transforms") -> list[tuple[str, object]]:
   """`{name: {"factory": "module:callable", "order": int, **options}}` -> `[(name,
-  transform)]` in application order."""
+  factory(**options))]` in application order. Also builds `config.surgery`'s blocks (the
+  same shape; `section` names the config section in errors)."""
   built = []
   for name, block in blocks.items():
     block = dict(block)
     if "factory" not in block:
-      raise ValueError(f"transforms.{name} needs a factory ('module:callable')")
-    factory = _import(name, block.pop("factory"))
+      raise ValueError(f"{section}.{name} needs a factory ('module:callable')")
+    factory = _import(f"{section}.{name}", block.pop("factory"))
     order = block.pop("order", 0)
     built.append((order, name, factory(**block)))
   return [(name, t) for _, name, t in sorted(built, key=lambda x: (x[0], x[1]))]

@@ -88,6 +88,9 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   c.schedules = ml_collections.ConfigDict()
   # Parameter transforms (asr/training/transforms.py): name -> {factory: "module:callable", ...}.
   c.transforms = ml_collections.ConfigDict()
+  # Model surgery (asr/training/loop.py, build_model): name -> {factory: "module:callable", ...},
+  # functions that change the built model's structure (factorized layers).
+  c.surgery = ml_collections.ConfigDict()
   # Modules imported before the run starts: they register encoder families or loss terms.
   c.imports = ()
   # Start from another run's weights: its workdir, checkpoints folder or one step's folder;

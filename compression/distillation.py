@@ -1,0 +1,180 @@
+"""Teacher-student distillation of transducers: a trained RNN-T (any family, loaded from its run's
+Orbax checkpoint) teaches a smaller one through a KL term on the joint's output distributions,
+mixed with the student's own RNN-T loss.
+
+At every cell `(t, u)` of the output lattice (frame `t`, `u` labels emitted) both models give a
+distribution over the vocabulary; the term is `KL(teacher || student)` averaged over the valid
+cells of the batch, in nats. Two forms:
+
+- `full`: over the whole vocabulary.
+- `collapsed`: over three outcomes, blank, the correct next label `y[u]` and everything else
+  (Panchapagesan et al., ICASSP 2021, "Efficient knowledge distillation for RNN-transducer
+  models"): it keeps what the transducer's loss depends on and costs O(1) per cell to compare;
+  at `u = U` (no next label) the outcomes are blank and the rest.
+
+The teacher sees the clean log-mels of the batch's audio (with its own feature settings), never
+the student's augmentation, and runs in inference mode. Teacher and student must share the
+vocabulary (checked against the student's joint at start) and the frame rate (checked when the
+step is traced: the lattices must align).
+
+As a run declares it:
+
+  c.imports = ["compression.distillation"]          # registers the loss term `distill`
+  c.transforms.teacher = ml_collections.ConfigDict(dict(
+      factory="compression.distillation:teacher", workdir="workdirs/big", form="collapsed"))
+  c.loss.distill = 1.0
+
+The teacher's parameters live in the student's train state (`transforms/teacher`), so a resumed
+student needs nothing but its own checkpoint to continue exactly; building the state (training,
+evaluation) reads the teacher's `config.json`, so its workdir must stay where the config says.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from asr import features as F
+from asr.arrays import length_mask
+from asr.training.objective import LossInputs, register_loss_term
+
+FORMS = ("full", "collapsed")
+
+
+def kl_full(teacher_logits: jax.Array, student_logits: jax.Array) -> jax.Array:
+  """`[..., V]` logits of both -> `KL(p_teacher || p_student)` `[...]`, nats."""
+  log_t = jax.nn.log_softmax(teacher_logits.astype(jnp.float32), -1)
+  log_s = jax.nn.log_softmax(student_logits.astype(jnp.float32), -1)
+  return jnp.sum(jnp.exp(log_t) * (log_t - log_s), -1)
+
+
+def collapse(logits: jax.Array, next_label: jax.Array, has_label: jax.Array) -> jax.Array:
+  """`logits [..., V]`, the correct next label `[...]` (int) and whether there is one `[...]` ->
+  log-probabilities of (blank, that label, the rest) `[..., 3]`; without a next label, the
+  label's share is 0 (log = -inf is kept finite: -1e30) and the rest is all but blank."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+  blank = logp[..., 0]
+  label = jnp.take_along_axis(logp, next_label[..., None], -1)[..., 0]
+  labelled = has_label & (next_label != 0)
+  label = jnp.where(labelled, label, -1e30)
+  # log(1 - p_blank - p_label), computed as logsumexp over the other outputs (stable).
+  vocab = jnp.arange(logits.shape[-1])
+  other = (vocab != 0) & ((vocab != next_label[..., None]) | ~labelled[..., None])
+  rest = jax.nn.logsumexp(jnp.where(other, logp, -jnp.inf), -1)
+  return jnp.stack([blank, label, rest], -1)
+
+
+def kl_collapsed(teacher_logits, student_logits, next_label, has_label) -> jax.Array:
+  log_t = collapse(teacher_logits, next_label, has_label)
+  log_s = collapse(student_logits, next_label, has_label)
+  p_t = jnp.exp(log_t)
+  return jnp.sum(jnp.where(p_t > 0, p_t * (log_t - log_s), 0.0), -1)
+
+
+class Teacher:
+  """A parameter transform that changes nothing: it carries a trained teacher's parameters in
+  the train state for the `distill` term."""
+
+  def __init__(self, workdir: str, step: int | None = None, form: str = "collapsed"):
+    from asr.training.loop import load_for_inference
+    if form not in FORMS:
+      raise ValueError(f"distillation: form={form!r} is not one of {', '.join(FORMS)}")
+    if not (pathlib.Path(workdir) / "config.json").exists():
+      raise FileNotFoundError(f"distillation: teacher workdir {workdir!r} holds no config.json "
+                              "(the teacher is a finished training run)")
+    self.workdir, self.form = str(workdir), form
+    self.config, self.graphdef, self._variables, self.step = load_for_inference(workdir, step)
+    self.features = F.FeatureConfig(num_mels=self.config.model.num_mels)
+
+  def init(self, params):
+    teacher_vocab = self.config.model.vocab
+    student_vocab = params["joint"]["out"]["kernel"][...].shape[-1]
+    if teacher_vocab != student_vocab:
+      raise ValueError(f"distillation: the teacher ({self.workdir}) has a vocabulary of "
+                       f"{teacher_vocab}, the student {student_vocab}: they must share one")
+    params_t, model_state_t = self._variables
+    return {"params": params_t, "model_state": model_state_t}
+
+  def apply(self, params, state, step, schedules):
+    return params
+
+  def update(self, params, state, step, schedules):
+    return params, state
+
+  def model(self, state) -> nnx.Module:
+    return nnx.merge(self.graphdef, state["params"], state["model_state"])
+
+
+def teacher(**options) -> Teacher:
+  return Teacher(**options)
+
+
+def lattice_kl(teacher_model, student_model, t_encoded, s_encoded, labels, label_lengths,
+               form: str) -> tuple[jax.Array, jax.Array]:
+  """Summed KL over the valid lattice cells of each utterance `[B]`, and their count `[B]`.
+  Chunked over frames like the RNN-T loss's lean path, so `[B, T, U+1, V]` is never held."""
+  def projected(model, encoded):
+    enc = model.joint.project_encoder(encoded.frames)
+    pred = model.joint.project_prediction(model.predictor(labels))
+    return enc, pred
+  t_enc, t_pred = projected(teacher_model, t_encoded)
+  s_enc, s_pred = projected(student_model, s_encoded)
+  t_enc = jax.lax.stop_gradient(t_enc)
+  t_pred = jax.lax.stop_gradient(t_pred)
+  b, frames, _ = s_enc.shape
+  u1 = labels.shape[1] + 1
+  next_label = jnp.pad(labels, ((0, 0), (0, 1)))                          # [B, U+1]
+  has_label = length_mask(label_lengths, u1)                              # u < U
+  cells = length_mask(label_lengths + 1, u1)                              # u <= U
+  chunk = 16
+  pad = -frames % chunk
+
+  def padded(x):
+    return jnp.pad(x, ((0, 0), (0, pad), (0, 0))).reshape(b, -1, chunk, x.shape[-1]) \
+        .transpose(1, 0, 2, 3)
+  valid_t = length_mask(s_encoded.lengths, frames + pad).reshape(b, -1, chunk).transpose(1, 0, 2)
+
+  def one(total, xs):
+    te, se, vt = xs
+    t_logits = teacher_model.joint(te, t_pred)                          # [B, C, U+1, V]
+    s_logits = student_model.joint(se, s_pred)
+    if form == "full":
+      kl = kl_full(jax.lax.stop_gradient(t_logits), s_logits)
+    else:
+      shape = t_logits.shape[:3]
+      kl = kl_collapsed(jax.lax.stop_gradient(t_logits), s_logits,
+                        jnp.broadcast_to(next_label[:, None], shape),
+                        jnp.broadcast_to(has_label[:, None], shape))
+    valid = vt[:, :, None] & cells[:, None, :]
+    return total + jnp.sum(jnp.where(valid, kl, 0.0), (1, 2)), None
+  total, _ = jax.lax.scan(one, jnp.zeros(b, jnp.float32), (padded(t_enc), padded(s_enc),
+                                                           valid_t))
+  return total, s_encoded.lengths * (label_lengths + 1)
+
+
+@register_loss_term("distill")
+def distill_term(x: LossInputs) -> tuple[jax.Array, dict]:
+  """KL(teacher || student) per valid lattice cell over the batch's real utterances."""
+  found = [(name, t) for name, t in x.transforms if isinstance(t, Teacher)]
+  if len(found) != 1:
+    raise ValueError("loss.distill needs exactly one transform with factory "
+                     f"'compression.distillation:teacher' (found {len(found)})")
+  name, t = found[0]
+  state = x.transform_states[name]
+  teacher_model = t.model(state)
+  feats, lengths = F.log_mel(x.batch["audio"], x.batch["audio_lengths"], t.features)
+  t_encoded = teacher_model.encode(feats, lengths, train=False)
+  if t_encoded.frames.shape[1] != x.encoded.frames.shape[1]:
+    raise ValueError(
+        f"distillation: the teacher ({t.workdir}) gives {t_encoded.frames.shape[1]} frames of "
+        f"{t_encoded.frame_seconds * 1000:g} ms where the student gives "
+        f"{x.encoded.frames.shape[1]} of {x.encoded.frame_seconds * 1000:g} ms: their lattices "
+        "must align (the same frame rate)")
+  kl, cells = lattice_kl(teacher_model, x.model, t_encoded, x.encoded, x.batch["labels"],
+                         x.batch["label_lengths"], t.form)
+  real_cells = jnp.sum(jnp.where(x.is_real, cells, 0))
+  value = jnp.sum(jnp.where(x.is_real, kl, 0.0)) / jnp.maximum(real_cells, 1)
+  return value, {"cells": real_cells}

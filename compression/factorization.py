@@ -1,0 +1,157 @@
+"""Matrix factorization: a dense layer's kernel `W [m, n]` replaced by two thin factors,
+`x @ W ~ (x @ U) @ V` with `U [m, r]`, `V [r, n]`, which costs `r (m + n)` multiply-accumulates
+a row instead of `m n`.
+
+The factors are two `Dense` layers (`<layer>/u/kernel`, `<layer>/v/kernel` and the bias on `v`),
+so every other compression method (pruning, quantization) and the FLOP counts of every encoder
+(`macs()`) see them like any other weight matrix, with no special case.
+
+Initialization is a truncated SVD of the layer's kernel, `W = A S B^T`: `U = A_r S_r^1/2`,
+`V = S_r^1/2 B_r^T`, the best rank-`r` approximation in the Frobenius norm (Eckart and Young,
+1936). Of a freshly initialized kernel, it is a random low-rank start (training from scratch);
+of a trained model's kernel (`svd_from=<its workdir>`: the whole model is loaded from that
+run's checkpoint first), it starts from the trained layer (Xue, Li and Gong, Interspeech 2013,
+"Restructuring of deep neural network acoustic models with singular value decomposition").
+
+The rank of each layer comes from one of:
+  rank=r            the same rank everywhere
+  macs_ratio=q      the rank whose factors cost `q` of the dense layer's MACs (0.5 halves them)
+  energy=e          the smallest rank keeping `e` of the squared singular values (trained
+                    weights only: with `svd_from`)
+A layer whose factors would cost at least its dense MACs stays dense.
+
+As model surgery (`config.surgery`, applied by `asr.training.loop.build_model` wherever the
+model is built, so a checkpoint and its model always agree):
+
+  c.surgery.factorize = ml_collections.ConfigDict(dict(
+      factory="compression.factorization:factorize", macs_ratio=0.5, include="^encoder/"))
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from asr.models.dense import Dense
+
+
+class LowRankDense(nnx.Module):
+  """`x [..., in_dim]` -> `[..., out_dim]` = `(x @ u.kernel) @ v.kernel + v.bias`."""
+
+  def __init__(self, u: Dense, v: Dense):
+    self.u, self.v = u, v
+    self.in_dim, self.out_dim, self.rank = u.in_dim, v.out_dim, u.out_dim
+
+  def macs(self) -> int:
+    """Multiply-accumulates per input row: `r (in_dim + out_dim)`."""
+    return self.u.macs() + self.v.macs()
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.v(self.u(x))
+
+
+def svd_factors(w: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+  """`w [m, n]` -> `U [m, r]`, `V [r, n]` with `U @ V` the best rank-`r` approximation."""
+  a, s, bt = np.linalg.svd(np.asarray(w, np.float64), full_matrices=False)
+  root = np.sqrt(s[:rank])
+  return (a[:, :rank] * root).astype(np.float32), (root[:, None] * bt[:rank]).astype(np.float32)
+
+
+def rank_for(w: np.ndarray, rank: int | None, macs_ratio: float | None,
+             energy: float | None) -> int:
+  """The rank of `w [m, n]` the options ask for (see the module docstring)."""
+  m, n = w.shape
+  if rank is not None:
+    return int(min(rank, m, n))
+  if macs_ratio is not None:
+    return max(1, int(math.floor(macs_ratio * m * n / (m + n))))
+  s2 = np.linalg.svd(np.asarray(w, np.float64), compute_uv=False) ** 2
+  return int(min(np.searchsorted(np.cumsum(s2) / s2.sum(), energy - 1e-12) + 1, len(s2)))
+
+
+def _parent_and_key(model, path):
+  node = model
+  for key in path[:-1]:
+    node = node[key] if isinstance(key, int) else getattr(node, key)
+  return node, path[-1]
+
+
+class Factorize:
+  def __init__(self, rank: int | None = None, macs_ratio: float | None = None,
+               energy: float | None = None, svd_from: str = "", step: int | None = None,
+               include: str = "", exclude: str = r"^ctc_head"):
+    given = [k for k, v in (("rank", rank), ("macs_ratio", macs_ratio), ("energy", energy))
+             if v is not None]
+    if len(given) != 1:
+      raise ValueError("factorization: give exactly one of rank, macs_ratio, energy "
+                       f"(got {', '.join(given) or 'none'})")
+    if energy is not None and not svd_from:
+      raise ValueError("factorization: energy chooses ranks from trained weights: give svd_from "
+                       "(a trained run's workdir)")
+    if energy is not None and not 0 < energy <= 1:
+      raise ValueError(f"factorization: energy={energy} must be in (0, 1]")
+    if macs_ratio is not None and not 0 < macs_ratio < 1:
+      raise ValueError(f"factorization: macs_ratio={macs_ratio} must be in (0, 1)")
+    self.rank, self.macs_ratio, self.energy = rank, macs_ratio, energy
+    self.svd_from, self.step = svd_from, step
+    self.include = re.compile(include)
+    self.exclude = re.compile(exclude) if exclude else None
+    self.ranks: dict[str, int] = {}   # what the last call chose, by layer
+
+  def _load(self, model) -> None:
+    from asr.training.loop import load_for_inference
+    if not (pathlib.Path(self.svd_from) / "config.json").exists():
+      raise FileNotFoundError(f"factorization: svd_from={self.svd_from!r} holds no config.json "
+                              "(a trained run's workdir)")
+    _, graphdef, (params, model_state), _ = load_for_inference(self.svd_from, self.step)
+    ours = nnx.state(model, nnx.Param)
+    if jax.tree.structure(ours) != jax.tree.structure(params) or any(
+        np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(params))):
+      raise ValueError(f"factorization: svd_from={self.svd_from!r} is not this model before "
+                       "factorization (its parameters differ in names or shapes)")
+    nnx.update(model, params, model_state)
+
+  def __call__(self, model) -> None:
+    if self.svd_from:
+      self._load(model)
+    chosen = []
+    for path, node in nnx.iter_graph(model):
+      if not isinstance(node, Dense):
+        continue
+      name = "/".join(str(p) for p in path)
+      if self.include.search(name) and not (self.exclude and self.exclude.search(name)):
+        chosen.append((path, name, node))
+    if not chosen:
+      raise ValueError(f"factorization: no dense layer matches include="
+                       f"{self.include.pattern!r}")
+    self.ranks = {}
+    for path, name, dense in chosen:
+      w = np.asarray(dense.kernel[...])
+      r = rank_for(w, self.rank, self.macs_ratio, self.energy)
+      if r * (dense.in_dim + dense.out_dim) >= dense.in_dim * dense.out_dim:
+        continue   # no saving: stays dense
+      u_w, v_w = svd_factors(w, r)
+      rngs = nnx.Rngs(0)
+      u = Dense(dense.in_dim, r, use_bias=False, rngs=rngs)
+      v = Dense(r, dense.out_dim, use_bias=dense.bias is not None, rngs=rngs)
+      u.kernel[...] = jnp.asarray(u_w)
+      v.kernel[...] = jnp.asarray(v_w)
+      if dense.bias is not None:
+        v.bias[...] = dense.bias[...]
+      parent, key = _parent_and_key(model, path)
+      if isinstance(key, int):
+        parent[key] = LowRankDense(u, v)
+      else:
+        setattr(parent, key, LowRankDense(u, v))
+      self.ranks[name] = r
+
+
+def factorize(**options) -> Factorize:
+  """The factory `config.surgery.<name>.factory` names (options as in `Factorize`)."""
+  return Factorize(**options)

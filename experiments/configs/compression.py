@@ -1,0 +1,90 @@
+"""Compression during training, one method per variant, on the demo's LSTM transducer.
+
+  asr-train --config experiments/configs/compression.py:sparse50 --workdir W
+  asr-train --config experiments/configs/compression.py:tiny,qat8 --workdir W    # tests, CI
+  asr-sweep experiments/sweeps/compression.yaml --local                         # the table
+
+`arg` is `[SIZE,]METHOD[+METHOD...]`: SIZE is `rnnt.py`'s variant (`small` by default; `tiny`
+for tests); methods joined by `+` combine (`sparse50+reg8`: pruned, then the pruned weights
+quantized; zeros stay on every grid). Each METHOD is one of:
+
+  dense              the model as `rnnt.py` trains it: the reference every row compares with
+  sparse50/70/80/90  gradual magnitude pruning to that share of zeros in every weight matrix
+                     (`compression.sparsity`; cubic ramp from 20% to 70% of the run, masks
+                     recomputed every 2% of it, then 30% of the run to recover at full sparsity)
+  ptq8, ptq4         post-training quantization: trained in float, weights rounded to the
+                     per-channel grid at the last step (what evaluation sees)
+  qat8, qat4         straight-through fake quantization of the weights from 20% of the run
+  reg8, reg4         regularised QAT: float forward pass, the grid penalty `quant_reg` warmed up
+                     over the first half of the run, weights snapped onto the grid every 5% of
+                     the run in its second half (so the final model is on the grid)
+
+Each method's steps are fractions of `train.num_steps`, tied to it: `--config.train.num_steps=N`
+moves the ramps with it. Every weight matrix except the auxiliary CTC head is compressed
+(`compression.weights`).
+"""
+
+import ml_collections
+
+from experiments.configs import rnnt
+
+SPARSE = {"sparse50": 0.5, "sparse70": 0.7, "sparse80": 0.8, "sparse90": 0.9}
+BITS = {"ptq8": 8, "ptq4": 4, "qat8": 8, "qat4": 4, "reg8": 8, "reg4": 4}
+METHODS = ("dense", *SPARSE, *BITS)
+
+
+def _at(steps, percent: int):
+  """`percent` % of the run's steps, tied to `train.num_steps` (an int field reference)."""
+  return (steps * percent) // 100
+
+
+def _every(steps, percent: int):
+  """A period of about `percent` % of the run, at least 1 step (a short test run)."""
+  return (steps * percent) // 100 + 1
+
+
+def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
+  size, _, methods = (arg or "dense").rpartition(",")
+  c = rnnt.get_config(size or "small")
+  names = methods.split("+")
+  for method in names:
+    if method not in METHODS:
+      raise ValueError(f"compression.py: unknown method {method!r} in {arg!r}; one of "
+                       f"{', '.join(METHODS)} (after an optional size, joined by '+': "
+                       "tiny,sparse50+reg8)")
+  kinds = [m.rstrip("0123456789") for m in names]
+  if len(set(kinds)) < len(kinds) or ("dense" in names and len(names) > 1):
+    raise ValueError(f"compression.py: {arg!r} combines methods of one kind, or dense with "
+                     "another: at most one sparse, one of ptq/qat/reg")
+  if len({"ptq", "qat", "reg"} & set(kinds)) > 1:
+    raise ValueError(f"compression.py: {arg!r} quantizes twice: choose one of ptq, qat, reg")
+  c.method = methods
+  c.family = f"lstm-rnnt-{methods}"
+  for method in names:
+    _add(c, method)
+  return c
+
+
+def _add(c: ml_collections.ConfigDict, method: str) -> None:
+  steps = c.train.get_ref("num_steps")
+  if method in SPARSE:
+    c.transforms.prune = ml_collections.ConfigDict(dict(
+        factory="compression.sparsity:gradual_magnitude_pruning", order=0, target=SPARSE[method],
+        begin_step=_at(steps, 20), end_step=_at(steps, 70), every=_every(steps, 2), power=3.0,
+        scope="layer"))
+  elif method.startswith("ptq"):
+    c.transforms.quant = ml_collections.ConfigDict(dict(
+        factory="compression.quantization:fake_quantized_weights", order=1, bits=BITS[method],
+        begin_step=steps))
+  elif method.startswith("qat"):
+    c.transforms.quant = ml_collections.ConfigDict(dict(
+        factory="compression.quantization:fake_quantized_weights", order=1, bits=BITS[method],
+        begin_step=_at(steps, 20)))
+  elif method.startswith("reg"):
+    c.imports = list(c.get("imports", ())) + ["compression.quantization"]
+    c.transforms.quant = ml_collections.ConfigDict(dict(
+        factory="compression.quantization:regularised_quantization", order=1, bits=BITS[method],
+        every=_every(steps, 5), hard_begin_step=_at(steps, 50)))
+    c.loss.quant_reg = 1.0
+    c.schedules.quant_reg_weight = ml_collections.ConfigDict(dict(
+        kind="linear", start=0.0, end=1.0, begin_step=0, end_step=_at(steps, 50)))

@@ -1,0 +1,60 @@
+"""The compression recipes (experiments/configs/compression.py) as a user runs them: methods
+combine, their ramps follow the run's length, and a combined run trains, checkpoints and is
+evaluated with its sparsity and bytes."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from compression import quantization as Q
+from compression.weights import Selection
+from experiments.configs.compression import METHODS, get_config
+
+
+def test_every_method_builds_and_its_ramps_follow_the_run_length():
+  from asr.training import transforms as T
+  for method in METHODS:
+    T.build_transforms(dict(get_config(f"tiny,{method}").transforms))
+  c = get_config("sparse90")
+  assert c.variant == "small" and c.train.num_steps == 1200
+  c.train.num_steps = 4000
+  prune = dict(c.transforms.prune)
+  assert (prune["begin_step"], prune["end_step"], prune["target"]) == (800, 2800, 0.9)
+  assert dict(get_config("ptq4").transforms.quant)["begin_step"] == 1200   # the last step only
+  with pytest.raises(ValueError, match="quantizes twice"):
+    get_config("qat8+reg4")
+  with pytest.raises(ValueError, match="unknown method 'sparse55'"):
+    get_config("sparse55")
+
+
+def test_a_pruned_and_regularised_run_ends_sparse_on_the_grid_and_eval_reports_it(
+    tiny_data_dir, tmp_path, capsys):
+  from asr.training.loop import load_for_inference, train
+  from experiments import evaluate as eval_cli
+  c = get_config("tiny,sparse50+reg8")
+  c.data.data_dir, c.wandb.mode = tiny_data_dir, "disabled"
+  c.data.bucket_seconds = (6.0,)
+  c.train.num_steps, c.train.log_every = 20, 10
+  c.train.eval_every, c.train.checkpoint_every, c.train.eval_max_batches = 20, 20, 1
+  summary = train(c, tmp_path / "run")
+  records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  reg = [r["train/loss/quant_reg"] for r in records if "train/loss/quant_reg" in r]
+  assert len(reg) == 2 and all(np.isfinite(reg))
+  assert np.isfinite(summary["wer"])
+  _, _, (params, _), step = load_for_inference(tmp_path / "run")
+  assert step == 20
+  for name, w in Selection().items(params):
+    w = np.asarray(w)
+    assert (w == 0).mean() == np.floor(0.5 * w.size) / w.size, name   # the ramp's end
+    grid = w / np.asarray(Q.channel_scales(w, 8))
+    np.testing.assert_allclose(grid, np.round(grid), atol=1e-3, err_msg=name)
+  assert eval_cli.main(["--workdir", str(tmp_path / "run"), "--split", "test",
+                        "--max-batches", "1"]) == 0
+  report = json.loads((tmp_path / "run" / "eval" / "test_greedy.json").read_text())
+  assert report["sparsity"] == pytest.approx(0.5, abs=0.01)
+  assert set(report["sparsity_by_layer"]) == set(Selection().names(params))
+  assert report["model_bytes_int8_sparse"] < report["model_bytes_int8"] < \
+      report["model_bytes_float32"] / 3
+  assert "sparse int8" in capsys.readouterr().out
