@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import pathlib
-import re
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +38,7 @@ import numpy as np
 from flax import nnx
 
 from asr.models.dense import Dense
+from compression.surgery import dense_layers, replace
 
 
 class LowRankDense(nnx.Module):
@@ -75,13 +75,6 @@ def rank_for(w: np.ndarray, rank: int | None, macs_ratio: float | None,
   return int(min(np.searchsorted(np.cumsum(s2) / s2.sum(), energy - 1e-12) + 1, len(s2)))
 
 
-def _parent_and_key(model, path):
-  node = model
-  for key in path[:-1]:
-    node = node[key] if isinstance(key, int) else getattr(node, key)
-  return node, path[-1]
-
-
 class Factorize:
   def __init__(self, rank: int | None = None, macs_ratio: float | None = None,
                energy: float | None = None, svd_from: str = "", step: int | None = None,
@@ -100,8 +93,7 @@ class Factorize:
       raise ValueError(f"factorization: macs_ratio={macs_ratio} must be in (0, 1)")
     self.rank, self.macs_ratio, self.energy = rank, macs_ratio, energy
     self.svd_from, self.step = svd_from, step
-    self.include = re.compile(include)
-    self.exclude = re.compile(exclude) if exclude else None
+    self.include, self.exclude = include, exclude
     self.ranks: dict[str, int] = {}   # what the last call chose, by layer
 
   def _load(self, model) -> None:
@@ -120,18 +112,8 @@ class Factorize:
   def __call__(self, model) -> None:
     if self.svd_from:
       self._load(model)
-    chosen = []
-    for path, node in nnx.iter_graph(model):
-      if not isinstance(node, Dense):
-        continue
-      name = "/".join(str(p) for p in path)
-      if self.include.search(name) and not (self.exclude and self.exclude.search(name)):
-        chosen.append((path, name, node))
-    if not chosen:
-      raise ValueError(f"factorization: no dense layer matches include="
-                       f"{self.include.pattern!r}")
     self.ranks = {}
-    for path, name, dense in chosen:
+    for path, name, dense in dense_layers(model, self.include, self.exclude, "factorization"):
       w = np.asarray(dense.kernel[...])
       r = rank_for(w, self.rank, self.macs_ratio, self.energy)
       if r * (dense.in_dim + dense.out_dim) >= dense.in_dim * dense.out_dim:
@@ -144,11 +126,7 @@ class Factorize:
       v.kernel[...] = jnp.asarray(v_w)
       if dense.bias is not None:
         v.bias[...] = dense.bias[...]
-      parent, key = _parent_and_key(model, path)
-      if isinstance(key, int):
-        parent[key] = LowRankDense(u, v)
-      else:
-        setattr(parent, key, LowRankDense(u, v))
+      replace(model, path, LowRankDense(u, v))
       self.ranks[name] = r
 
 

@@ -29,15 +29,35 @@ Three ways to get a model whose weights survive rounding to that grid:
   c.transforms.quant = ml_collections.ConfigDict(dict(
       factory="compression.quantization:regularised_quantization", bits=8, every=500))
   c.loss.quant_reg = 1.0
+
+Activations (`quantize_activations`, model surgery): every selected `Dense` layer fake-quantizes
+its input to `bits` bits, symmetric, one scale per layer from a moving average of the largest
+input magnitude seen in training steps (Jacob et al., 2018), straight-through inside the range.
+The ranges are model state (checkpointed; evaluation and decoding use them fixed), so a model
+evaluates as the integer processor will run it. Layers whose input is bounded by construction,
+`tanh` or `sigmoid * tanh` (the LSTM's recurrent matrix, the joint's output layer), use the
+range 1 and keep no statistics: they run inside `lax.scan` loops, where a statistic could not
+leave the loop.
+
+  c.surgery.act = ml_collections.ConfigDict(dict(
+      factory="compression.quantization:quantize_activations", bits=8, order=1))
 """
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
+from asr.models.dense import Dense, in_training_pass
 from asr.training.objective import LossInputs, register_loss_term
+from compression.surgery import dense_layers, replace
 from compression.weights import EXCLUDE, INCLUDE, Selection
+
+# Dense layers whose input lies in [-1, 1] by construction (see the module docstring).
+BOUNDED = r"(^|/)recurrent$|(^|/)joint/out$"
 
 
 def qmax(bits: int) -> int:
@@ -154,3 +174,52 @@ def quant_reg_term(x: LossInputs) -> jax.Array:
     raise ValueError("loss.quant_reg needs a transform with factory "
                      "'compression.quantization:regularised_quantization'")
   return sum(found)
+
+
+def fake_quantize_tensor(x: jax.Array, top: jax.Array, bits: int) -> jax.Array:
+  """`x` rounded to the symmetric grid of `bits` bits spanning `[-top, top]` (clipped), with
+  straight-through gradients inside the range and none outside; `top <= 0`: `x` unchanged."""
+  scale = jnp.where(top > 0, top / qmax(bits), 1.0)
+  clipped = jnp.clip(x, -scale * qmax(bits), scale * qmax(bits))
+  rounded = jnp.round(jax.lax.stop_gradient(clipped) / scale) * scale
+  out = clipped + jax.lax.stop_gradient(rounded - clipped)
+  return jnp.where(top > 0, out, x)
+
+
+class ActivationQuantizedDense(Dense):
+  """A `Dense` (the same `kernel` and `bias` parameters, so weight methods and checkpoints see
+  no difference) whose input is fake-quantized with a moving-average range `act_range`."""
+
+  def __init__(self, dense: Dense, bits: int, momentum: float, bounded: bool):
+    self.in_dim, self.out_dim = dense.in_dim, dense.out_dim
+    self.kernel, self.bias = dense.kernel, dense.bias
+    self.bits, self.momentum, self.bounded = int(bits), float(momentum), bool(bounded)
+    self.act_range = nnx.BatchStat(jnp.ones(()) if bounded else jnp.zeros(()))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    top = self.act_range[...]
+    if in_training_pass() and not self.bounded:
+      seen = jax.lax.stop_gradient(jnp.max(jnp.abs(x))).astype(jnp.float32)
+      top = jnp.where(top > 0, self.momentum * top + (1 - self.momentum) * seen, seen)
+      self.act_range[...] = top
+    return super().__call__(fake_quantize_tensor(x, top, self.bits))
+
+
+class QuantizeActivations:
+  def __init__(self, bits: int = 8, momentum: float = 0.99, include: str = "",
+               exclude: str = r"^ctc_head", bounded: str = BOUNDED):
+    qmax(bits)
+    if not 0 <= momentum < 1:
+      raise ValueError(f"quantization: momentum={momentum} must be in [0, 1)")
+    self.bits, self.momentum = int(bits), float(momentum)
+    self.include, self.exclude, self.bounded = include, exclude, re.compile(bounded)
+
+  def __call__(self, model) -> None:
+    for path, name, dense in dense_layers(model, self.include, self.exclude, "quantization"):
+      replace(model, path, ActivationQuantizedDense(dense, self.bits, self.momentum,
+                                                    bool(self.bounded.search(name))))
+
+
+def quantize_activations(**options) -> QuantizeActivations:
+  """The factory `config.surgery.<name>.factory` names (options as in `QuantizeActivations`)."""
+  return QuantizeActivations(**options)

@@ -29,11 +29,11 @@ def test_every_method_builds_and_its_ramps_follow_the_run_length():
     get_config("sparse55")
 
 
-def test_a_pruned_and_regularised_run_ends_sparse_on_the_grid_and_eval_reports_it(
+def test_a_pruned_quantized_run_ends_sparse_on_the_grid_and_eval_reports_it(
     tiny_data_dir, tmp_path, capsys):
   from asr.training.loop import load_for_inference, train
   from experiments import evaluate as eval_cli
-  c = get_config("tiny,sparse50+reg8")
+  c = get_config("tiny,sparse50+reg8+act8")
   c.data.data_dir, c.wandb.mode = tiny_data_dir, "disabled"
   c.data.bucket_seconds = (6.0,)
   c.train.num_steps, c.train.log_every = 20, 10
@@ -43,8 +43,11 @@ def test_a_pruned_and_regularised_run_ends_sparse_on_the_grid_and_eval_reports_i
   reg = [r["train/loss/quant_reg"] for r in records if "train/loss/quant_reg" in r]
   assert len(reg) == 2 and all(np.isfinite(reg))
   assert np.isfinite(summary["wer"])
-  _, _, (params, _), step = load_for_inference(tmp_path / "run")
+  _, _, (params, model_state), step = load_for_inference(tmp_path / "run")
   assert step == 20
+  from asr.training.checkpoint import tree_paths
+  ranges = {p: float(x) for p, x in tree_paths(model_state) if p.endswith("act_range/value")}
+  assert len(ranges) == 6 and all(v > 0 for v in ranges.values())   # calibrated in training
   for name, w in Selection().items(params):
     w = np.asarray(w)
     assert (w == 0).mean() == np.floor(0.5 * w.size) / w.size, name   # the ramp's end

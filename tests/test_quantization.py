@@ -116,3 +116,74 @@ def test_straight_through_qat_trains_on_the_grid_and_ptq_rounds_only_the_final_m
   assert not _on_grid(ts.inference_variables(state, ptq, schedules)[0], select, 8)
   state, _ = step(state, batch)
   assert _on_grid(ts.inference_variables(state, ptq, schedules)[0], select, 8)
+
+
+def test_activation_fake_quantization_clips_rounds_and_passes_gradients_inside_the_range():
+  x = jnp.array([-3.0, -0.99, -0.26, 0.0, 0.4, 0.99, 2.5])
+  y = Q.fake_quantize_tensor(x, jnp.float32(1.0), 3)     # grid step 1/3 on [-1, 1]
+  np.testing.assert_allclose(y, [-1.0, -1.0, -1 / 3, 0.0, 1 / 3, 1.0, 1.0], atol=1e-6)
+  grad = jax.grad(lambda x: jnp.sum(Q.fake_quantize_tensor(x, jnp.float32(1.0), 3)))(x)
+  np.testing.assert_array_equal(grad, [0, 1, 1, 1, 1, 1, 0])
+  np.testing.assert_array_equal(Q.fake_quantize_tensor(x, jnp.float32(0.0), 8), x)  # no range
+
+
+def _act_model():
+  from asr.training.loop import build_model
+  from experiments.configs.compression import get_config
+  return build_model(get_config("tiny,act8"))
+
+
+def test_activation_ranges_follow_a_moving_average_of_training_inputs_only():
+  from flax import nnx
+  from asr.models.dense import Dense, intercept_dense, training_pass
+  model = _act_model()
+  layers = {"/".join(map(str, p)): m for p, m in nnx.iter_graph(model)
+            if isinstance(m, Q.ActivationQuantizedDense)}
+  assert set(layers) == {"encoder/layers/0/input", "encoder/layers/0/recurrent",
+                         "joint/enc_proj", "joint/pred_proj", "joint/out", "predictor/proj"}
+  assert not any(type(m) is Dense for _, m in nnx.iter_graph(model) if m is not model.ctc_head)
+  assert layers["joint/out"].bounded and layers["encoder/layers/0/recurrent"].bounded
+  # The parameters keep their names: a dense checkpoint fits the quantized model.
+  from asr.training.loop import build_model
+  from experiments.configs.rnnt import get_config
+  plain = jax.tree.map(jnp.shape, nnx.state(build_model(get_config("tiny")), nnx.Param))
+  assert jax.tree.map(jnp.shape, nnx.state(model, nnx.Param)) == plain
+
+  rng = np.random.default_rng(0)
+  feats = jnp.asarray(rng.standard_normal((2, 60, 80)), jnp.float32)
+  lengths = jnp.array([60, 33])
+  seen = {}
+  name = "encoder/layers/0/input"   # called outside the LSTM's scan: its input is concrete
+
+  def record(layer, x, apply):
+    if layer is layers[name]:
+      seen.setdefault(id(layer), []).append(float(jnp.max(jnp.abs(x))))
+    return apply(x)
+  with training_pass(), intercept_dense(record):
+    model.encode(feats, lengths)
+  first = float(layers[name].act_range[...])
+  # The first observation is the range; the input's largest magnitude lands on its edge.
+  assert first > 0 and seen[id(layers[name])][-1] == pytest.approx(first, rel=1e-6)
+  model.encode(feats * 5.0, lengths)     # outside a training pass: ranges stay
+  assert float(layers[name].act_range[...]) == first
+  assert float(layers["encoder/layers/0/recurrent"].act_range[...]) == 1.0
+  with training_pass(), intercept_dense(record):
+    model.encode(feats * 0.5, lengths)   # inside: a moving average with momentum 0.99
+  second_max = seen[id(layers[name])][-1]  # the quantized input's max, within half a step
+  step = first / 127
+  assert float(layers[name].act_range[...]) == pytest.approx(
+      0.99 * first + 0.01 * second_max, abs=0.01 * step)
+
+
+def test_the_training_step_keeps_activation_ranges_in_the_state():
+  from experiments.configs.compression import get_config
+  from asr.training.checkpoint import tree_paths
+  c = get_config("tiny,act8")
+  _, state, step, batch, _ = tiny_step(c)
+  ranges = lambda s: {p: float(x) for p, x in tree_paths(s["model_state"]) if "act_range" in p}
+  before = ranges(state)
+  assert len(before) == 6 and sum(v == 0 for v in before.values()) == 4
+  state, m = jax.jit(step)(state, batch)
+  after = ranges(state)
+  assert np.isfinite(float(m["loss"])) and all(v > 0 for v in after.values())
+  assert all(after[p] == 1.0 for p in after if p.split("/")[-3] in ("recurrent", "out"))

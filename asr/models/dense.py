@@ -8,8 +8,11 @@ in one place:
 - weights: a parameter transform rewrites the `kernel` leaves before the model runs (pruning
   masks, fake quantization; `asr.training.transforms`);
 - activations: `intercept_dense(fn)` routes every `Dense` call made while it is active through
-  `fn(layer, x, apply)`, where `apply(x, kernel, bias)` is the plain product. A fake quantizer
-  of activations is such an `fn`; it runs under `jit` because it acts while the step is traced.
+  `fn(layer, x, apply)`, where `apply(x, kernel, bias)` is the plain product;
+- layers that keep statistics of what flows through them (a subclass that fake-quantizes its
+  input with a moving-average range: `compression.quantization`) update them only inside
+  `training_pass()`, which the training step enters around the forward pass: evaluation and
+  decoding use the statistics as they are.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from flax import nnx
 
 _INTERCEPTOR: contextvars.ContextVar[Callable | None] = contextvars.ContextVar(
     "dense_interceptor", default=None)
+_TRAINING: contextvars.ContextVar[bool] = contextvars.ContextVar("training_pass", default=False)
 
 
 def _apply(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
@@ -65,3 +69,17 @@ def intercept_dense(fn: Callable[[Dense, jax.Array, Callable], jax.Array]):
   finally:
     _INTERCEPTOR.reset(token)
 
+
+
+@contextlib.contextmanager
+def training_pass():
+  """Within the block, layers with statistics update them (see the module docstring)."""
+  token = _TRAINING.set(True)
+  try:
+    yield
+  finally:
+    _TRAINING.reset(token)
+
+
+def in_training_pass() -> bool:
+  return _TRAINING.get()

@@ -3,7 +3,8 @@ weighted loss terms, AdamW at the scheduled learning rate, and a non-finite guar
 
 Train state is one pytree (a dict):
   params       nnx.State of the model's parameters (what the optimizer trains)
-  model_state  the model's other variables (feature statistics): saved, never trained
+  model_state  the model's other variables (feature statistics, activation ranges): saved,
+               never trained; layers with statistics update them in the forward pass
   opt_state    the optimizer's state
   transforms   each parameter transform's state, by name
   guard        non-finite counters: `in_a_row`, `total`, `tripped_at` (the step a run of
@@ -29,6 +30,7 @@ from flax import nnx
 
 from asr import features as F
 from asr.arrays import tree_where
+from asr.models.dense import training_pass
 from asr.training import objective
 from asr.training import transforms as T
 
@@ -82,7 +84,14 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: StepConfig,
   def loss_fn(params, state, batch, rng, values):
     k_augment, k_model, k_terms = jax.random.split(rng, 3)
     seen = T.apply_all(transforms, params, state["transforms"], state["step"], values)
-    model = nnx.merge(graphdef, seen, state["model_state"])
+    # Fresh variables of this trace (copy): layers with statistics may then update them.
+    model = nnx.merge(graphdef, seen, state["model_state"], copy=True)
+    with training_pass():
+      loss, metrics = forward(model, seen, state, batch, values, k_augment, k_model, k_terms)
+    # Statistics the forward pass updated (activation ranges); unchanged for most models.
+    return loss, (metrics, split_model(model)[2])
+
+  def forward(model, seen, state, batch, values, k_augment, k_model, k_terms):
     feats, lengths = F.log_mel(batch["audio"], batch["audio_lengths"], cfg.features)
     if cfg.augment is not None:
       # A schedule named `augment_strength` ramps augmentation in (SpecAugment late in training).
@@ -110,7 +119,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: StepConfig,
     step = state["step"]
     values = {name: fn(step) for name, fn in schedules.items()}
     rng = jax.random.fold_in(state["rng"], step)
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (loss, (aux, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state["params"], state, batch, rng, values)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -126,7 +135,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: StepConfig,
         "params": tree_where(finite, params, state["params"]),
         "opt_state": tree_where(finite, opt_state, state["opt_state"]),
         "transforms": tree_where(finite, t_states, state["transforms"]),
-        "model_state": state["model_state"],
+        "model_state": tree_where(finite, model_state, state["model_state"]),
         "guard": {"in_a_row": in_a_row, "total": guard["total"] + (~finite),
                   "tripped_at": jnp.where(tripped, step + 1, guard["tripped_at"])},
         "step": step + 1, "rng": state["rng"]}

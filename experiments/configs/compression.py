@@ -18,6 +18,9 @@ quantized; zeros stay on every grid). Each METHOD is one of:
   reg8, reg4         regularised QAT: float forward pass, the grid penalty `quant_reg` warmed up
                      over the first half of the run, weights snapped onto the grid every 5% of
                      the run in its second half (so the final model is on the grid)
+  act8               every dense layer's input fake-quantized to 8 bits with a moving-average
+                     range from the start (model surgery): combine with a weight method,
+                     `reg8+act8`, for a model whose products are all 8-bit
 
 Each method's steps are fractions of `train.num_steps`, tied to it: `--config.train.num_steps=N`
 moves the ramps with it. Every weight matrix except the auxiliary CTC head is compressed
@@ -30,7 +33,8 @@ from experiments.configs import rnnt
 
 SPARSE = {"sparse50": 0.5, "sparse70": 0.7, "sparse80": 0.8, "sparse90": 0.9}
 BITS = {"ptq8": 8, "ptq4": 4, "qat8": 8, "qat4": 4, "reg8": 8, "reg4": 4}
-METHODS = ("dense", *SPARSE, *BITS)
+ACTIVATIONS = {"act8": 8}
+METHODS = ("dense", *SPARSE, *BITS, *ACTIVATIONS)
 
 
 def _at(steps, percent: int):
@@ -55,7 +59,7 @@ def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
   kinds = [m.rstrip("0123456789") for m in names]
   if len(set(kinds)) < len(kinds) or ("dense" in names and len(names) > 1):
     raise ValueError(f"compression.py: {arg!r} combines methods of one kind, or dense with "
-                     "another: at most one sparse, one of ptq/qat/reg")
+                     "another: at most one sparse, one of ptq/qat/reg, one act")
   if len({"ptq", "qat", "reg"} & set(kinds)) > 1:
     raise ValueError(f"compression.py: {arg!r} quantizes twice: choose one of ptq, qat, reg")
   c.method = methods
@@ -88,3 +92,7 @@ def _add(c: ml_collections.ConfigDict, method: str) -> None:
     c.loss.quant_reg = 1.0
     c.schedules.quant_reg_weight = ml_collections.ConfigDict(dict(
         kind="linear", start=0.0, end=1.0, begin_step=0, end_step=_at(steps, 50)))
+  elif method in ACTIVATIONS:
+    c.surgery.act = ml_collections.ConfigDict(dict(
+        factory="compression.quantization:quantize_activations", order=1,
+        bits=ACTIVATIONS[method]))
