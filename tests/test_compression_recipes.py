@@ -13,16 +13,27 @@ from compression.weights import Selection
 from experiments.configs.compression import METHODS, get_config
 
 
-def test_every_method_builds_and_its_ramps_follow_the_run_length():
+def test_every_method_builds_and_its_ramps_follow_the_run_length(tiny_trained_run):
   from asr.training import transforms as T
+  from asr.training.loop import build_model, import_plugins
   for method in METHODS:
-    T.build_transforms(dict(get_config(f"tiny,{method}").transforms))
+    c = get_config(f"tiny,{method}")
+    if method == "distill":
+      with pytest.raises(FileNotFoundError, match="teacher workdir 'workdirs/teacher'"):
+        T.build_transforms(dict(c.transforms))
+      c.transforms.teacher.workdir = str(tiny_trained_run)
+    import_plugins(c)
+    T.build_transforms(dict(c.transforms))
+    build_model(c)
   c = get_config("sparse90")
   assert c.variant == "small" and c.train.num_steps == 1200
   c.train.num_steps = 4000
   prune = dict(c.transforms.prune)
   assert (prune["begin_step"], prune["end_step"], prune["target"]) == (800, 2800, 0.9)
   assert dict(get_config("ptq4").transforms.quant)["begin_step"] == 1200   # the last step only
+  teacher, student = get_config("teacher").model, get_config("dense").model
+  assert (teacher.lstm.hidden, teacher.joint_dim) == (2 * student.lstm.hidden,
+                                                      2 * student.joint_dim)
   with pytest.raises(ValueError, match="quantizes twice"):
     get_config("qat8+reg4")
   with pytest.raises(ValueError, match="unknown method 'sparse55'"):

@@ -21,6 +21,19 @@ quantized; zeros stay on every grid). Each METHOD is one of:
   act8               every dense layer's input fake-quantized to 8 bits with a moving-average
                      range from the start (model surgery): combine with a weight method,
                      `reg8+act8`, for a model whose products are all 8-bit
+  fact50, fact25     every encoder matrix factorized (`compression.factorization`) at the rank
+                     whose two factors cost 50% (25%) of its multiply-accumulates, from a
+                     truncated SVD of its initialization; add
+                     `--config.surgery.factorize.svd_from=W` to start from a trained run's SVD
+  teacher            no compression: the same transducer at twice the width (LSTM, prediction
+                     network and joint 512 wide, embedding 256), about 3.5x the parameters:
+                     the teacher for `distill`
+  distill            the loss adds `distill` (KL of the joint's distributions, collapsed form,
+                     weight 1) from the teacher run at `--config.transforms.teacher.workdir`
+                     (default `workdirs/teacher`: train it first with `compression.py:teacher`)
+
+A distilled student, 50% sparse, with 8-bit weights and activations:
+`compression.py:sparse50+reg8+act8+distill`.
 
 Each method's steps are fractions of `train.num_steps`, tied to it: `--config.train.num_steps=N`
 moves the ramps with it. Every weight matrix except the auxiliary CTC head is compressed
@@ -34,7 +47,8 @@ from experiments.configs import rnnt
 SPARSE = {"sparse50": 0.5, "sparse70": 0.7, "sparse80": 0.8, "sparse90": 0.9}
 BITS = {"ptq8": 8, "ptq4": 4, "qat8": 8, "qat4": 4, "reg8": 8, "reg4": 4}
 ACTIVATIONS = {"act8": 8}
-METHODS = ("dense", *SPARSE, *BITS, *ACTIVATIONS)
+FACTORIZED = {"fact50": 0.5, "fact25": 0.25}
+METHODS = ("dense", *SPARSE, *BITS, *ACTIVATIONS, *FACTORIZED, "teacher", "distill")
 
 
 def _at(steps, percent: int):
@@ -57,9 +71,10 @@ def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
                        f"{', '.join(METHODS)} (after an optional size, joined by '+': "
                        "tiny,sparse50+reg8)")
   kinds = [m.rstrip("0123456789") for m in names]
-  if len(set(kinds)) < len(kinds) or ("dense" in names and len(names) > 1):
-    raise ValueError(f"compression.py: {arg!r} combines methods of one kind, or dense with "
-                     "another: at most one sparse, one of ptq/qat/reg, one act")
+  if len(set(kinds)) < len(kinds) or ({"dense", "teacher"} & set(names) and len(names) > 1):
+    raise ValueError(f"compression.py: {arg!r} combines methods of one kind, or dense or "
+                     "teacher with another: at most one sparse, one of ptq/qat/reg, one act, "
+                     "one fact")
   if len({"ptq", "qat", "reg"} & set(kinds)) > 1:
     raise ValueError(f"compression.py: {arg!r} quantizes twice: choose one of ptq, qat, reg")
   c.method = methods
@@ -92,7 +107,22 @@ def _add(c: ml_collections.ConfigDict, method: str) -> None:
     c.loss.quant_reg = 1.0
     c.schedules.quant_reg_weight = ml_collections.ConfigDict(dict(
         kind="linear", start=0.0, end=1.0, begin_step=0, end_step=_at(steps, 50)))
-  elif method in ACTIVATIONS:
+  elif method in ACTIVATIONS:   # after factorization (order 0): its factors are quantized too
     c.surgery.act = ml_collections.ConfigDict(dict(
         factory="compression.quantization:quantize_activations", order=1,
         bits=ACTIVATIONS[method]))
+  elif method in FACTORIZED:
+    c.surgery.factorize = ml_collections.ConfigDict(dict(
+        factory="compression.factorization:factorize", order=0, macs_ratio=FACTORIZED[method],
+        include="^encoder/", svd_from=""))
+  elif method == "teacher":
+    c.model.lstm.hidden *= 2
+    c.model.pred_embed *= 2
+    c.model.pred_hidden *= 2
+    c.model.joint_dim *= 2
+  elif method == "distill":
+    c.imports = list(c.get("imports", ())) + ["compression.distillation"]
+    c.transforms.teacher = ml_collections.ConfigDict(dict(
+        factory="compression.distillation:teacher", order=2, workdir="workdirs/teacher",
+        form="collapsed"))
+    c.loss.distill = 1.0
