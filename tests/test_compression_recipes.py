@@ -10,7 +10,7 @@ import pytest
 
 from compression import quantization as Q
 from compression.weights import Selection
-from experiments.configs.compression import METHODS, get_config
+from experiments.configs.compression import BASE_RUN, METHODS, get_config
 
 
 def test_every_method_builds_and_its_ramps_follow_the_run_length(tiny_trained_run):
@@ -19,7 +19,7 @@ def test_every_method_builds_and_its_ramps_follow_the_run_length(tiny_trained_ru
   for method in METHODS:
     c = get_config(f"tiny,{method}")
     if method == "distill":
-      with pytest.raises(FileNotFoundError, match="teacher workdir 'workdirs/teacher'"):
+      with pytest.raises(FileNotFoundError, match="teacher workdir 'workdirs/compression_base'"):
         T.build_transforms(dict(c.transforms))
       c.transforms.teacher.workdir = str(tiny_trained_run)
     import_plugins(c)
@@ -27,13 +27,20 @@ def test_every_method_builds_and_its_ramps_follow_the_run_length(tiny_trained_ru
     build_model(c)
   c = get_config("sparse90")
   assert c.variant == "small" and c.train.num_steps == 1200
+  assert c.init_from == "workdirs/compression_base" and c.data.dataset == "synth_speech/full"
   c.train.num_steps = 4000
   prune = dict(c.transforms.prune)
   assert (prune["begin_step"], prune["end_step"], prune["target"]) == (800, 2800, 0.9)
   assert dict(get_config("ptq4").transforms.quant)["begin_step"] == 1200   # the last step only
-  teacher, student = get_config("teacher").model, get_config("dense").model
-  assert (teacher.lstm.hidden, teacher.joint_dim) == (2 * student.lstm.hidden,
-                                                      2 * student.joint_dim)
+  # The pretrained model is the LSTM hour run of BENCHMARKS.md; the student half as wide.
+  pre, rnnt_small = get_config("pretrain"), __import__(
+      "experiments.configs.rnnt", fromlist=["x"]).get_config("small")
+  assert (pre.init_from, pre.train.num_steps, pre.optim.to_dict()) == ("", 8000,
+                                                                      rnnt_small.optim.to_dict())
+  assert pre.model.to_dict() == rnnt_small.model.to_dict()
+  student = get_config("student+distill")
+  assert student.model.lstm.hidden == 128 and student.train.num_steps == 2400
+  assert student.init_from == "" and student.transforms.teacher.workdir == BASE_RUN
   with pytest.raises(ValueError, match="quantizes twice"):
     get_config("qat8+reg4")
   with pytest.raises(ValueError, match="unknown method 'sparse55'"):

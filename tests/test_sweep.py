@@ -146,7 +146,7 @@ def test_every_committed_sweep_loads_and_a_grid_over_recipes_names_each_run_by_i
   runs = sweep.expand_runs(sweep.load_sweep("experiments/sweeps/compression.yaml"))
   assert [r.name.rsplit("_", 1)[0] for r in runs][:2] == ["config=compression.py-dense",
                                                           "config=compression.py-sparse50"]
-  assert len({r.name for r in runs}) == len(runs) == 15
+  assert len({r.name for r in runs}) == len(runs) == 18
 
 
 def test_random_draws_are_reproducible_and_inside_their_distributions(tmp_path):
