@@ -13,13 +13,15 @@ from compression.weights import Selection
 from experiments.configs.compression import BASE_RUN, METHODS, get_config
 
 
-def test_every_method_builds_and_its_ramps_follow_the_run_length(tiny_trained_run):
+def test_every_method_builds_and_its_ramps_follow_the_run_length(tiny_trained_run, tmp_path):
   from asr.training import transforms as T
   from asr.training.loop import build_model, import_plugins
   for method in METHODS:
     c = get_config(f"tiny,{method}")
     if method == "distill":
-      with pytest.raises(FileNotFoundError, match="teacher workdir 'workdirs/compression_base'"):
+      assert c.transforms.teacher.workdir == BASE_RUN
+      c.transforms.teacher.workdir = str(tmp_path / "nowhere")
+      with pytest.raises(FileNotFoundError, match="teacher workdir '.*nowhere' holds no config"):
         T.build_transforms(dict(c.transforms))
       c.transforms.teacher.workdir = str(tiny_trained_run)
     import_plugins(c)
