@@ -18,9 +18,10 @@ venv: $(STAMP)
 
 # The tests and every notebook executed top to bottom (nbmake; outputs not saved), on two
 # workers, test by test (the slow training tests share one module): most of a test's time is
-# single-threaded (tracing, XLA compilation, Python).
+# single-threaded (tracing, XLA compilation, Python). Research notebooks run on their `tiny`
+# variant here (they train what they show); `make notebooks` runs them on real runs.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist load --nbmake tests notebooks
+	ASR_NOTEBOOK_VARIANT=tiny $(PY) -m pytest -q -n 2 --dist load --nbmake tests notebooks
 
 # Re-executes the notebooks and saves their outputs (commit them: reviewers read them as run).
 notebooks: $(STAMP)

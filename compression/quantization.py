@@ -126,14 +126,16 @@ class FakeQuantizedWeights:
 
 class RegularisedQuantization:
   """Float forward pass; `penalty` for the loss term `quant_reg`; hard quantization of the
-  selected weights every `every` steps from `hard_begin_step` on (0 disables it)."""
+  selected weights every `every` steps from `hard_begin_step` on (0 disables it), and at
+  `last_step` (the run's last: the model it ends with is on the grid; 0: none)."""
 
   def __init__(self, bits: int = 8, every: int = 0, hard_begin_step: int = 0,
-               include: str = INCLUDE, exclude: str = EXCLUDE):
+               last_step: int = 0, include: str = INCLUDE, exclude: str = EXCLUDE):
     qmax(bits)
     if every < 0:
       raise ValueError(f"quantization: every={every} must be >= 0 (0: never hard-quantize)")
     self.bits, self.every, self.hard_begin = int(bits), int(every), int(hard_begin_step)
+    self.last = int(last_step)
     self.select = Selection(include, exclude)
 
   def init(self, params):
@@ -149,10 +151,12 @@ class RegularisedQuantization:
     return sum(values) / len(values)
 
   def update(self, params, state, step, schedules):
-    if not self.every:
+    if not (self.every or self.last):
       return params, state
     step = jnp.asarray(step) + 1   # steps done, this one included
-    due = (step >= self.hard_begin) & (step % self.every == 0)
+    due = step == self.last
+    if self.every:
+      due |= (step >= self.hard_begin) & (step % self.every == 0)
     return self.select.map(lambda w: jnp.where(due, round_to_grid(w, self.bits), w),
                            params), state
 

@@ -88,6 +88,13 @@ def test_regularised_qat_logs_its_term_and_snaps_weights_onto_the_grid_every_n_s
       assert 1e-3 < float(m["loss/quant_reg"]) < 1
 
 
+def test_hard_quantization_also_lands_on_the_runs_last_step():
+  t = Q.RegularisedQuantization(bits=4, every=4, last_step=6)
+  w = {"k": {"kernel": jax.random.normal(jax.random.key(0), (8, 5))}}
+  snapped = [s + 1 for s in range(8) if _on_grid(t.update(w, {}, s, {})[0], t.select, 4)]
+  assert snapped == [4, 6, 8]   # every 4 steps done, and the 6th (the last)
+
+
 def test_the_penalty_term_without_its_transform_is_named():
   c, *_ = tiny_step()
   c.loss.quant_reg = 1.0

@@ -28,7 +28,8 @@ METHOD is one of:
   qat8, qat4         straight-through fake quantization of the weights from 20% of the run
   reg8, reg4         regularised QAT: float forward pass, the grid penalty `quant_reg` warmed up
                      over the first half of the run, weights snapped onto the grid every 5% of
-                     the run in its second half (so the final model is on the grid)
+                     the run in its second half and at its last step (the final model is on
+                     the grid)
   act8               every dense layer's input fake-quantized to 8 bits with a moving-average
                      range (model surgery): combine with a weight method, `reg8+act8`, for a
                      model whose products are all 8-bit
@@ -119,7 +120,7 @@ def _add(c: ml_collections.ConfigDict, method: str) -> None:
     c.imports = list(c.get("imports", ())) + ["compression.quantization"]
     c.transforms.quant = ml_collections.ConfigDict(dict(
         factory="compression.quantization:regularised_quantization", order=1, bits=BITS[method],
-        every=_every(steps, 5), hard_begin_step=_at(steps, 50)))
+        every=_every(steps, 5), hard_begin_step=_at(steps, 50), last_step=steps))
     c.loss.quant_reg = 1.0
     c.schedules.quant_reg_weight = ml_collections.ConfigDict(dict(
         kind="linear", start=0.0, end=1.0, begin_step=0, end_step=_at(steps, 50)))
