@@ -70,11 +70,11 @@ def make_step(opt):
 
 def main(argv=None):
   from asr.data.pipeline import Batches, PipelineConfig
-  from asr.data.sources import DEFAULT_DATA_DIR, open_source
+  from asr.data.sources import default_data_dir, open_source
   from asr.features import FeatureConfig, featurize
   from asr.tokenizer import CharTokenizer
   p = argparse.ArgumentParser()
-  p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+  p.add_argument("--data-dir", default=default_data_dir())
   p.add_argument("--size", default="small")
   p.add_argument("--batches", type=int, default=150)
   p.add_argument("--batch-size", type=int, default=32)

@@ -209,3 +209,21 @@ def test_words_corpora_mix_word_sequences_of_general_english_into_training_only(
   assert abs(np.mean([w in top for w in drawn]) - p[:100].sum() / p.sum()) < 0.01
   assert {len(sentences.sample_word_sequence(rng).text.split()) for _ in range(500)} == set(
       range(2, 11))
+
+
+def test_a_run_without_a_data_dir_finds_and_builds_its_corpus_in_asr_data_dir(
+    tiny_data_dir, monkeypatch):
+  # Building and reading must agree on the folder: a run with data.data_dir="" once looked for
+  # (and built) its corpus under ~/tensorflow_datasets while it read from $ASR_DATA_DIR.
+  from asr.data import synth_tfds
+  from asr.training.loop import open_dataset
+  from experiments.configs.rnnt import get_config
+
+  def no_build(self, *args, **kwargs):
+    raise AssertionError(f"built again in {self.data_dir}")
+  monkeypatch.setattr(synth_tfds.SynthSpeech, "download_and_prepare", no_build)
+  monkeypatch.setenv("ASR_DATA_DIR", tiny_data_dir)
+  c = get_config("tiny")
+  assert c.data.data_dir == ""
+  assert open_dataset(c).splits["train"] > 0
+  assert synth_tfds.builder("tiny").data_dir.startswith(tiny_data_dir)

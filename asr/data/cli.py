@@ -90,7 +90,7 @@ def show(args) -> int:
 
 
 def main(argv=None) -> int:
-  from asr.data.sources import DEFAULT_DATA_DIR
+  from asr.data.sources import default_data_dir
   from asr.data.synth_corpus import SPECS
   parser = argparse.ArgumentParser(prog="asr-data", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     p.add_argument("--corpus", choices=["synth", "librispeech"], default="synth")
     p.add_argument("--size", choices=list(SPECS), default="tiny")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    p.add_argument("--data-dir", default=default_data_dir())
     if name == "build":
       p.add_argument("--workers", type=int, default=None,
                      help="generation processes (default: all cores); the bytes do not depend on it")

@@ -16,7 +16,10 @@ from typing import Iterator
 
 import numpy as np
 
-DEFAULT_DATA_DIR = os.environ.get("ASR_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+def default_data_dir() -> str:
+  """Where data lives when a command is not told: `$ASR_DATA_DIR`, else TFDS's default
+  `~/tensorflow_datasets` (read when called, so every part of a run agrees)."""
+  return os.environ.get("ASR_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 SYNTH = "synth_speech"
 LIBRISPEECH = "librispeech"
 
@@ -219,7 +222,7 @@ def open_source(name: str, data_dir: str | None = None, *, download: bool = Fals
   (about 60 GB; the synthetic corpus is built, never downloaded, by `asr-data build`).
   """
   tfds = _tfds()
-  data_dir = data_dir or DEFAULT_DATA_DIR
+  data_dir = data_dir or default_data_dir()
   if name.startswith(SYNTH):
     from asr.data import synth_tfds  # registers the builder
     size, seed = synth_size_and_seed(name)

@@ -58,11 +58,13 @@ def make_config(size: str, seed: int = 0) -> SynthSpeechConfig:
 
 def builder(size: str = "tiny", seed: int = 0, data_dir: str | None = None,
             workers: int | None = None) -> "SynthSpeech":
-  """The builder for a size and seed (registered configs by name, others as custom configs);
-  `workers` generation processes (default: all cores; the bytes do not depend on it)."""
+  """The builder for a size and seed (registered configs by name, others as custom configs) in
+  `data_dir` (default: `asr.data.sources.default_data_dir()`, as every reader uses); `workers`
+  generation processes (default: all cores; the bytes do not depend on it)."""
+  from asr.data.sources import default_data_dir
   get_spec(size)
   config = size if seed == 0 else make_config(size, seed)
-  return SynthSpeech(config=config, data_dir=data_dir, workers=workers)
+  return SynthSpeech(config=config, data_dir=data_dir or default_data_dir(), workers=workers)
 
 
 def ensure_built(size: str = "tiny", seed: int = 0, data_dir: str | None = None,
