@@ -94,7 +94,6 @@ class Factorize:
     self.rank, self.macs_ratio, self.energy = rank, macs_ratio, energy
     self.svd_from, self.step = svd_from, step
     self.include, self.exclude = include, exclude
-    self.ranks: dict[str, int] = {}   # what the last call chose, by layer
 
   def _load(self, model) -> None:
     from asr.training.loop import load_for_inference
@@ -112,8 +111,7 @@ class Factorize:
   def __call__(self, model) -> None:
     if self.svd_from:
       self._load(model)
-    self.ranks = {}
-    for path, name, dense in dense_layers(model, self.include, self.exclude, "factorization"):
+    for path, _, dense in dense_layers(model, self.include, self.exclude, "factorization"):
       w = np.asarray(dense.kernel[...])
       r = rank_for(w, self.rank, self.macs_ratio, self.energy)
       if r * (dense.in_dim + dense.out_dim) >= dense.in_dim * dense.out_dim:
@@ -126,8 +124,7 @@ class Factorize:
       v.kernel[...] = jnp.asarray(v_w)
       if dense.bias is not None:
         v.bias[...] = dense.bias[...]
-      replace(model, path, LowRankDense(u, v))
-      self.ranks[name] = r
+      replace(model, path, LowRankDense(u, v))   # its rank: `.rank`
 
 
 def factorize(**options) -> Factorize:

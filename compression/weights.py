@@ -53,8 +53,6 @@ class Selection:
       if self(leaf_name(path), x):
         return fn(x, *r)
       return x if other is None else other(x)
-    if not rest:
-      return jax.tree_util.tree_map_with_path(one, params)
     # `rest` holds None on the leaves not selected: flatten it against params' structure.
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     rest_flat = [treedef.flatten_up_to(r) for r in rest]

@@ -35,8 +35,8 @@ def test_every_method_builds_and_its_ramps_follow_the_run_length(tiny_trained_ru
   assert (prune["begin_step"], prune["end_step"], prune["target"]) == (800, 2800, 0.9)
   assert dict(get_config("ptq4").transforms.quant)["begin_step"] == 1200   # the last step only
   # The pretrained model is the LSTM hour run of BENCHMARKS.md; the student half as wide.
-  pre, rnnt_small = get_config("pretrain"), __import__(
-      "experiments.configs.rnnt", fromlist=["x"]).get_config("small")
+  from experiments.configs import rnnt
+  pre, rnnt_small = get_config("pretrain"), rnnt.get_config("small")
   assert (pre.init_from, pre.train.num_steps, pre.optim.to_dict()) == ("", 8000,
                                                                       rnnt_small.optim.to_dict())
   assert pre.model.to_dict() == rnnt_small.model.to_dict()

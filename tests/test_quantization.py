@@ -82,7 +82,7 @@ def test_regularised_qat_logs_its_term_and_snaps_weights_onto_the_grid_every_n_s
     assert _on_grid(state["params"], select, 4) == (s % 3 == 0), s
     assert float(m["weight/quant_reg"]) == 0.5
     # The term measures the weights this step starts from: zero right after a hard quantization.
-    if s in (4,):
+    if s == 4:
       assert float(m["loss/quant_reg"]) == pytest.approx(0.0, abs=1e-4)
     else:
       assert 1e-3 < float(m["loss/quant_reg"]) < 1

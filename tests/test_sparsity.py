@@ -9,6 +9,7 @@ import pytest
 
 from asr.training import transforms as T
 from compression.sparsity import GradualMagnitudePruning, layer_sparsity
+from compression.weights import Selection
 from tests.helpers import tiny_step
 
 
@@ -32,9 +33,7 @@ def test_the_ramp_is_exact_at_its_ends_and_cubic_between():
 def _brute_force_masks(params, names, share, scope):
   """NumPy: rank |w| over all selected matrices (or per matrix), cut the smallest floor(share
   * n); ties broken by position in the concatenation, as documented."""
-  flat = {n: np.asarray(w) for n, w in
-          ((n, w) for n, w in __import__("compression.weights", fromlist=["x"]).Selection()
-           .items(params))}
+  flat = {n: np.asarray(w) for n, w in Selection().items(params)}
   groups = [names] if scope == "global" else [[n] for n in names]
   out = {}
   for group in groups:

@@ -20,6 +20,8 @@ def default_data_dir() -> str:
   """Where data lives when a command is not told: `$ASR_DATA_DIR`, else TFDS's default
   `~/tensorflow_datasets` (read when called, so every part of a run agrees)."""
   return os.environ.get("ASR_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+
+
 SYNTH = "synth_speech"
 LIBRISPEECH = "librispeech"
 

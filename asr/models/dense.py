@@ -70,7 +70,6 @@ def intercept_dense(fn: Callable[[Dense, jax.Array, Callable], jax.Array]):
     _INTERCEPTOR.reset(token)
 
 
-
 @contextlib.contextmanager
 def training_pass():
   """Within the block, layers with statistics update them (see the module docstring)."""
