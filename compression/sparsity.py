@@ -130,8 +130,3 @@ def gradual_magnitude_pruning(**options) -> GradualMagnitudePruning:
   """The factory `config.transforms.<name>.factory` names (options as in the class)."""
   return GradualMagnitudePruning(**options)
 
-
-def layer_sparsity(params, select: Selection | None = None) -> dict[str, float]:
-  """`{matrix name: share of exact zeros}` of the selected matrices (host side)."""
-  select = select or Selection()
-  return {name: float(np.mean(np.asarray(x) == 0)) for name, x in select.items(params)}

@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 
 from asr.training import transforms as T
-from compression.sparsity import GradualMagnitudePruning, layer_sparsity
+from compression.size import model_size
+from compression.sparsity import GradualMagnitudePruning
 from compression.weights import Selection
 from tests.helpers import tiny_step
+
+
+def layer_sparsity(params):
+  return model_size(params)["sparsity_by_layer"]
 
 
 def _params():
@@ -128,7 +133,6 @@ def test_bad_options_and_a_selection_of_nothing_are_named():
 
 
 def test_model_size_by_hand():
-  from compression.size import model_size
   params = {"enc": {"kernel": jnp.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]),   # 2 x 3, 4 zeros
                     "bias": jnp.zeros(3)},
             "embed": {"embedding": jnp.ones((5, 2))},                          # not a kernel
