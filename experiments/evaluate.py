@@ -6,7 +6,9 @@ Evaluates a run's newest checkpoint on a split; prints the summary, writes it as
 WER down by accent, speaker and acoustic condition (`per_condition`: noise kind, SNR band,
 reverberation, whisper) and gives the model's size as a device would hold it: parameters,
 sparsity (overall and per weight matrix), bytes as float32, dense int8 and sparse int8
-(`compression.size`).
+(`compression.size`), and the latency a user would feel on a device profile (`--profile`,
+default `cpu650`: `latency_ms_p50`, `_p90`, `_mean`, `_max`; `hardware.latency` simulates each
+utterance's frames as they arrive and queue, from the work the model did on each).
 
 `--diagnose` separates memorizing utterances from failing on new speech: WER on the first
 `--utterances` of (a) the training split, (b) new sentences spoken by the training speakers
@@ -49,6 +51,9 @@ def main(argv=None) -> int:
                       "held-out speakers, the held-out accent and hand-written sentences")
   p.add_argument("--utterances", type=int, default=192,
                  help="with --diagnose: utterances per set")
+  p.add_argument("--profile", default="cpu650",
+                 help="device profile the latency is simulated on: cpu650, npu, or a JSON file "
+                      "(hardware/profiles.py)")
   args = p.parse_args(argv)
 
   from absl import logging
@@ -59,7 +64,15 @@ def main(argv=None) -> int:
   from asr.training.loop import load_for_inference, open_dataset, pipeline_config, run_tokenizer
   from compression.size import model_size
 
+  from hardware.latency import latency_summary
+  from hardware.profiles import load_profile
+
+  try:
+    profile = load_profile(args.profile)
+  except ValueError as e:
+    p.error(str(e))
   config, graphdef, variables, step = load_for_inference(args.workdir, args.step)
+  latency = model_latency(graphdef, variables, profile)
   if args.data_dir:
     config.data.data_dir = args.data_dir
   prefix = ""
@@ -80,9 +93,10 @@ def main(argv=None) -> int:
   bar = tqdm(total=total, desc=f"decode {args.split} ({args.decoder})", unit="utt")
   summary, rows = evaluate(graphdef, variables, batches, tokenizer, decoder=args.decoder,
                            beam=args.beam, max_symbols=args.max_symbols or config.train.max_symbols,
-                           max_batches=args.max_batches,
+                           max_batches=args.max_batches, latency=latency,
                            progress=lambda n: bar.update(n - bar.n))
   bar.close()
+  summary.update(latency_summary([r["latency_ms"] / 1000 for r in rows]), profile=profile.name)
   summary.update(split=args.split, dataset=config.data.dataset, step=step,
                  skipped=batches.problems.as_metrics(),
                  beam=args.beam if args.decoder == "beam" else None, **model_size(variables[0]))
@@ -97,6 +111,9 @@ def main(argv=None) -> int:
         f"{summary['insertions']}  over {summary['num_utterances']} utterances")
   print(f"flops/s of audio {summary['flops_per_second']:.3g} (encoder flops/frame "
         f"{summary['flops_per_frame']:.3g})  RTF {summary['rtf']:.4f}  backend {summary['backend']}")
+  if summary["latency_ms_p50"] is not None:
+    print(f"latency on {profile.name}: p50 {summary['latency_ms_p50']:.1f} ms  p90 "
+          f"{summary['latency_ms_p90']:.1f} ms  max {summary['latency_ms_max']:.1f} ms")
   print(f"{summary['num_params']} parameters, sparsity {summary['sparsity']:.3f}; bytes as "
         f"float32 {summary['model_bytes_float32']}, int8 {summary['model_bytes_int8']}, "
         f"sparse int8 {summary['model_bytes_int8_sparse']}")
@@ -104,6 +121,21 @@ def main(argv=None) -> int:
     print(f"  {accent:<16} WER {wer:.4f}")
   print(f"wrote {out} and {hyps}")
   return 0
+
+
+def model_latency(graphdef, variables, profile):
+  """The latency callback of `evaluate` for this model on `profile`: frames of the encoder's
+  frame duration, released a streaming chunk at a time; on an NPU, weights streamed every chunk
+  when the model's sparse int8 form does not fit on chip."""
+  from flax import nnx
+  from compression.size import model_size
+  from hardware.latency import encoder_chunk, streaming_latency
+
+  encoder = nnx.merge(graphdef, *variables).encoder
+  fetch = 0
+  if profile.kind == "npu":
+    fetch = profile.weight_bytes_per_chunk(model_size(variables[0])["model_bytes_int8_sparse"])
+  return streaming_latency(profile, encoder.frame_seconds, encoder_chunk(encoder), fetch)
 
 
 DIAGNOSIS_SETS = (("train", "training utterances"),

@@ -10,7 +10,8 @@ from flax import nnx
 
 from asr import features as F
 from asr.arrays import is_live
-from asr.decoding import beam_search, greedy_search, init_streaming, streaming_greedy_step
+from asr.decoding import (beam_search, greedy_search, greedy_search_aligned, init_streaming,
+                          streaming_greedy_step)
 from asr.models import ConformerConfig, LSTMEncoderConfig, Transducer, TransducerConfig
 from tests.helpers import randomize
 
@@ -38,19 +39,22 @@ _joint_logits = nnx.jit(lambda m, frame, out: m.joint.single(
     m.joint.project_encoder(frame), m.joint.project_prediction(out)))
 
 
-def _greedy_loop(m, frames, length, max_symbols):
-  """One utterance, plain Python: the reference for the batched search."""
+def _greedy_loop(m, frames, length, max_symbols, alignment=False):
+  """One utterance, plain Python: the reference for the batched search (and, with
+  `alignment`, the number of labels emitted at each frame)."""
   state = m.predictor.init_state(1)
   out, state = _pred_step(m, state, jnp.zeros(1, jnp.int32))
-  tokens = []
+  tokens, per_frame = [], []
   for t in range(int(length)):
+    per_frame.append(0)
     for _ in range(max_symbols):
       k = int(jnp.argmax(_joint_logits(m, frames[None, t], out)[0]))
       if k == 0:
         break
       tokens.append(k)
+      per_frame[-1] += 1
       out, state = _pred_step(m, state, jnp.array([k]))
-  return tokens
+  return (tokens, per_frame) if alignment else tokens
 
 
 @pytest.mark.parametrize("predictor", ["lstm", "stateless"])
@@ -66,6 +70,18 @@ def test_greedy_equals_per_utterance_loop(predictor, max_symbols):
     assert not np.asarray(tokens[i, lengths[i]:]).any()
     emitted += len(ref)
   assert emitted > 10  # the test model really emits
+
+
+def test_greedy_alignment_counts_the_labels_of_each_frame():
+  m = _model()
+  enc = _encoded(m)
+  tokens, lengths, emitted = greedy_search_aligned(m, enc.frames, enc.lengths, max_symbols=3)
+  for i in range(enc.frames.shape[0]):
+    ref, per_frame = _greedy_loop(m, enc.frames[i], enc.lengths[i], 3, alignment=True)
+    assert list(np.asarray(tokens[i, : lengths[i]])) == ref
+    n = int(enc.lengths[i])
+    assert list(np.asarray(emitted[i, :n])) == per_frame and not np.asarray(emitted[i, n:]).any()
+  assert int(np.asarray(emitted).max()) >= 2  # some frame emits a burst
 
 
 @pytest.mark.parametrize("max_symbols", [1, 2, 3])

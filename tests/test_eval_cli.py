@@ -3,6 +3,7 @@
 import itertools
 import json
 
+import numpy as np
 import pytest
 import soundfile
 
@@ -41,9 +42,10 @@ def test_eval_writes_summary_and_hypotheses(tiny_run, tiny_source, decoder, caps
   lines = (tiny_run / "eval" / f"test_{decoder}.hyps.tsv").read_text().splitlines()
   assert len(lines) == 1 + summary["num_utterances"]
   examples = {ex["id"]: ex for ex in tiny_source.examples("test")}
-  errors, by_facet = 0, {}
+  errors, by_facet, latencies = 0, {}, []
   for line in lines[1:]:
-    uid, _, _, cond, ref, _, word_errors, num_words = line.split("\t")
+    uid, _, _, cond, ref, _, word_errors, num_words, latency_ms = line.split("\t")
+    latencies.append(float(latency_ms))
     assert examples[uid]["text"] == ref and int(num_words) == len(ref.split())
     assert cond == conditions.condition(examples[uid]) != ""
     errors += int(word_errors)
@@ -61,6 +63,12 @@ def test_eval_writes_summary_and_hypotheses(tiny_run, tiny_source, decoder, caps
   # S + D + C = reference words, so S + D never exceed them.
   words = sum(len(ex["text"].split()) for ex in examples.values())
   assert summary["substitutions"] + summary["deletions"] <= words
+  # Latency on the default profile (cpu650): the rows' latencies summarized; every utterance
+  # waits at least for its last frame's work, the encoder's alone included.
+  assert summary["profile"] == "cpu650"
+  assert summary["latency_ms_p50"] == pytest.approx(np.percentile(latencies, 50), rel=1e-6)
+  assert summary["latency_ms_max"] == pytest.approx(max(latencies), rel=1e-6)
+  assert min(latencies) >= 1000 * summary["flops_per_frame"] / 650e6 * (1 - 1e-5)
   assert "WER" in capsys.readouterr().out
   # The transcripts: the same as the model decoding each utterance alone, padded otherwise.
   hyps = {line.split("\t")[0]: line.split("\t")[5] for line in lines[1:]}

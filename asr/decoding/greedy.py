@@ -37,8 +37,10 @@ def init_greedy_state(model, batch: int, max_len: int) -> GreedyState:
 
 
 def greedy_frames(model, st: GreedyState, enc_proj: jax.Array, frame_lengths: jax.Array,
-                  max_symbols: int) -> GreedyState:
-  """Runs greedy search over projected frames `enc_proj [B, T, J]` from state `st`."""
+                  max_symbols: int) -> tuple[GreedyState, jax.Array]:
+  """Runs greedy search over projected frames `enc_proj [B, T, J]` from state `st` -> the new
+  state and the labels emitted at each frame `[B, T]` (the alignment latency simulation
+  charges the prediction network's work to)."""
   max_len = st.tokens.shape[1]
   positions = jnp.arange(max_len)[None, :]
 
@@ -56,12 +58,13 @@ def greedy_frames(model, st: GreedyState, enc_proj: jax.Array, frame_lengths: ja
                        tokens, st.lengths + emit)
       return (st, emit), None
 
+    before = st.lengths
     (st, _), _ = jax.lax.scan(symbol, (st, valid), None, length=max_symbols)
-    return st, None
+    return st, st.lengths - before
 
   valid = length_mask(frame_lengths, enc_proj.shape[1]).T  # [T, B]
-  st, _ = jax.lax.scan(frame, st, (enc_proj.swapaxes(0, 1), valid))
-  return st
+  st, emitted = jax.lax.scan(frame, st, (enc_proj.swapaxes(0, 1), valid))
+  return st, emitted.swapaxes(0, 1)
 
 
 @functools.partial(nnx.jit, static_argnames=("max_symbols", "max_len"))
@@ -71,10 +74,24 @@ def greedy_search(model, frames: jax.Array, frame_lengths: jax.Array, *, max_sym
 
   `L = max_len` or `T * max_symbols`.
   """
+  tokens, lengths, _ = _greedy(model, frames, frame_lengths, max_symbols, max_len)
+  return tokens, lengths
+
+
+@functools.partial(nnx.jit, static_argnames=("max_symbols", "max_len"))
+def greedy_search_aligned(model, frames: jax.Array, frame_lengths: jax.Array, *,
+                          max_symbols: int = 4, max_len: int | None = None
+                          ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`greedy_search`, and the labels emitted at each frame `[B, T]` (they sum to lengths)."""
+  return _greedy(model, frames, frame_lengths, max_symbols, max_len)
+
+
+def _greedy(model, frames, frame_lengths, max_symbols, max_len):
   b, t = frames.shape[:2]
   st = init_greedy_state(model, b, max_len or t * max_symbols)
-  st = greedy_frames(model, st, model.joint.project_encoder(frames), frame_lengths, max_symbols)
-  return st.tokens, st.lengths
+  st, emitted = greedy_frames(model, st, model.joint.project_encoder(frames), frame_lengths,
+                              max_symbols)
+  return st.tokens, st.lengths, emitted
 
 
 @jax.tree_util.register_dataclass
@@ -101,6 +118,6 @@ def streaming_greedy_step(model, state: StreamingState, audio: jax.Array,
   features = dataclasses.replace(features, num_mels=model.cfg.num_mels)
   feats, lengths, audio_state = F.stream_log_mel(state.audio, audio, audio_lengths, features)
   out, model_state = model.stream_step(state.model, feats, lengths)
-  decoder = greedy_frames(model, state.decoder, model.joint.project_encoder(out.frames),
+  decoder, _ = greedy_frames(model, state.decoder, model.joint.project_encoder(out.frames),
                           out.lengths, max_symbols)
   return StreamingState(audio_state, model_state, decoder)

@@ -27,7 +27,7 @@ from flax import nnx
 from asr import features as F
 from asr.arrays import is_live
 from asr.data.conditions import facets
-from asr.decoding import beam_search, greedy_search
+from asr.decoding import beam_search, greedy_search_aligned
 from asr.training.metrics import error_rates, grouped_wer, utterance_word_errors
 
 
@@ -35,9 +35,10 @@ from asr.training.metrics import error_rates, grouped_wer, utterance_word_errors
 def make_recognizer(graphdef, decoder: str = "greedy", beam: int = 4, max_symbols: int = 4,
                     features: F.FeatureConfig = F.FeatureConfig()):
   """`recognize(variables, audio [B, S], audio_lengths [B]) -> dict` of tokens `[B, (K,) L]`,
-  lengths, scores (beam), frame lengths, per-frame encoder flops `[B, T']` and decoding flops
-  `[B]`; `variables` is what `nnx.merge(graphdef, *variables)` takes (e.g. (params,
-  model_state))."""
+  lengths, scores (beam), frame lengths, per-frame encoder flops `flops [B, T']`, decoding
+  flops `[B]`, and the whole work of each frame `frame_flops [B, T']` (encoder, joint, and the
+  prediction network for the labels emitted there); `variables` is what
+  `nnx.merge(graphdef, *variables)` takes (e.g. (params, model_state))."""
   if decoder not in ("greedy", "beam"):
     raise ValueError(f"decoder must be 'greedy' or 'beam', got {decoder!r}")
 
@@ -48,15 +49,22 @@ def make_recognizer(graphdef, decoder: str = "greedy", beam: int = 4, max_symbol
                                dataclasses.replace(features, num_mels=model.cfg.num_mels))
     enc = model.encode(feats, lengths)
     out = {"frame_lengths": enc.lengths, "flops": enc.flops}
+    valid = enc.flops > 0
     if decoder == "greedy":
-      out["tokens"], out["lengths"] = greedy_search(model, enc.frames, enc.lengths,
-                                                    max_symbols=max_symbols)
+      out["tokens"], out["lengths"], emitted = greedy_search_aligned(
+          model, enc.frames, enc.lengths, max_symbols=max_symbols)
       best = out["lengths"]
+      frame_decoding = model.decoding_flops(valid, emitted)
     else:
       out["tokens"], out["lengths"], out["scores"] = beam_search(
           model, enc.frames, enc.lengths, beam=beam, max_symbols=max_symbols)
       best = out["lengths"][:, 0]
+      # Beam search keeps no alignment: the best hypothesis's labels spread evenly over its
+      # frames, and every frame's work done for each of the `beam` hypotheses.
+      per_frame = best / jnp.maximum(enc.lengths, 1)
+      frame_decoding = beam * model.decoding_flops(valid, valid * per_frame[:, None])
     out["decoding_flops"] = model.decoding_flops(enc.lengths, best)
+    out["frame_flops"] = enc.flops + frame_decoding
     return out
 
   return recognize
@@ -64,18 +72,21 @@ def make_recognizer(graphdef, decoder: str = "greedy", beam: int = 4, max_symbol
 
 def evaluate(graphdef, variables, batches, tokenizer, *, decoder: str = "greedy",
              beam: int = 4, max_symbols: int = 4, max_batches: int = 0, sample_rate: int = 16000,
-             progress=None) -> tuple[dict, list[dict]]:
+             progress=None, latency=None) -> tuple[dict, list[dict]]:
   """Decodes every batch of `batches` (audio batches: `features=None`) and scores them.
-  `variables`: as `make_recognizer`'s. The batches are closed when this returns."""
+  `variables`: as `make_recognizer`'s. The batches are closed when this returns.
+
+  `latency(frame_flops [B, T'], frame_lengths [B], audio_seconds [B]) -> seconds [B]`, if
+  given (a device simulator: `hardware.latency`), gives each row its `latency_ms`."""
   try:
     return _evaluate(make_recognizer(graphdef, decoder, beam, max_symbols), variables, batches,
-                     tokenizer, decoder, max_batches, sample_rate, progress)
+                     tokenizer, decoder, max_batches, sample_rate, progress, latency)
   finally:
     batches.close()  # stops the producer thread of a split not read to its end
 
 
 def _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches, sample_rate,
-              progress):
+              progress, latency):
   rows, refs, hyps = [], [], []
   encoder_flops, decoding_flops, frames, audio_s, decode_s = 0.0, 0.0, 0, 0.0, 0.0
   compiled = set()
@@ -94,6 +105,9 @@ def _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches, sa
     encoder_flops += float(out["flops"][real].sum())
     decoding_flops += float(out["decoding_flops"][real].sum())
     frames += int(out["frame_lengths"][real].sum())
+    seconds = (np.asarray(latency(out["frame_flops"], out["frame_lengths"],
+                                  batch["audio_lengths"] / sample_rate))
+               if latency is not None else None)
     for row in np.flatnonzero(real):
       if decoder == "greedy":
         hyp = tokenizer.decode(out["tokens"][row, : out["lengths"][row]])
@@ -109,7 +123,8 @@ def _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches, sa
       rows.append({"id": str(batch["ids"][row]), "speaker": str(batch["speakers"][row]),
                    "accent": str(batch["accents"][row]),
                    "condition": str(batch["conditions"][row]), "reference": ref, "hypothesis": hyp,
-                   **({"nbest": nbest} if nbest is not None else {})})
+                   **({"nbest": nbest} if nbest is not None else {}),
+                   **({"latency_ms": 1000 * float(seconds[row])} if seconds is not None else {})})
     if progress is not None:
       progress(len(rows))
   summary = error_rates(refs, hyps)
@@ -142,6 +157,7 @@ HYPOTHESIS_COLUMNS = ("id", "speaker", "accent", "condition", "reference", "hypo
 def write_hypotheses(path, rows: list[dict]) -> None:
   """The per-utterance rows as a tab-separated file, one line per utterance."""
   with open(path, "w") as f:
-    f.write("\t".join(HYPOTHESIS_COLUMNS) + "\n")
+    columns = HYPOTHESIS_COLUMNS + (("latency_ms",) if rows and "latency_ms" in rows[0] else ())
+    f.write("\t".join(columns) + "\n")
     for r in rows:
-      f.write("\t".join(str(r[c]) for c in HYPOTHESIS_COLUMNS) + "\n")
+      f.write("\t".join(str(r[c]) for c in columns) + "\n")
