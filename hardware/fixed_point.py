@@ -1,0 +1,129 @@
+"""Integer arithmetic of the int8 processor under `jax.jit`: fixed-point multipliers, int8
+products accumulated in int32, requantization by integer multiply and shift, lookup tables.
+
+The conventions are gemmlowp's / TFLite's integer-only inference (Jacob et al., 2018,
+"Quantization and training of neural networks for efficient integer-arithmetic-only
+inference"), symmetric (no zero points: our weights and activations are quantized
+symmetrically, `compression.quantization`):
+
+- A real value is `q * scale`, `q` an integer of `bits` bits.
+- A product of int8 activations and int8 weights is accumulated in int32: `acc = sum x_q w_q`,
+  worth `acc * s_x * s_w`. A bias is stored as int32 at that scale.
+- Requantization to an output scale `s_y` multiplies by `M = s_x s_w / s_y`, a real number
+  carried as an integer `m0` in `[2^30, 2^31)` and a right shift `n`, `M ~ m0 2^-n`:
+  `y = (acc * m0 + 2^(n-1)) >> n` (the 64-bit product of two 32-bit integers; rounding half
+  up; arithmetic shift), then saturated to the output's range. Hardware does the same with a
+  32 x 32 -> 64-bit multiply and a shift.
+- Nonlinearities of an 8-bit input (sigmoid, tanh) are tables of 256 entries built from the
+  input and output scales (`lookup_table`), indexed by the input.
+
+64-bit integers need JAX's x64 mode: `integer_jit` traces and runs a function with it on, so the
+rest of the program keeps its 32-bit defaults. `hardware.int8_reference` is the same arithmetic
+in plain Python integers, the reference the tests hold this to bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+  """A positive real multiplier -> `(m0, n)` with `m0` in `[2^30, 2^31)` and `real ~ m0 * 2^-n`
+  (31 significant bits: relative error below 2^-31). `n` must land in 1..62."""
+  if not (real > 0 and math.isfinite(real)):
+    raise ValueError(f"a requantization multiplier must be positive and finite, got {real}")
+  mantissa, exponent = math.frexp(real)          # real = mantissa 2^exponent, mantissa in [.5, 1)
+  m0 = round(mantissa * (1 << 31))
+  if m0 == 1 << 31:                              # rounded up to the next power of two
+    m0, exponent = m0 // 2, exponent + 1
+  n = 31 - exponent
+  if not 1 <= n <= 62:
+    raise ValueError(f"multiplier {real:g} is out of the fixed-point range (shift {n})")
+  return m0, n
+
+
+def quantize_multipliers(reals) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel `quantize_multiplier`: `[C]` reals -> `m0 [C]` int64, `n [C]` int64."""
+  pairs = [quantize_multiplier(float(r)) for r in np.asarray(reals, np.float64).reshape(-1)]
+  m0, n = (np.array(v, np.int64).reshape(np.shape(reals)) for v in zip(*pairs))
+  return m0, n
+
+
+def int_range(bits: int) -> tuple[int, int]:
+  return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def requantize(acc: jax.Array, m0, n, bits: int = 8) -> jax.Array:
+  """`acc` int32 (any shape, channels last) times `m0 2^-n` (scalars or per channel `[C]`),
+  rounded half up, saturated to `bits` bits -> int32 values in range. Needs x64."""
+  prod = acc.astype(jnp.int64) * jnp.asarray(m0, jnp.int64)
+  n = jnp.asarray(n, jnp.int64)
+  y = jnp.right_shift(prod + jnp.left_shift(jnp.int64(1), n - 1), n)
+  lo, hi = int_range(bits)
+  return jnp.clip(y, lo, hi).astype(jnp.int32)
+
+
+def int_matmul(x: jax.Array, w: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+  """int8 `x [..., K]` @ int8 `w [K, N]` (+ int32 `bias [N]`) accumulated in int32."""
+  acc = jnp.matmul(x.astype(jnp.int32), w.astype(jnp.int32),
+                   preferred_element_type=jnp.int32)
+  return acc if bias is None else acc + bias.astype(jnp.int32)
+
+
+def lookup_table(fn, in_scale: float, out_scale: float, out_bits: int = 8,
+                 in_bits: int = 8) -> np.ndarray:
+  """`fn` (a NumPy function of reals) on every `in_bits`-bit input `q` (worth `q * in_scale`),
+  on the output grid `out_scale`, saturated to `out_bits` bits: `[2^in_bits]` int32, entry
+  `q + 2^(in_bits - 1)`."""
+  lo_in, hi_in = int_range(in_bits)
+  q = np.arange(lo_in, hi_in + 1)
+  lo, hi = int_range(out_bits)
+  return np.clip(np.round(fn(q * np.float64(in_scale)) / out_scale), lo, hi).astype(np.int32)
+
+
+def lookup(table: jax.Array, q: jax.Array) -> jax.Array:
+  """The table's entries for inputs `q` (int32 within the table's input range)."""
+  table = jnp.asarray(table)
+  return jnp.take(table, q + table.shape[0] // 2)
+
+
+def rounding_shift(x: jax.Array, k: int) -> jax.Array:
+  """`x / 2^k` rounded half up (`k >= 1`): `(x + 2^(k-1)) >> k`, in x's integer type."""
+  return jnp.right_shift(x + (1 << (k - 1)), k)
+
+
+def saturate(x: jax.Array, bits: int) -> jax.Array:
+  lo, hi = int_range(bits)
+  return jnp.clip(x, lo, hi)
+
+
+def isqrt(n: jax.Array) -> jax.Array:
+  """Integer square root, `floor(sqrt(n))`, of int64 `n` in `0..2^52` (exact: a float64 root,
+  corrected by one either way). Needs x64."""
+  r = jnp.floor(jnp.sqrt(n.astype(jnp.float64))).astype(jnp.int64)
+  r = r - (r * r > n)
+  return r + ((r + 1) * (r + 1) <= n)
+
+
+def round_div(a: jax.Array, b: jax.Array) -> jax.Array:
+  """`a / b` rounded half up, for integers `b > 0`: `floor((2a + b) / 2b)`."""
+  return jnp.floor_divide(2 * a + b, 2 * b)
+
+
+def integer_jit(fn=None, **jit_kwargs):
+  """`jax.jit` whose tracing and calls run with 64-bit integers on (`requantize` needs them).
+  Pass int64 values as NumPy arrays: `jnp.asarray` outside the x64 mode truncates to int32."""
+  if fn is None:
+    return functools.partial(integer_jit, **jit_kwargs)
+  jitted = jax.jit(fn, **jit_kwargs)
+
+  @functools.wraps(fn)
+  def call(*args, **kwargs):
+    with jax.enable_x64(True):
+      return jitted(*args, **kwargs)
+  return call

@@ -1,0 +1,173 @@
+"""Integer layers of the int8 processor: dense products, the LSTM layer with a fixed-point cell,
+layer normalization. Each is a pytree of integers made from a float layer (`from_float`) and a
+pure function of integers (`apply`), jitted with `hardware.fixed_point.integer_jit`;
+`hardware.int8_reference` computes the same, element by element, and the tests hold them equal.
+
+Number formats (`Qm.f`: a signed integer worth `q * 2^-f`):
+
+- weights: int8, symmetric, one scale per output channel, `max |w| / 127` (the grid of
+  `compression.quantization`, so a model trained with 8-bit QAT converts without rounding);
+- activations between layers: int8 with one calibrated scale each (symmetric);
+- LSTM gate pre-activations: int16 Q3.12 (range +-8: sigmoid and tanh are within 3.4e-4 of
+  their limits there); the input and recurrent products are each requantized to it and added;
+- sigmoid and tanh: tables of 4,096 int16 Q0.15 entries indexed by the pre-activation rounded
+  to Q3.8 (a step of 1/256);
+- LSTM cell state: int16 Q3.12; `c' = f c + i g` as `(f c) >> 15 + (i g) >> 18` rounded;
+- LSTM output `h = o tanh(c)`: int8 Q0.7 (scale 1/128), saturated at 127/128;
+- layer normalization: exact integer mean and variance of the int8 input, an integer square
+  root, and one rounded division per element, into the next layer's int8 scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hardware import fixed_point as fp
+
+GATE_FRAC = 12          # gate pre-activations, Q3.12
+CELL_FRAC = 12          # cell state, Q3.12
+TABLE_FRAC = 8          # table index, Q3.8 (12 bits)
+ACT_FRAC = 15           # sigmoid / tanh outputs, Q0.15
+H_FRAC = 7              # LSTM output, Q0.7 int8
+NORM_FRAC = 12          # fractional bits of the layer norm's gain
+
+SIGMOID = fp.lookup_table(lambda v: 1 / (1 + np.exp(-v)), 2.0 ** -TABLE_FRAC, 2.0 ** -ACT_FRAC,
+                          out_bits=16, in_bits=12)
+TANH = fp.lookup_table(np.tanh, 2.0 ** -TABLE_FRAC, 2.0 ** -ACT_FRAC, out_bits=16, in_bits=12)
+
+
+def quantize_weights(w, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+  """Float `w [in, out]` -> (int8 `[in, out]`, scales `[out]` float64): symmetric per output
+  channel, `max |w| / 127` (1 for an all-zero channel)."""
+  w = np.asarray(w, np.float64)
+  top = np.abs(w).max(axis=0)
+  qmax = 2 ** (bits - 1) - 1
+  scale = np.where(top > 0, top / qmax, 1.0)
+  return np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8), scale
+
+
+def quantize_activation_scale(max_abs: float) -> float:
+  """The int8 scale of an activation whose calibrated largest magnitude is `max_abs`."""
+  return float(max_abs) / 127 if max_abs > 0 else 1.0
+
+
+def quantize(x, scale: float) -> np.ndarray:
+  """Float activations -> int8 at `scale` (rounded half to even, saturated): the processor's
+  input from the float front end."""
+  return np.clip(np.round(np.asarray(x, np.float64) / scale), -128, 127).astype(np.int8)
+
+
+def _table_index(g):
+  return fp.saturate(fp.rounding_shift(g, GATE_FRAC - TABLE_FRAC), 12)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class IntDense:
+  """`y = requantize(x @ kernel + bias)`: int8 in, `out_bits` out (a static field)."""
+  kernel: jax.Array          # [K, N] int8
+  bias: jax.Array            # [N] int32, at the accumulator's scale
+  m0: jax.Array              # [N] int64: accumulator -> output scale
+  shift: jax.Array           # [N] int64
+  out_bits: int = dataclasses.field(default=8, metadata=dict(static=True))
+
+  @classmethod
+  def from_float(cls, kernel, bias, in_scale: float, out_scale: float, out_bits: int = 8):
+    w, s_w = quantize_weights(kernel)
+    acc_scale = in_scale * s_w
+    b = np.zeros(w.shape[1]) if bias is None else np.asarray(bias, np.float64)
+    m0, shift = fp.quantize_multipliers(acc_scale / out_scale)
+    return cls(w, np.round(b / acc_scale).astype(np.int32), m0, shift, out_bits)
+
+  def apply(self, x: jax.Array) -> jax.Array:
+    acc = fp.int_matmul(x, self.kernel, self.bias)
+    return fp.requantize(acc, self.m0, self.shift, self.out_bits)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class IntLSTM:
+  """An LSTM layer (`asr.models.lstm.LSTM`: gates i, f, g, o) in integers."""
+  w_in: jax.Array            # [D, 4H] int8
+  b_in: jax.Array            # [4H] int32 at in_scale * s_in
+  m_in: jax.Array            # [4H] int64: input products -> Q3.12
+  n_in: jax.Array
+  w_rec: jax.Array           # [H, 4H] int8
+  m_rec: jax.Array           # [4H] int64: recurrent products (h at 2^-7) -> Q3.12
+  n_rec: jax.Array
+
+  @classmethod
+  def from_float(cls, kernel_in, bias_in, kernel_rec, in_scale: float):
+    w_in, s_in = quantize_weights(kernel_in)
+    w_rec, s_rec = quantize_weights(kernel_rec)
+    m_in, n_in = fp.quantize_multipliers(in_scale * s_in / 2.0 ** -GATE_FRAC)
+    m_rec, n_rec = fp.quantize_multipliers(2.0 ** -H_FRAC * s_rec / 2.0 ** -GATE_FRAC)
+    b_in = np.round(np.asarray(bias_in, np.float64) / (in_scale * s_in)).astype(np.int32)
+    return cls(w_in, b_in, m_in, n_in, w_rec, m_rec, n_rec)
+
+  @property
+  def hidden(self) -> int:
+    return self.w_rec.shape[0]
+
+  def init_state(self, batch: int) -> tuple[jax.Array, jax.Array]:
+    """(h int8-valued Q0.7, c int16-valued Q3.12), as int32 arrays `[B, H]`."""
+    zeros = jnp.zeros((batch, self.hidden), jnp.int32)
+    return zeros, zeros
+
+  def cell(self, g_in: jax.Array, h: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One frame: input gates `g_in [B, 4H]` (Q3.12), state -> new (h, c)."""
+    acc = fp.int_matmul(h, self.w_rec)
+    g = fp.saturate(g_in + fp.requantize(acc, self.m_rec, self.n_rec, 16), 16)
+    i, f, gg, o = jnp.split(_table_index(g), 4, axis=-1)
+    si, sf, so = (fp.lookup(SIGMOID, v) for v in (i, f, o))
+    tg = fp.lookup(TANH, gg)
+    c = fp.saturate(fp.rounding_shift(sf * c, ACT_FRAC)
+                    + fp.rounding_shift(si * tg, 2 * ACT_FRAC - CELL_FRAC), 16)
+    tc = fp.lookup(TANH, _table_index(c))
+    h = fp.saturate(fp.rounding_shift(so * tc, 2 * ACT_FRAC - H_FRAC), 8)
+    return h, c
+
+  def apply(self, x: jax.Array, lengths: jax.Array, state=None):
+    """int8 `x [B, T, D]`, `lengths [B]` -> h `[B, T, H]` (Q0.7, zero past each length), the
+    state after each utterance's last frame."""
+    b, t, _ = x.shape
+    h, c = state if state is not None else self.init_state(b)
+    g_in = fp.requantize(fp.int_matmul(x, self.w_in, self.b_in), self.m_in, self.n_in, 16)
+    valid = jnp.arange(t)[None, :] < lengths[:, None]
+
+    def frame(carry, inputs):
+      g, keep = inputs
+      h, c = carry
+      h2, c2 = self.cell(g, h, c)
+      keep = keep[:, None]
+      return (jnp.where(keep, h2, h), jnp.where(keep, c2, c)), jnp.where(keep, h2, 0)
+
+    (h, c), y = jax.lax.scan(frame, (h, c), (g_in.swapaxes(0, 1), valid.swapaxes(0, 1)))
+    return y.swapaxes(0, 1), (h, c)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class IntLayerNorm:
+  """`y = gamma (x - mean) / std + beta` of an int8 row, into int8 at `out_scale`. Scale-free
+  in its input: `(x - mean) / std` does not depend on the input's scale."""
+  gamma: jax.Array           # [H] int64: gamma / out_scale * 2^NORM_FRAC
+  beta: jax.Array            # [H] int64: beta / out_scale
+
+  @classmethod
+  def from_float(cls, scale, bias, out_scale: float):
+    g = np.round(np.asarray(scale, np.float64) / out_scale * 2 ** NORM_FRAC).astype(np.int64)
+    return cls(g, np.round(np.asarray(bias, np.float64) / out_scale).astype(np.int64))
+
+  def apply(self, x: jax.Array) -> jax.Array:
+    x = x.astype(jnp.int64)
+    n = x.shape[-1]
+    d = n * x - jnp.sum(x, axis=-1, keepdims=True)                 # n (x - mean), exact
+    var = jnp.sum(d * d, axis=-1, keepdims=True) // n              # n^2 var
+    std = jnp.maximum(fp.isqrt(var), 1)                            # n std
+    y = fp.round_div(d * self.gamma, std << NORM_FRAC) + self.beta
+    return fp.saturate(y, 8).astype(jnp.int32)
