@@ -1,4 +1,5 @@
 """`asr-eval --workdir W --split test [--decoder greedy|beam] [--beam 4] [--json OUT]`
+`asr-eval --workdir W --split test --backend int8 [--profile npu]`
 `asr-eval --workdir W --diagnose [--utterances 192]`
 
 Evaluates a run's newest checkpoint on a split; prints the summary, writes it as JSON (default
@@ -9,6 +10,12 @@ sparsity (overall and per weight matrix), bytes as float32, dense int8 and spars
 (`compression.size`), and the latency a user would feel on a device profile (`--profile`,
 default `cpu650`: `latency_ms_p50`, `_p90`, `_mean`, `_max`; `hardware.latency` simulates each
 utterance's frames as they arrive and queue, from the work the model did on each).
+
+`--backend int8` runs the model as the int8 processor does (`hardware/int8_backend.py`: scales
+calibrated on `--calibration-batches` training batches, integer encoder, joint and greedy
+search) and adds `model_bytes` (its weights in the compressed format), `macs_per_frame_dense`
+and `macs_per_frame_executed` (the encoder's, zero weights skipped); the latency is simulated on
+the NPU profile by default. Written to `W/eval/<split>_greedy_int8.json`.
 
 `--diagnose` separates memorizing utterances from failing on new speech: WER on the first
 `--utterances` of (a) the training split, (b) new sentences spoken by the training speakers
@@ -51,9 +58,14 @@ def main(argv=None) -> int:
                       "held-out speakers, the held-out accent and hand-written sentences")
   p.add_argument("--utterances", type=int, default=192,
                  help="with --diagnose: utterances per set")
-  p.add_argument("--profile", default="cpu650",
-                 help="device profile the latency is simulated on: cpu650, npu, or a JSON file "
-                      "(hardware/profiles.py)")
+  p.add_argument("--backend", choices=["float", "int8"], default="float",
+                 help="int8: run the model as the int8 processor does (hardware/int8_backend.py;"
+                      " LSTM transducers, greedy search), scales calibrated on training audio")
+  p.add_argument("--calibration-batches", type=int, default=4,
+                 help="with --backend int8: training batches the activation scales come from")
+  p.add_argument("--profile", default=None,
+                 help="device profile the latency is simulated on: cpu650 (the float backend's "
+                      "default), npu (int8's), or a JSON file (hardware/profiles.py)")
   args = p.parse_args(argv)
 
   from absl import logging
@@ -68,11 +80,13 @@ def main(argv=None) -> int:
   from hardware.profiles import load_profile
 
   try:
-    profile = load_profile(args.profile)
+    profile = load_profile(args.profile or {"float": "cpu650", "int8": "npu"}[args.backend])
   except ValueError as e:
     p.error(str(e))
+  if args.backend == "int8" and (args.decoder != "greedy" or args.diagnose):
+    p.error("--backend int8 decodes greedily, one split at a time (no --decoder beam, no "
+            "--diagnose on the int8 path yet)")
   config, graphdef, variables, step = load_for_inference(args.workdir, args.step)
-  latency = model_latency(graphdef, variables, profile)
   if args.data_dir:
     config.data.data_dir = args.data_dir
   prefix = ""
@@ -85,6 +99,25 @@ def main(argv=None) -> int:
   if args.diagnose:
     return diagnose(args, config, graphdef, variables, step, source)
   tokenizer = run_tokenizer(config, args.workdir)
+  recognize, model_bytes, int8_fields = None, None, {}
+  if args.backend == "int8":
+    import itertools
+    from hardware.int8_backend import compressed_bytes, int8_recognizer, model_work
+    calibration = Batches.from_source(source, config.data.train_split, tokenizer,
+                                      pipeline_config(config, False), shuffle=False,
+                                      num_epochs=1, features=None)
+    try:
+      recognize = int8_recognizer(
+          graphdef, variables, itertools.islice(calibration, args.calibration_batches),
+          max_symbols=args.max_symbols or config.train.max_symbols)
+    finally:
+      calibration.close()
+    model_bytes = compressed_bytes(recognize.model)
+    int8_fields = dict(model_bytes=model_bytes,
+                       macs_per_frame_dense=model_work(recognize.model).encoder_frame,
+                       macs_per_frame_executed=model_work(recognize.model, True).encoder_frame,
+                       calibration_batches=args.calibration_batches)
+  latency = model_latency(graphdef, variables, profile, model_bytes)
   batches = Batches.from_source(source, args.split, tokenizer, pipeline_config(config, False),
                                 shuffle=False, num_epochs=1, features=None)
   total = source.splits.get(args.split)
@@ -94,14 +127,17 @@ def main(argv=None) -> int:
   summary, rows = evaluate(graphdef, variables, batches, tokenizer, decoder=args.decoder,
                            beam=args.beam, max_symbols=args.max_symbols or config.train.max_symbols,
                            max_batches=args.max_batches, latency=latency,
+                           recognize=recognize, backend=args.backend,
                            progress=lambda n: bar.update(n - bar.n))
   bar.close()
   summary.update(latency_summary([r["latency_ms"] / 1000 for r in rows]), profile=profile.name)
   summary.update(split=args.split, dataset=config.data.dataset, step=step,
                  skipped=batches.problems.as_metrics(),
-                 beam=args.beam if args.decoder == "beam" else None, **model_size(variables[0]))
+                 beam=args.beam if args.decoder == "beam" else None, **model_size(variables[0]),
+                 **int8_fields)
+  suffix = "_int8" if args.backend == "int8" else ""
   out = pathlib.Path(args.json or pathlib.Path(args.workdir) / "eval" /
-                     f"{prefix}{args.split}_{args.decoder}.json")
+                     f"{prefix}{args.split}_{args.decoder}{suffix}.json")
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(summary, indent=2))
   hyps = out.with_suffix(".hyps.tsv")
@@ -117,16 +153,21 @@ def main(argv=None) -> int:
   print(f"{summary['num_params']} parameters, sparsity {summary['sparsity']:.3f}; bytes as "
         f"float32 {summary['model_bytes_float32']}, int8 {summary['model_bytes_int8']}, "
         f"sparse int8 {summary['model_bytes_int8_sparse']}")
+  if int8_fields:
+    print(f"int8 model in the compressed format: {summary['model_bytes']} bytes; encoder MACs "
+          f"per frame {summary['macs_per_frame_dense']} dense, "
+          f"{summary['macs_per_frame_executed']} executed (zeros skipped)")
   for accent, wer in summary["per_accent"].items():
     print(f"  {accent:<16} WER {wer:.4f}")
   print(f"wrote {out} and {hyps}")
   return 0
 
 
-def model_latency(graphdef, variables, profile):
+def model_latency(graphdef, variables, profile, model_bytes=None):
   """The latency callback of `evaluate` for this model on `profile`: frames of the encoder's
   frame duration, released a streaming chunk at a time; on an NPU, weights streamed every chunk
-  when the model's sparse int8 form does not fit on chip."""
+  when the model's compressed weights (`model_bytes`; default: the float model's sparse int8
+  size) do not fit on chip."""
   from flax import nnx
   from compression.size import model_size
   from hardware.latency import encoder_chunk, streaming_latency
@@ -134,7 +175,8 @@ def model_latency(graphdef, variables, profile):
   encoder = nnx.merge(graphdef, *variables).encoder
   fetch = 0
   if profile.kind == "npu":
-    fetch = profile.weight_bytes_per_chunk(model_size(variables[0])["model_bytes_int8_sparse"])
+    fetch = profile.weight_bytes_per_chunk(
+        model_bytes or model_size(variables[0])["model_bytes_int8_sparse"])
   return streaming_latency(profile, encoder.frame_seconds, encoder_chunk(encoder), fetch)
 
 

@@ -70,9 +70,9 @@ def dense(layer, x) -> np.ndarray:
   return requantize(acc, np.asarray(layer.m0), np.asarray(layer.shift), layer.out_bits)
 
 
-def lstm(layer, x, lengths) -> np.ndarray:
-  """`hardware.int8_layers.IntLSTM.apply` (from a zero state), frame by frame and unit by
-  unit: returns h `[B, T, H]`."""
+def lstm(layer, x, lengths, state=None):
+  """`hardware.int8_layers.IntLSTM.apply`, frame by frame and unit by unit: returns h
+  `[B, T, H]` and the state `(h, c)` (lists of Python integers per row; zeros if None)."""
   from hardware.int8_layers import (ACT_FRAC, CELL_FRAC, GATE_FRAC, H_FRAC, SIGMOID, TABLE_FRAC,
                                     TANH)
   x = np.asarray(x)
@@ -83,8 +83,10 @@ def lstm(layer, x, lengths) -> np.ndarray:
   w_rec, m_rec, n_rec = np.asarray(layer.w_rec), np.asarray(layer.m_rec), np.asarray(layer.n_rec)
   index = lambda v: _sat(_shift(v, GATE_FRAC - TABLE_FRAC), 12) + 2048
   out = np.zeros((b, t, hidden), np.int64)
+  state = state or ([[0] * hidden for _ in range(b)], [[0] * hidden for _ in range(b)])
+  hs, cs = [list(v) for v in state[0]], [list(v) for v in state[1]]
   for u in range(b):
-    h, c = [0] * hidden, [0] * hidden
+    h, c = hs[u], cs[u]
     for s in range(int(lengths[u])):
       rec = requantize(int_matmul(np.array([h]), w_rec), m_rec, n_rec, 16)[0]
       g = [_sat(int(g_in[u, s, k]) + int(rec[k]), 16) for k in range(4 * hidden)]
@@ -95,7 +97,7 @@ def lstm(layer, x, lengths) -> np.ndarray:
         c[j] = _sat(_shift(sf * c[j], ACT_FRAC) + _shift(si * tg, 2 * ACT_FRAC - CELL_FRAC), 16)
         h[j] = _sat(_shift(so * int(TANH[index(c[j])]), 2 * ACT_FRAC - H_FRAC), 8)
       out[u, s] = h
-  return out
+  return out, (hs, cs)
 
 
 def layer_norm(layer, x) -> np.ndarray:
@@ -115,3 +117,51 @@ def layer_norm(layer, x) -> np.ndarray:
       num, den = v * int(gamma[j]), std << NORM_FRAC
       out[idx + (j,)] = _sat((2 * num + den) // (2 * den) + int(beta[j]), 8)
   return out
+
+
+def _tanh_to_int8(g: int) -> int:
+  from hardware.int8_layers import ACT_FRAC, GATE_FRAC, H_FRAC, TANH
+  index = _sat(_shift(g, GATE_FRAC - 8), 12) + 2048
+  return _sat(_shift(int(TANH[index]), ACT_FRAC - H_FRAC), 8)
+
+
+def greedy(model, features, lengths, max_symbols: int) -> list[list[int]]:
+  """`hardware.int8_transducer`'s encoder and greedy search, one utterance at a time: int8
+  stacked features `[B, T, F']`, `lengths [B]` -> each utterance's tokens."""
+  results = []
+  for u in range(len(lengths)):
+    x, n = np.asarray(features)[u:u + 1, : int(lengths[u])], int(lengths[u])
+    for i, layer in enumerate(model.layers):
+      if i and i == model.reduce_after and model.reduce > 1:
+        f = x.shape[2]
+        x = np.pad(x, ((0, 0), (0, -x.shape[1] % model.reduce), (0, 0)))
+        x = x.reshape(1, -1, f * model.reduce)
+        n = x.shape[1]
+      x, _ = lstm(layer, x, [n])
+      if model.norms:
+        x = layer_norm(model.norms[i], x)
+    enc_p = dense(model.enc_proj, x)[0]                           # [T'', J]
+    tokens, state = [], None
+
+    def pred_step(state, token):
+      if model.predictor_kind == "lstm":
+        y, state = lstm(model.pred, np.asarray(model.embed)[[token]][None], [1], state)
+        h = y[0, 0]
+      else:
+        state = (state or [0] * model.context)[1:] + [token]
+        e = np.asarray(model.embed)[state].reshape(1, -1)
+        h = [_tanh_to_int8(int(g)) for g in dense(model.pred, e)[0]]
+      return dense(model.pred_proj, np.asarray([h]))[0], state
+
+    pred_p, state = pred_step(state, 0)
+    for e in enc_p:
+      for _ in range(max_symbols):
+        hidden = [_tanh_to_int8(_sat(int(a) + int(b), 16)) for a, b in zip(e, pred_p)]
+        logits = dense(model.out, np.asarray([hidden]))[0]
+        k = int(np.argmax(logits))
+        if k == 0:
+          break
+        tokens.append(k)
+        pred_p, state = pred_step(state, k)
+    results.append(tokens)
+  return results

@@ -85,14 +85,16 @@ def frame_costs(profile, frame_flops, *, frame_macs_executed=None, chunk: int = 
 
 def streaming_latency(profile, frame_seconds: float, chunk: int = 1,
                       weight_bytes_per_chunk: int = 0):
-  """The `latency` callback `asr.training.evaluate.evaluate` takes: `(frame_flops [B, T],
-  frame_lengths [B], audio_seconds [B]) -> seconds [B]`, simulated on `profile` for frames of
+  """The `latency` callback `asr.training.evaluate.evaluate` takes: `(out, audio_seconds [B])
+  -> seconds [B]` from a recognizer's output (`frame_flops [B, T]`, `frame_lengths [B]`, and
+  `frame_macs_executed [B, T]` where zeros were skipped), simulated on `profile` for frames of
   `frame_seconds` released in groups of `chunk`."""
-  def latency(frame_flops, frame_lengths, audio_seconds):
-    cost = frame_costs(profile, frame_flops, chunk=chunk,
+  def latency(out, audio_seconds):
+    cost = frame_costs(profile, out["frame_flops"],
+                       frame_macs_executed=out.get("frame_macs_executed"), chunk=chunk,
                        weight_bytes_per_chunk=weight_bytes_per_chunk)
-    return simulate(jnp.asarray(cost), jnp.asarray(frame_lengths), frame_seconds, chunk=chunk,
-                    audio_seconds=jnp.asarray(audio_seconds, jnp.float32)).latency
+    return simulate(jnp.asarray(cost), jnp.asarray(out["frame_lengths"]), frame_seconds,
+                    chunk=chunk, audio_seconds=jnp.asarray(audio_seconds, jnp.float32)).latency
   return latency
 
 

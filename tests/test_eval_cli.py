@@ -106,6 +106,28 @@ def _decode_alone(workdir, source, decoder):
   return out
 
 
+def test_eval_on_the_int8_backend(tiny_run, tiny_source, capsys):
+  assert eval_cli.main(["--workdir", str(tiny_run), "--split", "test", "--backend", "int8",
+                        "--calibration-batches", "1"]) == 0
+  summary = json.loads((tiny_run / "eval" / "test_greedy_int8.json").read_text())
+  assert summary["backend"] == "int8" and summary["profile"] == "npu"
+  assert summary["num_utterances"] == tiny_source.splits["test"]
+  # The integer model's MACs are the float model's FLOPs / 2, counted by another module.
+  assert 2 * summary["macs_per_frame_dense"] == pytest.approx(summary["flops_per_frame"])
+  assert 0 < summary["macs_per_frame_executed"] <= summary["macs_per_frame_dense"]
+  # Its weights as int8 in the compressed format: about a quarter of float32, and more than
+  # one byte a non-zero weight.
+  assert summary["num_weights"] * (1 - summary["sparsity"]) < summary["model_bytes"]
+  assert summary["model_bytes"] < 0.35 * summary["model_bytes_float32"]
+  assert summary["latency_ms_p50"] > 0
+  lines = (tiny_run / "eval" / "test_greedy_int8.hyps.tsv").read_text().splitlines()
+  assert len(lines) == 1 + summary["num_utterances"]
+  assert "backend int8" in capsys.readouterr().out
+  with pytest.raises(SystemExit):
+    eval_cli.main(["--workdir", str(tiny_run), "--backend", "int8", "--decoder", "beam"])
+  assert "decodes greedily" in capsys.readouterr().err
+
+
 def test_transcribe_reads_files_and_names_the_bad_one(tiny_run, tiny_source, tmp_path, capsys):
   ex = next(tiny_source.examples("test"))
   good = tmp_path / "good.flac"

@@ -72,15 +72,21 @@ def make_recognizer(graphdef, decoder: str = "greedy", beam: int = 4, max_symbol
 
 def evaluate(graphdef, variables, batches, tokenizer, *, decoder: str = "greedy",
              beam: int = 4, max_symbols: int = 4, max_batches: int = 0, sample_rate: int = 16000,
-             progress=None, latency=None) -> tuple[dict, list[dict]]:
+             progress=None, latency=None, recognize=None,
+             backend: str = "float") -> tuple[dict, list[dict]]:
   """Decodes every batch of `batches` (audio batches: `features=None`) and scores them.
   `variables`: as `make_recognizer`'s. The batches are closed when this returns.
 
-  `latency(frame_flops [B, T'], frame_lengths [B], audio_seconds [B]) -> seconds [B]`, if
-  given (a device simulator: `hardware.latency`), gives each row its `latency_ms`."""
+  `latency(out, audio_seconds [B]) -> seconds [B]`, if given (a device simulator:
+  `hardware.latency`), gives each row its `latency_ms` from the recognizer's output `out`.
+  `recognize` replaces the float recognizer with another that returns the same dict (the int8
+  processor's: `hardware.int8_backend`); `backend` names it in the summary."""
+  recognize = recognize or make_recognizer(graphdef, decoder, beam, max_symbols)
   try:
-    return _evaluate(make_recognizer(graphdef, decoder, beam, max_symbols), variables, batches,
-                     tokenizer, decoder, max_batches, sample_rate, progress, latency)
+    summary, rows = _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches,
+                              sample_rate, progress, latency)
+    summary["backend"] = backend
+    return summary, rows
   finally:
     batches.close()  # stops the producer thread of a split not read to its end
 
@@ -105,8 +111,7 @@ def _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches, sa
     encoder_flops += float(out["flops"][real].sum())
     decoding_flops += float(out["decoding_flops"][real].sum())
     frames += int(out["frame_lengths"][real].sum())
-    seconds = (np.asarray(latency(out["frame_flops"], out["frame_lengths"],
-                                  batch["audio_lengths"] / sample_rate))
+    seconds = (np.asarray(latency(out, batch["audio_lengths"] / sample_rate))
                if latency is not None else None)
     for row in np.flatnonzero(real):
       if decoder == "greedy":
@@ -134,7 +139,7 @@ def _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches, sa
       flops_per_frame=encoder_flops / max(frames, 1),
       flops_per_second=(encoder_flops + decoding_flops) / max(audio_s, 1e-9),
       rtf=decode_s / max(audio_s, 1e-9),
-      audio_seconds=audio_s, decoder=decoder, backend="float",
+      audio_seconds=audio_s, decoder=decoder,
       per_accent=grouped_wer(refs, hyps, [r["accent"] or "unknown" for r in rows]),
       per_speaker=grouped_wer(refs, hyps, [r["speaker"] for r in rows]),
       per_condition=per_condition_wer(refs, hyps, [r["condition"] for r in rows]))

@@ -1,0 +1,129 @@
+"""Evaluating a trained transducer as the int8 processor runs it: calibration from training
+audio, conversion, a recognizer that `asr.training.evaluate.evaluate` drives like the float one,
+the work it does (MACs dense and with zero weights skipped) and the bytes of its weights in the
+compressed format.
+
+  recognize = int8_recognizer(graphdef, variables, calibration_batches, max_symbols)
+  summary, rows = evaluate(graphdef, variables, batches, tokenizer, recognize=recognize, ...)
+
+The recognizer returns what the float one does (tokens, lengths, frame lengths, per-frame
+`flops` and `frame_flops`, `decoding_flops`), counted as 2 x the MACs of the integer model, and
+`frame_macs_executed [B, T']`: the MACs on non-zero weights, what a processor that skips zeros
+spends (`hardware.profiles.NPUProfile`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from asr import features as F
+from hardware import fixed_point as fp
+from hardware.int8_transducer import IntTransducer, calibrate, convert, greedy, quantize_features
+from hardware.weight_format import packed_bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Work:
+  """MACs of the integer model: per encoder output frame, per decoded frame (the joint's
+  encoder projection and one output distribution) and per emitted label (the prediction
+  network, its projection and one more distribution)."""
+  encoder_frame: int
+  decode_frame: int
+  token: int
+
+
+def _macs(w, executed: bool) -> int:
+  return int(np.count_nonzero(np.asarray(w))) if executed else int(np.asarray(w).size)
+
+
+def model_work(m: IntTransducer, executed: bool = False) -> Work:
+  """Dense MACs (`executed=False`) or those on non-zero weights only."""
+  enc = 0
+  for i, layer in enumerate(m.layers):
+    per = _macs(layer.w_in, executed) + _macs(layer.w_rec, executed)
+    enc += per * (m.reduce if i < m.reduce_after and m.reduce > 1 else 1)
+  out = _macs(m.out.kernel, executed)
+  if m.predictor_kind == "lstm":
+    pred = _macs(m.pred.w_in, executed) + _macs(m.pred.w_rec, executed)
+  else:
+    pred = _macs(m.pred.kernel, executed)
+  return Work(enc, _macs(m.enc_proj.kernel, executed) + out,
+              pred + _macs(m.pred_proj.kernel, executed) + out)
+
+
+def weight_tensors(m: IntTransducer) -> dict[str, np.ndarray]:
+  """Every int8 weight matrix of the integer model, by name (the embedding table included)."""
+  out = {}
+  for i, layer in enumerate(m.layers):
+    out[f"encoder/layers/{i}/input"] = layer.w_in
+    out[f"encoder/layers/{i}/recurrent"] = layer.w_rec
+  out["joint/enc_proj"], out["joint/pred_proj"] = m.enc_proj.kernel, m.pred_proj.kernel
+  out["joint/out"], out["predictor/embed"] = m.out.kernel, m.embed
+  if m.predictor_kind == "lstm":
+    out["predictor/lstm/input"], out["predictor/lstm/recurrent"] = m.pred.w_in, m.pred.w_rec
+  else:
+    out["predictor/proj"] = m.pred.kernel
+  return {k: np.asarray(v) for k, v in out.items()}
+
+
+def compressed_bytes(m: IntTransducer, block: int = 64) -> int:
+  """The integer model's weights in `hardware.weight_format` (int8 non-zeros, bitmaps, one
+  float32 scale per output channel), plus its biases (int32) and layer norms (2 x int32 a unit),
+  as the processor receives them."""
+  total = sum(packed_bytes(w, block=block) for w in weight_tensors(m).values())
+  biases = [layer.b_in for layer in m.layers] + [m.enc_proj.bias, m.out.bias, m.pred_proj.bias]
+  biases += [m.pred.b_in] if m.predictor_kind == "lstm" else [m.pred.bias]
+  total += 4 * sum(int(np.asarray(b).size) for b in biases)
+  total += sum(8 * int(np.asarray(n.gamma).size) for n in m.norms)
+  return int(total)
+
+
+def int8_recognizer(graphdef, variables, calibration, *, max_symbols: int = 4,
+                    features: F.FeatureConfig = F.FeatureConfig()):
+  """`recognize(variables, audio [B, S], audio_lengths [B]) -> dict` running the int8 model
+  made from `nnx.merge(graphdef, *variables)` with scales calibrated on `calibration` (audio
+  batches: dicts with `audio`, `audio_lengths`). Greedy search only. Also returns the integer
+  model as `recognize.model`."""
+  model = nnx.merge(graphdef, *variables)
+  features = dataclasses.replace(features, num_mels=model.cfg.num_mels)
+  log_mel = jax.jit(lambda audio, n: F.log_mel(audio, n, features))
+  int_model = convert(model, calibrate(
+      model, (log_mel(jnp.asarray(b["audio"]), jnp.asarray(b["audio_lengths"]))
+              for b in calibration)))
+  dense, executed = model_work(int_model), model_work(int_model, executed=True)
+  stack = model.encoder.stack
+
+  @jax.jit
+  def front(variables, audio, audio_lengths):
+    m = nnx.merge(graphdef, *variables)
+    feats, lengths = log_mel(audio, audio_lengths)
+    return quantize_features(m.frontend(feats, lengths), lengths, stack, int_model.in_scale)
+
+  @fp.integer_jit
+  def back(im, x, lengths):
+    frames, frame_lengths = im.encode(x, lengths)
+    tokens, token_lengths, emitted = greedy(im, frames, frame_lengths, max_symbols,
+                                            frames.shape[1] * max_symbols)
+    return tokens, token_lengths, frame_lengths, emitted
+
+  def work(per_frame: Work, valid, emitted):
+    return valid * (per_frame.encoder_frame + per_frame.decode_frame) + emitted * per_frame.token
+
+  def recognize(variables, audio, audio_lengths):
+    x, lengths = front(variables, audio, audio_lengths)
+    tokens, token_lengths, frame_lengths, emitted = jax.device_get(back(int_model, x, lengths))
+    valid = np.arange(emitted.shape[1])[None, :] < frame_lengths[:, None]
+    return {"tokens": tokens, "lengths": token_lengths, "frame_lengths": frame_lengths,
+            "flops": 2.0 * valid * dense.encoder_frame,
+            "decoding_flops": 2.0 * (frame_lengths * dense.decode_frame
+                                     + token_lengths * dense.token),
+            "frame_flops": 2.0 * work(dense, valid, emitted),
+            "frame_macs_executed": 1.0 * work(executed, valid, emitted)}
+
+  recognize.model = int_model
+  return recognize

@@ -1,0 +1,235 @@
+"""A trained LSTM transducer in integer form, and greedy search run as the int8 processor would.
+
+`convert(model, scales)` turns an `asr.models.Transducer` (LSTM encoder, LSTM or stateless
+prediction network) into an `IntTransducer` of `hardware.int8_layers`; `scales` are the int8
+scales of the activations that are not bounded by construction, from `calibrate` (the largest
+magnitude seen at each layer's input on a few training batches). What runs where:
+
+- the front end (log-mel features, causal normalization) stays float, on the device's DSP;
+  the normalized, stacked features enter the processor as int8 at a calibrated scale;
+- the encoder: integer LSTM layers, integer layer norms (into the next layer's calibrated
+  scale), frame stacking and time reduction (moving int8 values);
+- the joint: the encoder and prediction projections to Q3.12, their sum's tanh by table
+  (Q0.15, then Q0.7 int8), the output layer to logits in Q7.8 int16 (a common scale for every
+  output, so the argmax of the integers is the argmax of the logits);
+- the prediction network: an int8 embedding table (one scale), then the LSTM layer, or the
+  stateless network's projection and tanh table;
+- greedy search: as `asr.decoding.greedy`, the argmax of integer logits.
+
+`recognize_greedy` is one jitted integer function per batch shape. Layers this executor cannot
+run (a factorized layer, a Transformer encoder) fail `convert` with their name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from asr.models.dense import Dense, intercept_dense
+from hardware import fixed_point as fp
+from hardware.int8_layers import (ACT_FRAC, GATE_FRAC, H_FRAC, TANH, IntDense, IntLayerNorm,
+                                  IntLSTM, quantize_activation_scale)
+
+LOGIT_FRAC = 8     # logits in Q7.8 int16
+
+
+def _kernel(layer, name: str):
+  """A dense layer's (kernel, bias); any other layer in its place is refused by name."""
+  if not isinstance(layer, Dense):
+    raise ValueError(f"the int8 executor cannot run layer {name!r} ({type(layer).__name__}): "
+                     "it runs dense layers")
+  return np.asarray(layer.kernel[...]), None if layer.bias is None else np.asarray(layer.bias[...])
+
+
+def dense_names(model) -> dict[int, str]:
+  """`{id(layer): name}` of every `Dense` of the model; anything else that holds a kernel is
+  refused by `convert`."""
+  return {id(node): "/".join(str(p) for p in path)
+          for path, node in nnx.iter_graph(model) if isinstance(node, Dense)}
+
+
+def calibrate(model, feature_batches) -> dict[str, float]:
+  """The largest input magnitude of each dense layer called outside a scan (the LSTM input
+  matrices, the joint's encoder projection), over `feature_batches` of `(log-mel [B, T, F],
+  lengths [B])`, run eagerly through the float model: `{layer name: max |x|}` over valid
+  frames (padding is zero, so it never raises a maximum)."""
+  names = dense_names(model)
+  seen: dict[str, float] = {}
+
+  def observe(layer, x, apply):
+    if not isinstance(x, jax.core.Tracer):     # inside a scan (recurrent matrices): not needed
+      name = names[id(layer)]
+      seen[name] = max(seen.get(name, 0.0), float(jnp.max(jnp.abs(x))))
+    return apply(x)
+
+  with intercept_dense(observe):
+    for feats, lengths in feature_batches:
+      enc = model.encode(jnp.asarray(feats), jnp.asarray(lengths))
+      model.joint.project_encoder(enc.frames)
+  return seen
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class IntTransducer:
+  in_scale: float = dataclasses.field(metadata=dict(static=True))
+  stack: int = dataclasses.field(metadata=dict(static=True))
+  reduce: int = dataclasses.field(metadata=dict(static=True))
+  reduce_after: int = dataclasses.field(metadata=dict(static=True))
+  predictor_kind: str = dataclasses.field(metadata=dict(static=True))
+  context: int = dataclasses.field(metadata=dict(static=True))
+  layers: list
+  norms: list
+  enc_proj: IntDense
+  embed: jax.Array                # [V, E] int8
+  pred: object                    # IntLSTM (lstm) or IntDense (stateless, to Q3.12)
+  pred_proj: IntDense             # Q0.7 -> Q3.12
+  out: IntDense                   # Q0.7 -> logits Q7.8 int16
+
+  # ---- encoder ----
+
+  def encode(self, features: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """int8 stacked features `[B, T', F * stack]` (`quantize_features`) -> int8 encoder frames
+    `[B, T'', H]` at the enc_proj's input scale, and their lengths."""
+    x = features
+    for i, layer in enumerate(self.layers):
+      if i and i == self.reduce_after and self.reduce > 1:
+        x, lengths = _stack(x, lengths, self.reduce)
+      x, _ = layer.apply(x, lengths)
+      if self.norms:
+        x = self.norms[i].apply(x)
+        x = jnp.where(jnp.arange(x.shape[1])[None, :, None] < lengths[:, None, None], x, 0)
+    return x, lengths
+
+  # ---- prediction network and joint ----
+
+  def init_pred(self, batch: int):
+    if self.predictor_kind == "lstm":
+      return self.pred.init_state(batch)
+    return jnp.zeros((batch, self.context), jnp.int32)
+
+  def pred_step(self, state, tokens: jax.Array):
+    """One token per row -> (projected prediction `[B, J]` Q3.12, new state)."""
+    if self.predictor_kind == "lstm":
+      x = jnp.take(self.embed, tokens, axis=0)[:, None, :]
+      y, state = self.pred.apply(x, jnp.ones(tokens.shape[0], jnp.int32), state)
+      h = y[:, 0]
+    else:
+      state = jnp.concatenate([state[:, 1:], tokens[:, None]], axis=1)
+      e = jnp.take(self.embed, state, axis=0).reshape(tokens.shape[0], -1)
+      h = _tanh_to_int8(self.pred.apply(e))
+    return self.pred_proj.apply(h), state
+
+  def logits(self, enc_p: jax.Array, pred_p: jax.Array) -> jax.Array:
+    """Projected (Q3.12) encoder frame and prediction -> logits `[..., V]` Q7.8."""
+    return self.out.apply(_tanh_to_int8(fp.saturate(enc_p + pred_p, 16)))
+
+
+def _tanh_to_int8(g: jax.Array) -> jax.Array:
+  """tanh of Q3.12 values by table, to Q0.7 int8."""
+  index = fp.saturate(fp.rounding_shift(g, GATE_FRAC - 8), 12)
+  return fp.saturate(fp.rounding_shift(fp.lookup(TANH, index), ACT_FRAC - H_FRAC), 8)
+
+
+def _stack(x, lengths, factor):
+  b, t, f = x.shape
+  x = jnp.where(jnp.arange(t)[None, :, None] < lengths[:, None, None], x, 0)
+  x = jnp.pad(x, ((0, 0), (0, -t % factor), (0, 0)))
+  return x.reshape(b, -1, f * factor), (lengths + factor - 1) // factor
+
+
+def convert(model, scales: dict[str, float]) -> IntTransducer:
+  """The float `model` in integers, with the calibrated input `scales` (`calibrate`)."""
+  enc, cfg = model.encoder, model.cfg
+  if cfg.encoder != "lstm":
+    raise ValueError(f"the int8 executor runs LSTM encoders; this model's encoder is "
+                     f"{cfg.encoder!r}")
+  in_scale = _scale(scales, "encoder/layers/0/input")
+  layers, norms = [], []
+  for i, layer in enumerate(enc.layers):
+    s_x = in_scale if i == 0 else (_scale(scales, f"encoder/layers/{i}/input") if enc.norms
+                                   else 2.0 ** -H_FRAC)
+    name = f"encoder/layers/{i}"
+    k_in, b_in = _kernel(layer.input, f"{name}/input")
+    k_rec = _kernel(layer.recurrent, f"{name}/recurrent")[0]
+    layers.append(IntLSTM.from_float(k_in, b_in, k_rec, s_x))
+    if enc.norms:
+      nxt = (f"encoder/layers/{i + 1}/input" if i + 1 < len(enc.layers) else "joint/enc_proj")
+      norm = enc.norms[i]
+      norms.append(IntLayerNorm.from_float(np.asarray(norm.scale[...]),
+                                           np.asarray(norm.bias[...]), _scale(scales, nxt)))
+  s_enc = _scale(scales, "joint/enc_proj") if enc.norms else 2.0 ** -H_FRAC
+  q316 = 2.0 ** -GATE_FRAC
+  j = model.joint
+  enc_proj = IntDense.from_float(*_kernel(j.enc_proj, "joint/enc_proj"), s_enc, q316, 16)
+  pred_proj = IntDense.from_float(*_kernel(j.pred_proj, "joint/pred_proj"), 2.0 ** -H_FRAC,
+                                  q316, 16)
+  out = IntDense.from_float(*_kernel(j.out, "joint/out"), 2.0 ** -H_FRAC, 2.0 ** -LOGIT_FRAC,
+                            16)
+  p = model.predictor
+  table = np.asarray(p.embed.embedding[...])
+  s_e = quantize_activation_scale(np.abs(table).max())
+  embed = np.clip(np.round(table / s_e), -127, 127).astype(np.int8)
+  if cfg.predictor == "lstm":
+    k_in, b_in = _kernel(p.lstm.input, "predictor/lstm/input")
+    pred = IntLSTM.from_float(k_in, b_in, _kernel(p.lstm.recurrent, "predictor/lstm/recurrent")[0],
+                              s_e)
+    context = 0
+  else:
+    pred = IntDense.from_float(*_kernel(p.proj, "predictor/proj"), s_e, q316, out_bits=16)
+    context = p.context
+  return IntTransducer(in_scale, enc.stack, enc.reduce, enc.reduce_after, cfg.predictor,
+                       context, layers, norms, enc_proj, embed, pred, pred_proj, out)
+
+
+def _scale(scales, name):
+  if name not in scales:
+    raise ValueError(f"no calibrated scale for {name}'s input: calibrate the model "
+                     f"(hardware.int8_transducer.calibrate) on training batches first")
+  return quantize_activation_scale(scales[name])
+
+
+def quantize_features(features: jax.Array, lengths: jax.Array, stack: int, scale: float):
+  """Normalized float log-mels `[B, T, F]` -> int8 stacked frames (the processor's input)."""
+  from asr.features import stack_frames
+  x, lengths = stack_frames(features, lengths, stack)
+  return jnp.clip(jnp.round(x / scale), -128, 127).astype(jnp.int32), lengths
+
+
+def greedy(model: IntTransducer, frames: jax.Array, frame_lengths: jax.Array,
+           max_symbols: int, max_len: int):
+  """Greedy search over int8 encoder frames -> tokens `[B, L]`, lengths `[B]`, labels emitted
+  per frame `[B, T]` (as `asr.decoding.greedy_search_aligned`)."""
+  b, t = frames.shape[:2]
+  enc_p = model.enc_proj.apply(frames)
+  pred_p, state = model.pred_step(model.init_pred(b), jnp.zeros(b, jnp.int32))
+  positions = jnp.arange(max_len)[None, :]
+
+  def frame(carry, inputs):
+    e, valid = inputs
+    pred_p, state, tokens, lengths = carry
+    before = lengths
+
+    def symbol(carry, _):
+      pred_p, state, tokens, lengths, active = carry
+      k = jnp.argmax(model.logits(e, pred_p), axis=-1).astype(jnp.int32)
+      emit = active & (k != 0) & (lengths < max_len)
+      tokens = jnp.where(emit[:, None] & (positions == lengths[:, None]), k[:, None], tokens)
+      new_p, new_state = model.pred_step(state, k)
+      keep = emit[:, None]
+      state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new_state, state)
+      return (jnp.where(keep, new_p, pred_p), state, tokens, lengths + emit, emit), None
+
+    (pred_p, state, tokens, lengths, _), _ = jax.lax.scan(
+        symbol, (pred_p, state, tokens, lengths, valid), None, length=max_symbols)
+    return (pred_p, state, tokens, lengths), lengths - before
+
+  valid = jnp.arange(t)[None, :] < frame_lengths[:, None]
+  init = (pred_p, state, jnp.zeros((b, max_len), jnp.int32), jnp.zeros(b, jnp.int32))
+  (_, _, tokens, lengths), emitted = jax.lax.scan(
+      frame, init, (enc_p.swapaxes(0, 1), valid.swapaxes(0, 1)))
+  return tokens, lengths, emitted.swapaxes(0, 1)

@@ -1,0 +1,87 @@
+"""The LSTM transducer on the int8 path: the jitted integer encoder and greedy search equal the
+plain Python-integer reference token for token, and follow the float model they come from;
+layers the executor cannot run, and a missing calibration, are named."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from asr.decoding import greedy_search
+from asr.models import LSTMEncoderConfig, Transducer, TransducerConfig
+from hardware import fixed_point as fp
+from hardware import int8_reference as ref
+from hardware.int8_transducer import calibrate, convert, greedy, quantize_features
+from tests.helpers import randomize
+
+
+def _model(predictor, seed=0):
+  cfg = TransducerConfig(vocab=6, num_mels=8, encoder_config=LSTMEncoderConfig(
+      hidden=16, layers=2, stack=2, layer_norm=True, reduce=2, reduce_after=1),
+                         predictor=predictor, pred_embed=8, pred_hidden=16, joint_dim=16)
+  m = randomize(Transducer(cfg, rngs=nnx.Rngs(seed)), seed, scale=0.4)
+  # Outputs led by the audio: a strong encoder projection, a decisive output layer.
+  m.joint.enc_proj.kernel[...] = m.joint.enc_proj.kernel[...] * 4.0
+  m.joint.out.kernel[...] = m.joint.out.kernel[...] * 2.0
+  return m
+
+
+def _features(seed=0, b=4, t=48):
+  rng = np.random.default_rng(seed)
+  feats = jnp.asarray(rng.standard_normal((b, t, 8)) * 2 - 3, jnp.float32)
+  lengths = jnp.asarray([t, 31, 17, 6])
+  return feats, lengths
+
+
+@fp.integer_jit(static_argnames=("max_symbols", "max_len"))
+def _int_greedy(model, x, lengths, max_symbols, max_len):
+  frames, frame_lengths = model.encode(x, lengths)
+  return greedy(model, frames, frame_lengths, max_symbols, max_len)
+
+
+@pytest.mark.parametrize("predictor", ["stateless", "lstm"])
+def test_integer_greedy_equals_the_reference_and_follows_the_float_model(predictor):
+  model = _model(predictor)
+  feats, lengths = _features()
+  scales = calibrate(model, [(feats, lengths)])
+  assert set(scales) == {"encoder/layers/0/input", "encoder/layers/1/input", "joint/enc_proj"}
+  im = convert(model, scales)
+  x, xl = quantize_features(model.frontend(feats, lengths), lengths, 2, im.in_scale)
+  tokens, token_lengths, emitted = _int_greedy(im, x, xl, max_symbols=3, max_len=80)
+  tokens, token_lengths = np.asarray(tokens), np.asarray(token_lengths)
+  got = [tokens[i, : token_lengths[i]].tolist() for i in range(len(lengths))]
+  assert got == ref.greedy(im, np.asarray(x), np.asarray(xl), 3)
+  np.testing.assert_array_equal(np.asarray(emitted).sum(axis=1), token_lengths)
+  # The float model on the same features: the same transcripts, give or take a token.
+  enc = model.encode(feats, lengths)
+  f_tokens, f_lengths = greedy_search(model, enc.frames, enc.lengths, max_symbols=3, max_len=80)
+  floats = [np.asarray(f_tokens)[i, : int(f_lengths[i])].tolist() for i in range(len(lengths))]
+  assert sum(map(len, floats)) > 10                            # the test model really emits
+  errors = sum(_edit_distance(a, b) for a, b in zip(got, floats))
+  assert errors <= 0.1 * sum(map(len, floats)), (got, floats)
+  # The integer encoder's frames against the float encoder's (layer norm output, int8).
+  frames, _ = fp.integer_jit(lambda m, x, l: m.encode(x, l))(im, x, xl)
+  s_enc = scales["joint/enc_proj"] / 127
+  err = np.abs(np.asarray(frames) * s_enc - np.asarray(enc.frames))
+  assert err.max() < 0.1 * np.abs(np.asarray(enc.frames)).max()
+
+
+def _edit_distance(a, b):
+  d = list(range(len(b) + 1))
+  for i, x in enumerate(a, 1):
+    prev, d[0] = d[0], i
+    for j, y in enumerate(b, 1):
+      prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (x != y))
+  return d[len(b)]
+
+
+def test_layers_it_cannot_run_and_a_missing_calibration_are_named():
+  model = _model("stateless")
+  feats, lengths = _features()
+  scales = calibrate(model, [(feats, lengths)])
+  with pytest.raises(ValueError, match="no calibrated scale for joint/enc_proj's input: "
+                                       "calibrate"):
+    convert(model, {k: v for k, v in scales.items() if k != "joint/enc_proj"})
+  model.joint.enc_proj = nnx.Linear(16, 16, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="cannot run layer 'joint/enc_proj' \\(Linear\\)"):
+    convert(model, scales)
