@@ -68,10 +68,21 @@ def requantize(acc: jax.Array, m0, n, bits: int = 8) -> jax.Array:
   return jnp.clip(y, lo, hi).astype(jnp.int32)
 
 
+# Products of 8-bit integers (|x w| <= 2^14) summed over at most 2^10 terms never exceed 2^24,
+# below which float32 holds every integer exactly, whatever the order of the additions: so a
+# float32 matrix product of 8-bit values, K <= 1024 at a time, is the exact int32 accumulator.
+# It runs on the CPU's float GEMM, several times faster than XLA's integer dot.
+EXACT_K = 1024
+
+
 def int_matmul(x: jax.Array, w: jax.Array, bias: jax.Array | None = None) -> jax.Array:
-  """int8 `x [..., K]` @ int8 `w [K, N]` (+ int32 `bias [N]`) accumulated in int32."""
-  acc = jnp.matmul(x.astype(jnp.int32), w.astype(jnp.int32),
-                   preferred_element_type=jnp.int32)
+  """8-bit `x [..., K]` @ 8-bit `w [K, N]` (+ int32 `bias [N]`), accumulated exactly in int32
+  (computed in float32 over slices of `EXACT_K`, exact by the bound above)."""
+  acc = None
+  for start in range(0, x.shape[-1], EXACT_K):
+    part = jnp.matmul(x[..., start:start + EXACT_K].astype(jnp.float32),
+                      w[start:start + EXACT_K].astype(jnp.float32)).astype(jnp.int32)
+    acc = part if acc is None else acc + part
   return acc if bias is None else acc + bias.astype(jnp.int32)
 
 

@@ -62,7 +62,15 @@ def test_int8_products_accumulate_in_int32_as_the_reference_does():
   got = np.asarray(fp.int_matmul(jnp.asarray(x), jnp.asarray(w), jnp.asarray(bias)))
   assert got.dtype == np.int32
   np.testing.assert_array_equal(got, ref.int_matmul(x, w, bias))
-  # The worst case of K = 70: 70 * 128 * 128 is far inside int32; the reference says when not.
+  # Products in float32 slices of 1,024 stay exact at the extremes, across slices too.
+  k = 2 * fp.EXACT_K + 77
+  x = np.full((2, k), -128, np.int8)
+  x[1, ::3] = 127
+  w = np.stack([np.full(k, -127), rng.integers(-127, 128, k)], axis=1).astype(np.int8)
+  got = np.asarray(fp.int_matmul(jnp.asarray(x), jnp.asarray(w)))
+  np.testing.assert_array_equal(got, x.astype(np.int64) @ w.astype(np.int64))
+  assert got[0, 0] == k * 128 * 127
+  # The reference says when an accumulator would leave int32.
   with pytest.raises(OverflowError, match="outside int32"):
     ref.int_matmul(np.full((1, 2), 1 << 16), np.full((2, 1), 1 << 15))
 
