@@ -56,7 +56,8 @@ def calibrate(model, feature_batches) -> dict[str, float]:
   """The largest input magnitude of each dense layer called outside a scan (the LSTM input
   matrices, the joint's encoder projection), over `feature_batches` of `(log-mel [B, T, F],
   lengths [B])`, run eagerly through the float model: `{layer name: max |x|}` over valid
-  frames (padding is zero, so it never raises a maximum)."""
+  frames (padding is zero, so it never raises a maximum). Layers that carry a trained range
+  (`act_range`, activation-quantized training) give that range instead."""
   names = dense_names(model)
   seen: dict[str, float] = {}
 
@@ -70,6 +71,14 @@ def calibrate(model, feature_batches) -> dict[str, float]:
     for feats, lengths in feature_batches:
       enc = model.encode(jnp.asarray(feats), jnp.asarray(lengths))
       model.joint.project_encoder(enc.frames)
+  # A model trained with its activations on an 8-bit grid (`compression.quantization`'s
+  # `act_range`, a moving average of the largest input) runs on the grid it trained with.
+  for path, node in nnx.iter_graph(model):
+    name = "/".join(str(p) for p in path)
+    trained = getattr(node, "act_range", None)
+    if (name in seen and trained is not None and not getattr(node, "bounded", False)
+        and float(trained[...]) > 0):                     # 0: never seen in training
+      seen[name] = float(trained[...])
   return seen
 
 

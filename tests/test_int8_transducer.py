@@ -85,3 +85,18 @@ def test_layers_it_cannot_run_and_a_missing_calibration_are_named():
   model.joint.enc_proj = nnx.Linear(16, 16, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="cannot run layer 'joint/enc_proj' \\(Linear\\)"):
     convert(model, scales)
+
+
+def test_a_model_trained_with_quantized_activations_keeps_its_ranges():
+  from compression.quantization import quantize_activations
+  model = _model("stateless")
+  feats, lengths = _features()
+  quantize_activations(bits=8)(model)
+  model.encoder.layers[0].input.act_range[...] = jnp.asarray(3.25)
+  model.joint.enc_proj.act_range[...] = jnp.asarray(1.5)
+  scales = calibrate(model, [(feats, lengths)])
+  assert scales["encoder/layers/0/input"] == 3.25 and scales["joint/enc_proj"] == 1.5
+  # A range never trained (0) is observed instead.
+  assert float(model.encoder.layers[1].input.act_range[...]) == 0
+  assert scales["encoder/layers/1/input"] > 0.5
+  assert convert(model, scales).in_scale == pytest.approx(3.25 / 127)
