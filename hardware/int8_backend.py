@@ -127,3 +127,31 @@ def int8_recognizer(graphdef, variables, calibration, *, max_symbols: int = 4,
 
   recognize.model = int_model
   return recognize
+
+
+def compare_layers(model, int_model: IntTransducer, features, lengths) -> list[tuple]:
+  """The float and the int8 encoder side by side on the same log-mel `features [B, T, F]`:
+  `[(stage, float output [B, T', H], int8 output as reals [B, T', H], lengths [B])]` for the
+  stacked input and every LSTM layer and layer norm."""
+  from asr.features import stack_frames
+  from hardware.int8_layers import H_FRAC
+  enc = model.encoder
+  x = model.frontend(jnp.asarray(features), jnp.asarray(lengths))
+  xf, n = stack_frames(x, jnp.asarray(lengths), enc.stack)
+  xi, _ = quantize_features(x, jnp.asarray(lengths), enc.stack, int_model.in_scale)
+  stages = [("input", xf, xi * int_model.in_scale, n)]
+  with jax.enable_x64(True):
+    for i, (layer, int_layer) in enumerate(zip(enc.layers, int_model.layers)):
+      if i and i == enc.reduce_after and enc.reduce > 1:
+        xf, _ = stack_frames(xf, n, enc.reduce)
+        xi, n = stack_frames(xi, n, enc.reduce)
+      xf, _ = layer(xf.astype(jnp.float32), n)
+      xi, _ = int_layer.apply(xi.astype(jnp.int32), n)
+      stages.append((f"layer {i} LSTM", xf, xi * 2.0 ** -H_FRAC, n))
+      if enc.norms:
+        xf = enc.norms[i](xf)
+        norm = int_model.norms[i]
+        xi = norm.apply(xi)
+        stages.append((f"layer {i} norm", xf, xi * norm.out_scale, n))
+  return [(name, np.asarray(f, np.float32), np.asarray(q, np.float32), np.asarray(k))
+          for name, f, q, k in stages]

@@ -157,11 +157,13 @@ class IntLayerNorm:
   in its input: `(x - mean) / std` does not depend on the input's scale."""
   gamma: jax.Array           # [H] int64: gamma / out_scale * 2^NORM_FRAC
   beta: jax.Array            # [H] int64: beta / out_scale
+  out_scale: float = dataclasses.field(default=1.0, metadata=dict(static=True))
 
   @classmethod
   def from_float(cls, scale, bias, out_scale: float):
     g = np.round(np.asarray(scale, np.float64) / out_scale * 2 ** NORM_FRAC).astype(np.int64)
-    return cls(g, np.round(np.asarray(bias, np.float64) / out_scale).astype(np.int64))
+    return cls(g, np.round(np.asarray(bias, np.float64) / out_scale).astype(np.int64),
+               float(out_scale))
 
   def apply(self, x: jax.Array) -> jax.Array:
     x = x.astype(jnp.int64)

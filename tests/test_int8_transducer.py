@@ -100,3 +100,23 @@ def test_a_model_trained_with_quantized_activations_keeps_its_ranges():
   assert float(model.encoder.layers[1].input.act_range[...]) == 0
   assert scales["encoder/layers/1/input"] > 0.5
   assert convert(model, scales).in_scale == pytest.approx(3.25 / 127)
+
+
+def test_layer_by_layer_comparison_ends_where_both_encoders_end():
+  from hardware.int8_backend import compare_layers
+  model = _model("stateless")
+  feats, lengths = _features()
+  scales = calibrate(model, [(feats, lengths)])
+  im = convert(model, scales)
+  stages = compare_layers(model, im, feats, lengths)
+  assert [s[0] for s in stages] == ["input", "layer 0 LSTM", "layer 0 norm", "layer 1 LSTM",
+                                    "layer 1 norm"]
+  name, float_out, int_out, n = stages[-1]
+  enc = model.encode(feats, lengths)
+  np.testing.assert_array_equal(n, np.asarray(enc.lengths))
+  valid = np.arange(float_out.shape[1])[None, :] < n[:, None]
+  np.testing.assert_allclose(float_out[valid], np.asarray(enc.frames)[valid], atol=1e-5)
+  x, xl = quantize_features(model.frontend(feats, lengths), lengths, 2, im.in_scale)
+  frames, _ = fp.integer_jit(lambda m, x, l: m.encode(x, l))(im, x, xl)
+  np.testing.assert_allclose(int_out[valid], np.asarray(frames)[valid] * scales["joint/enc_proj"]
+                             / 127, rtol=1e-6)
