@@ -29,6 +29,7 @@ def main(argv=None) -> int:
   from absl import logging
   logging.set_verbosity(logging.WARNING)
   from experiments import evaluate as eval_cli
+  from experiments.evaluate import latency_for
   from experiments.configs.rnnt import get_config
   from asr.data import cli
   from asr.training.loop import open_dataset, train
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
   cli.print_stats(source)
 
   print(f"\ntraining {args.variant} RNN-T in {args.workdir} ...", flush=True)
-  summary = train(config, args.workdir)
+  summary = train(config, args.workdir, latency=latency_for(config.train.latency_profile))
   print(f"dev WER after training: {summary.get('wer', float('nan')):.4f}")
 
   results = {}

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
   from asr.training.loop import load_for_inference, open_dataset, pipeline_config, run_tokenizer
   from compression.size import model_size
 
-  from hardware.latency import latency_summary
+  from asr.training.metrics import latency_summary
   from hardware.profiles import load_profile
 
   try:
@@ -178,6 +178,16 @@ def model_latency(graphdef, variables, profile, model_bytes=None):
     fetch = profile.weight_bytes_per_chunk(
         model_bytes or model_size(variables[0])["model_bytes_int8_sparse"])
   return streaming_latency(profile, encoder.frame_seconds, encoder_chunk(encoder), fetch)
+
+
+def latency_for(profile_name: str):
+  """`latency(graphdef, variables)` for `asr.training.loop.Trainer`: each evaluation's latency
+  on the named profile; None for `""` (no simulation)."""
+  if not profile_name:
+    return None
+  from hardware.profiles import load_profile
+  profile = load_profile(profile_name)
+  return lambda graphdef, variables: model_latency(graphdef, variables, profile)
 
 
 DIAGNOSIS_SETS = (("train", "training utterances"),

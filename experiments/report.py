@@ -4,7 +4,8 @@ latency-versus-WER plane of a set of runs, from their workdirs (no wandb server 
 Writes into DIR:
 - `latency_vs_wer.png`: one point per run, WER against latency (p50), one colour per model
   family, marker area by compute per second of audio, the Pareto front (no run both faster and
-  better) joined and ringed. Until a latency simulator fills `latency_ms_p50`, the x axis is
+  better) joined and ringed. Where a run was evaluated without a latency simulator (`asr-train`
+  simulates on `train.latency_profile`, cpu650 by default), the x axis is
   the compute per second of audio instead (`flops_per_second`: encoder and decoding, so models
   of different frame rates compare), and says so: latency is never invented.
 - `latency_vs_wer.html`: the same plot, self-contained (hover a point for its run and numbers),

@@ -44,8 +44,10 @@ def _main(argv):
     jax.distributed.initialize(_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
   from asr.training.loop import train
+  from experiments.evaluate import latency_for
   workdir = _workdir()
-  summary = train(_CONFIG.value, workdir)
+  summary = train(_CONFIG.value, workdir,
+                  latency=latency_for(_CONFIG.value.train.get("latency_profile", "cpu650")))
   if summary:
     print(f"final {_CONFIG.value.data.eval_split}: WER {summary['wer']:.4f}  CER "
           f"{summary['cer']:.4f}  ({summary['num_utterances']} utterances)")

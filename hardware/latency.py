@@ -6,7 +6,7 @@ frame, or a whole attention chunk at once), waits for the frames before it, and 
 seconds (`frame_costs`: the encoder's work on the frame plus the decoder's, on a device
 profile). Completion `finish_t = max(finish_{t-1}, arrival_t) + cost_t`; the user-perceived
 latency is the last frame's completion, plus the work after it (`final_cost`), minus the audio's
-end. Mean, p50, p90 and max over a dataset by `latency_summary`.
+end. Mean, p50, p90 and max over a dataset by `latency_summary` (`asr.training.metrics`).
 
 The simulator is the closed form of that recursion, vectorized over utterances and frames:
 with `C_t` the cumulative cost, `finish_t = C_t + max_{s <= t} (arrival_s - C_{s-1})` (a
@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from asr.losses.latency import arrival_times
+from asr.training.metrics import latency_summary  # noqa: F401  (the summary's one home)
 
 
 @jax.tree_util.register_dataclass
@@ -59,15 +60,6 @@ def simulate(cost: jax.Array, lengths: jax.Array, hop: float, *, chunk: int = 1,
   last_done = jnp.where(lengths > 0, jnp.take_along_axis(finish, last, axis=1)[:, 0], end)
   latency = last_done - end + final_cost
   return Timeline(arrival, start, finish, finish - arrival, latency)
-
-
-def latency_summary(latency_s) -> dict:
-  """Per-utterance latencies (seconds) -> `latency_ms_mean`, `_p50`, `_p90`, `_max`."""
-  ms = 1000.0 * np.asarray(latency_s, np.float64)
-  if ms.size == 0:
-    return {f"latency_ms_{k}": None for k in ("mean", "p50", "p90", "max")}
-  return {"latency_ms_mean": float(ms.mean()), "latency_ms_p50": float(np.percentile(ms, 50)),
-          "latency_ms_p90": float(np.percentile(ms, 90)), "latency_ms_max": float(ms.max())}
 
 
 def frame_costs(profile, frame_flops, *, frame_macs_executed=None, chunk: int = 1,

@@ -5,8 +5,9 @@ Standard metric names (the same in every run, sweep, report and dashboard): `wer
 compares across frame rates), `latency_ms_p50`, `latency_ms_p90`, `model_bytes`, `sparsity`,
 `backend`; they go to the run's summary, so runs compare on a wandb workspace with no custom code. Each evaluation also logs a
 `wandb.Table` of per-utterance results (`eval/utterances`) and a latency-versus-WER scatter of
-the run's evaluations so far (`eval/latency_vs_wer`; its x axis is FLOPs per second of audio
-until a latency simulator fills `latency_ms_*`, which stay empty, not invented). A finished run
+the run's evaluations so far (`eval/latency_vs_wer`; its x axis is the simulated p50 latency
+when the trainer was given a device simulator, as `asr-train` does by default, else FLOPs per
+second of audio: `latency_ms_*` stay empty where nothing simulated them, never invented). A finished run
 writes the standard metrics of its last evaluation to `final.json` (sweeps and reports read it).
 
 A resumed run first cuts `metrics.jsonl` and `eval/` back to the step it restored, so the
@@ -100,7 +101,8 @@ class MetricsLogger:
   def log_eval(self, step: int, summary: dict, rows: list[dict]) -> None:
     self.last_eval = dict(summary, step=step)
     self.evaluated_steps.add(step)
-    self.eval_history.append([step, summary["flops_per_second"], None, summary["wer"]])
+    self.eval_history.append([step, summary["flops_per_second"], summary.get("latency_ms_p50"),
+                              summary["wer"]])
     self._write({"step": step, "time": time.time(), "eval": summary})
     if not self.enabled:
       return
@@ -109,8 +111,9 @@ class MetricsLogger:
     write_hypotheses(self.workdir / "eval" / f"step_{step}.hyps.tsv", rows)
     if self._run is not None:
       import wandb
-      # Numbers only: latency stays unlogged (empty) until a simulator measures it.
+      # Numbers only: latency stays unlogged (empty) where no simulator measured it.
       numeric = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
+      x = "latency_ms_p50" if summary.get("latency_ms_p50") is not None else "flops_per_second"
       table = wandb.Table(columns=list(HYPOTHESIS_COLUMNS),
                           data=[[r[c] for c in HYPOTHESIS_COLUMNS] for r in rows])
       history = wandb.Table(columns=["step", "flops_per_second", "latency_ms_p50", "wer"],
@@ -118,8 +121,7 @@ class MetricsLogger:
       self._run.log({**numeric, "backend": summary.get("backend", "float"),
                      "eval/utterances": table,
                      "eval/latency_vs_wer": wandb.plot.scatter(
-                         history, "flops_per_second", "wer",
-                         title="WER vs compute per second of audio (latency once simulated)"),
+                         history, x, "wer", title=f"WER vs {x}"),
                      **{f"wer_accent/{a}": w for a, w in summary.get("per_accent", {}).items()}},
                     step=step)
       self._run.summary.update({**numeric, "backend": summary.get("backend", "float")})

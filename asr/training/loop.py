@@ -33,10 +33,12 @@ from asr.training import objective, schedules as S, train_step as ts, transforms
 from asr.training.checkpoint import Checkpointer, tree_paths
 from asr.training.evaluate import evaluate
 from asr.training.logger import MetricsLogger, cut_back
+from asr.training.metrics import latency_summary
 
 # Keys a resumed run may change (where the data lives, where logs go): nothing that changes
 # what is computed.
-RESUMABLE_KEYS = ("data.data_dir", "data.build_if_missing", "wandb.mode")
+# Keys that change nothing a run computes: a run resumes with other values (or without them).
+RESUMABLE_KEYS = ("data.data_dir", "data.build_if_missing", "wandb.mode", "train.latency_profile")
 # Steps the host may dispatch ahead of the device: enough to prepare the next batch while a
 # step runs; few, so queued batches stay few and the progress bar tells the truth.
 LOOKAHEAD = 2
@@ -280,12 +282,17 @@ def to_host(tree):
 # ---- the loop ----
 
 class Trainer:
-  """Holds what a run needs; `run()` trains to `config.train.num_steps`."""
+  """Holds what a run needs; `run()` trains to `config.train.num_steps`.
 
-  def __init__(self, config, workdir: os.PathLike):
+  `latency(graphdef, variables)`, if given, returns the latency callback of
+  `asr.training.evaluate.evaluate` for the model being evaluated (a device simulator:
+  `experiments.evaluate.latency_for`), so every evaluation reports `latency_ms_*`."""
+
+  def __init__(self, config, workdir: os.PathLike, latency=None):
     # -- Run directory: resume or start afresh --
     import_plugins(config)
     self.config, c = config, config
+    self.latency = latency
     self.workdir = pathlib.Path(workdir)
     self.workdir.mkdir(parents=True, exist_ok=True)
     self.lead = jax.process_index() == 0  # the process that writes logs and reports
@@ -363,12 +370,17 @@ class Trainer:
     batches = Batches.from_source(self.source, split, self.tokenizer,
                                   pipeline_config(self.config, False), shuffle=False,
                                   num_epochs=1, features=None)
-    summary, rows = evaluate(self.graphdef, self.inference_variables(), batches, self.tokenizer,
+    variables = self.inference_variables()
+    summary, rows = evaluate(self.graphdef, variables, batches, self.tokenizer,
                              decoder=decoder, beam=beam,
                              max_symbols=self.config.train.max_symbols,
                              max_batches=self.config.train.eval_max_batches
-                             if max_batches is None else max_batches)
+                             if max_batches is None else max_batches,
+                             latency=self.latency(self.graphdef, variables)
+                             if self.latency else None)
     summary["skipped"] = batches.problems.as_metrics()
+    if self.latency:
+      summary.update(latency_summary([r["latency_ms"] / 1000 for r in rows]))
     return summary, rows
 
   def save(self, step: int, window: list[dict], audio_s: float) -> None:
@@ -468,9 +480,10 @@ class Trainer:
     self.checkpointer.close()
 
 
-def train(config, workdir: os.PathLike, stop_after: int | None = None) -> dict:
-  """Trains (or resumes) the run in `workdir`; returns the last evaluation summary."""
-  trainer = Trainer(config, workdir)
+def train(config, workdir: os.PathLike, stop_after: int | None = None, latency=None) -> dict:
+  """Trains (or resumes) the run in `workdir`; returns the last evaluation summary. `latency`:
+  as `Trainer`'s."""
+  trainer = Trainer(config, workdir, latency)
   try:
     return trainer.run(stop_after=stop_after)
   finally:

@@ -1,10 +1,12 @@
-"""Error rates: WER and CER through jiwer, with substitutions, deletions, insertions, groups."""
+"""Error rates: WER and CER through jiwer, with substitutions, deletions, insertions, groups;
+the summary of per-utterance latencies."""
 
 from __future__ import annotations
 
 import collections
 
 import jiwer
+import numpy as np
 
 
 def error_rates(references: list[str], hypotheses: list[str]) -> dict:
@@ -36,3 +38,13 @@ def grouped_wer(references: list[str], hypotheses: list[str], groups: list[str])
     by[g][0].append(r)
     by[g][1].append(h)
   return {g: jiwer.wer(rs, hs) for g, (rs, hs) in sorted(by.items())}
+
+
+def latency_summary(latency_s) -> dict:
+  """Per-utterance latencies (seconds) -> `latency_ms_mean`, `_p50`, `_p90`, `_max` (None
+  for none)."""
+  ms = 1000.0 * np.asarray(latency_s, np.float64)
+  if ms.size == 0:
+    return {f"latency_ms_{k}": None for k in ("mean", "p50", "p90", "max")}
+  return {"latency_ms_mean": float(ms.mean()), "latency_ms_p50": float(np.percentile(ms, 50)),
+          "latency_ms_p90": float(np.percentile(ms, 90)), "latency_ms_max": float(ms.max())}

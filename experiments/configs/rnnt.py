@@ -131,6 +131,9 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.max_nonfinite_in_a_row = 5
   c.train.max_symbols = 4            # greedy labels per 30 ms frame during evaluation
+  # Every evaluation simulates each utterance's latency on this device profile (hardware/
+  # profiles.py: cpu650, npu or a JSON file; "" for none), reported as latency_ms_p50 / _p90.
+  c.train.latency_profile = "cpu650"
 
   c.wandb = ml_collections.ConfigDict()
   c.wandb.project = "ondevice-asr"
