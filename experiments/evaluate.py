@@ -12,10 +12,10 @@ default `cpu650`: `latency_ms_p50`, `_p90`, `_mean`, `_max`; `hardware.latency` 
 utterance's frames as they arrive and queue, from the work the model did on each).
 
 `--backend int8` runs the model as the int8 processor does (`hardware/int8_backend.py`: scales
-calibrated on `--calibration-batches` training batches, integer encoder, joint and greedy
-search) and adds `model_bytes` (its weights in the compressed format), `macs_per_frame_dense`
+calibrated on `--calibration-batches` training batches, integer encoder, prediction network and
+joint; greedy or beam search) and adds `model_bytes` (its weights in the compressed format), `macs_per_frame_dense`
 and `macs_per_frame_executed` (the encoder's, zero weights skipped); the latency is simulated on
-the NPU profile by default. Written to `W/eval/<split>_greedy_int8.json`.
+the NPU profile by default. Written to `W/eval/<split>_<decoder>_int8.json`.
 
 `--diagnose` separates memorizing utterances from failing on new speech: WER on the first
 `--utterances` of (a) the training split, (b) new sentences spoken by the training speakers
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
                  help="with --diagnose: utterances per set")
   p.add_argument("--backend", choices=["float", "int8"], default="float",
                  help="int8: run the model as the int8 processor does (hardware/int8_backend.py;"
-                      " LSTM transducers, greedy search), scales calibrated on training audio")
+                      " LSTM transducers), scales calibrated on training audio")
   p.add_argument("--calibration-batches", type=int, default=4,
                  help="with --backend int8: training batches the activation scales come from")
   p.add_argument("--profile", default=None,
@@ -83,9 +83,8 @@ def main(argv=None) -> int:
     profile = load_profile(args.profile or {"float": "cpu650", "int8": "npu"}[args.backend])
   except ValueError as e:
     p.error(str(e))
-  if args.backend == "int8" and (args.decoder != "greedy" or args.diagnose):
-    p.error("--backend int8 decodes greedily, one split at a time (no --decoder beam, no "
-            "--diagnose on the int8 path yet)")
+  if args.backend == "int8" and args.diagnose:
+    p.error("--backend int8 evaluates one split at a time (no --diagnose on the int8 path yet)")
   config, graphdef, variables, step = load_for_inference(args.workdir, args.step)
   if args.data_dir:
     config.data.data_dir = args.data_dir
@@ -109,6 +108,7 @@ def main(argv=None) -> int:
     try:
       recognize = int8_recognizer(
           graphdef, variables, itertools.islice(calibration, args.calibration_batches),
+          decoder=args.decoder, beam=args.beam,
           max_symbols=args.max_symbols or config.train.max_symbols)
     finally:
       calibration.close()

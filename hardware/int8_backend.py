@@ -6,8 +6,9 @@ compressed format.
   recognize = int8_recognizer(graphdef, variables, calibration_batches, max_symbols)
   summary, rows = evaluate(graphdef, variables, batches, tokenizer, recognize=recognize, ...)
 
-The recognizer returns what the float one does (tokens, lengths, frame lengths, per-frame
-`flops` and `frame_flops`, `decoding_flops`), counted as 2 x the MACs of the integer model, and
+The recognizer (greedy or beam search) returns what the float one does (tokens, lengths,
+scores for beam search, frame lengths, per-frame `flops` and `frame_flops`, `decoding_flops`),
+counted as 2 x the MACs of the integer model, and
 `frame_macs_executed [B, T']`: the MACs on non-zero weights, what a processor that skips zeros
 spends (`hardware.profiles.NPUProfile`).
 """
@@ -24,6 +25,7 @@ from flax import nnx
 from asr import features as F
 from hardware import fixed_point as fp
 from hardware.int8_transducer import IntTransducer, calibrate, convert, greedy, quantize_features
+from hardware.int8_transducer import beam as beam_search
 from hardware.weight_format import packed_bytes
 
 
@@ -83,12 +85,16 @@ def compressed_bytes(m: IntTransducer, block: int = 64) -> int:
   return int(total)
 
 
-def int8_recognizer(graphdef, variables, calibration, *, max_symbols: int = 4,
+def int8_recognizer(graphdef, variables, calibration, *, decoder: str = "greedy",
+                    beam: int = 4, max_symbols: int = 4,
                     features: F.FeatureConfig = F.FeatureConfig()):
   """`recognize(variables, audio [B, S], audio_lengths [B]) -> dict` running the int8 model
   made from `nnx.merge(graphdef, *variables)` with scales calibrated on `calibration` (audio
-  batches: dicts with `audio`, `audio_lengths`). Greedy search only. Also returns the integer
-  model as `recognize.model`."""
+  batches: dicts with `audio`, `audio_lengths`), decoding greedily or with a beam (the same
+  dict as `asr.training.evaluate.make_recognizer`'s). Also returns the integer model as
+  `recognize.model`."""
+  if decoder not in ("greedy", "beam"):
+    raise ValueError(f"decoder must be 'greedy' or 'beam', got {decoder!r}")
   model = nnx.merge(graphdef, *variables)
   features = dataclasses.replace(features, num_mels=model.cfg.num_mels)
   log_mel = jax.jit(lambda audio, n: F.log_mel(audio, n, features))
@@ -107,23 +113,35 @@ def int8_recognizer(graphdef, variables, calibration, *, max_symbols: int = 4,
   @fp.integer_jit
   def back(im, x, lengths):
     frames, frame_lengths = im.encode(x, lengths)
-    tokens, token_lengths, emitted = greedy(im, frames, frame_lengths, max_symbols,
-                                            frames.shape[1] * max_symbols)
-    return tokens, token_lengths, frame_lengths, emitted
+    max_len = frames.shape[1] * max_symbols
+    out = {"frame_lengths": frame_lengths,
+           "valid": jnp.arange(frames.shape[1])[None, :] < frame_lengths[:, None]}
+    if decoder == "greedy":
+      out["tokens"], out["lengths"], out["emitted"] = greedy(im, frames, frame_lengths,
+                                                             max_symbols, max_len)
+    else:
+      out["tokens"], out["lengths"], out["scores"] = beam_search(
+          im, frames, frame_lengths, beam, max_symbols, max_len)
+    return out
 
-  def work(per_frame: Work, valid, emitted):
-    return valid * (per_frame.encoder_frame + per_frame.decode_frame) + emitted * per_frame.token
+  def work(per_frame: Work, valid, emitted, hypotheses: int = 1):
+    return hypotheses * (valid * per_frame.decode_frame + emitted * per_frame.token) + (
+        valid * per_frame.encoder_frame)
 
   def recognize(variables, audio, audio_lengths):
     x, lengths = front(variables, audio, audio_lengths)
-    tokens, token_lengths, frame_lengths, emitted = jax.device_get(back(int_model, x, lengths))
-    valid = np.arange(emitted.shape[1])[None, :] < frame_lengths[:, None]
-    return {"tokens": tokens, "lengths": token_lengths, "frame_lengths": frame_lengths,
-            "flops": 2.0 * valid * dense.encoder_frame,
-            "decoding_flops": 2.0 * (frame_lengths * dense.decode_frame
-                                     + token_lengths * dense.token),
-            "frame_flops": 2.0 * work(dense, valid, emitted),
-            "frame_macs_executed": 1.0 * work(executed, valid, emitted)}
+    out = jax.device_get(back(int_model, x, lengths))
+    frame_lengths, valid = out["frame_lengths"], out.pop("valid")
+    if decoder == "greedy":
+      best, emitted, hypotheses = out["lengths"], out.pop("emitted"), 1
+    else:   # as the float recognizer: the best hypothesis's labels spread over its frames
+      best, hypotheses = out["lengths"][:, 0], beam
+      emitted = valid * (best / np.maximum(frame_lengths, 1))[:, None]
+    out.update(flops=2.0 * valid * dense.encoder_frame,
+               decoding_flops=2.0 * (frame_lengths * dense.decode_frame + best * dense.token),
+               frame_flops=2.0 * work(dense, valid, emitted, hypotheses),
+               frame_macs_executed=1.0 * work(executed, valid, emitted, hypotheses))
+    return out
 
   recognize.model = int_model
   return recognize

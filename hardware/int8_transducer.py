@@ -14,9 +14,9 @@ magnitude seen at each layer's input on a few training batches). What runs where
   output, so the argmax of the integers is the argmax of the logits);
 - the prediction network: an int8 embedding table (one scale), then the LSTM layer, or the
   stateless network's projection and tanh table;
-- greedy search: as `asr.decoding.greedy`, the argmax of integer logits.
-
-`recognize_greedy` is one jitted integer function per batch shape. Layers this executor cannot
+- greedy and beam search: `asr.decoding`'s own, through `DecodingView` (greedy takes the argmax
+  of the integer logits; beam search scores their log-softmax in float).
+ Layers this executor cannot
 run (a factorized layer, a Transformer encoder) fail `convert` with their name.
 """
 
@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from asr.decoding.beam import beam_decode
+from asr.decoding.greedy import greedy_decode
 from asr.models.dense import Dense, intercept_dense
 from hardware import fixed_point as fp
 from hardware.int8_layers import (ACT_FRAC, GATE_FRAC, H_FRAC, TANH, IntDense, IntLayerNorm,
@@ -122,20 +124,54 @@ class IntTransducer:
     return jnp.zeros((batch, self.context), jnp.int32)
 
   def pred_step(self, state, tokens: jax.Array):
-    """One token per row -> (projected prediction `[B, J]` Q3.12, new state)."""
+    """One token per row -> (the prediction network's output `[B, P]` Q0.7, new state)."""
     if self.predictor_kind == "lstm":
       x = jnp.take(self.embed, tokens, axis=0)[:, None, :]
       y, state = self.pred.apply(x, jnp.ones(tokens.shape[0], jnp.int32), state)
-      h = y[:, 0]
-    else:
-      state = jnp.concatenate([state[:, 1:], tokens[:, None]], axis=1)
-      e = jnp.take(self.embed, state, axis=0).reshape(tokens.shape[0], -1)
-      h = _tanh_to_int8(self.pred.apply(e))
-    return self.pred_proj.apply(h), state
+      return y[:, 0], state
+    state = jnp.concatenate([state[:, 1:], tokens[:, None]], axis=1)
+    e = jnp.take(self.embed, state, axis=0).reshape(tokens.shape[0], -1)
+    return _tanh_to_int8(self.pred.apply(e)), state
 
   def logits(self, enc_p: jax.Array, pred_p: jax.Array) -> jax.Array:
     """Projected (Q3.12) encoder frame and prediction -> logits `[..., V]` Q7.8."""
     return self.out.apply(_tanh_to_int8(fp.saturate(enc_p + pred_p, 16)))
+
+
+class DecodingView:
+  """An `IntTransducer` behind the float transducer's decoding interface, so
+  `asr.decoding`'s greedy and beam searches run it unchanged: every projection and the joint
+  are integer; `joint.single` hands the search the Q7.8 logits as reals (their argmax is the
+  integers' argmax; beam search's log-softmax and scores run in float, on the host side of the
+  processor)."""
+
+  def __init__(self, model: IntTransducer):
+    self.joint, self.predictor = _JointView(model), _PredictorView(model)
+
+
+class _JointView:
+  def __init__(self, m):
+    self.m = m
+
+  def project_encoder(self, frames):
+    return self.m.enc_proj.apply(frames)
+
+  def project_prediction(self, out):
+    return self.m.pred_proj.apply(out)
+
+  def single(self, enc_p, pred_p):
+    return self.m.logits(enc_p, pred_p).astype(jnp.float32) * 2.0 ** -LOGIT_FRAC
+
+
+class _PredictorView:
+  def __init__(self, m):
+    self.m = m
+
+  def init_state(self, batch: int):
+    return self.m.init_pred(batch)
+
+  def step(self, state, tokens):
+    return self.m.pred_step(state, tokens)
 
 
 def _tanh_to_int8(g: jax.Array) -> jax.Array:
@@ -212,33 +248,13 @@ def quantize_features(features: jax.Array, lengths: jax.Array, stack: int, scale
 def greedy(model: IntTransducer, frames: jax.Array, frame_lengths: jax.Array,
            max_symbols: int, max_len: int):
   """Greedy search over int8 encoder frames -> tokens `[B, L]`, lengths `[B]`, labels emitted
-  per frame `[B, T]` (as `asr.decoding.greedy_search_aligned`)."""
-  b, t = frames.shape[:2]
-  enc_p = model.enc_proj.apply(frames)
-  pred_p, state = model.pred_step(model.init_pred(b), jnp.zeros(b, jnp.int32))
-  positions = jnp.arange(max_len)[None, :]
+  per frame `[B, T]` (`asr.decoding.greedy_decode` on the integer model)."""
+  return greedy_decode(DecodingView(model), frames, frame_lengths, max_symbols, max_len)
 
-  def frame(carry, inputs):
-    e, valid = inputs
-    pred_p, state, tokens, lengths = carry
-    before = lengths
 
-    def symbol(carry, _):
-      pred_p, state, tokens, lengths, active = carry
-      k = jnp.argmax(model.logits(e, pred_p), axis=-1).astype(jnp.int32)
-      emit = active & (k != 0) & (lengths < max_len)
-      tokens = jnp.where(emit[:, None] & (positions == lengths[:, None]), k[:, None], tokens)
-      new_p, new_state = model.pred_step(state, k)
-      keep = emit[:, None]
-      state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new_state, state)
-      return (jnp.where(keep, new_p, pred_p), state, tokens, lengths + emit, emit), None
-
-    (pred_p, state, tokens, lengths, _), _ = jax.lax.scan(
-        symbol, (pred_p, state, tokens, lengths, valid), None, length=max_symbols)
-    return (pred_p, state, tokens, lengths), lengths - before
-
-  valid = jnp.arange(t)[None, :] < frame_lengths[:, None]
-  init = (pred_p, state, jnp.zeros((b, max_len), jnp.int32), jnp.zeros(b, jnp.int32))
-  (_, _, tokens, lengths), emitted = jax.lax.scan(
-      frame, init, (enc_p.swapaxes(0, 1), valid.swapaxes(0, 1)))
-  return tokens, lengths, emitted.swapaxes(0, 1)
+def beam(model: IntTransducer, frames: jax.Array, frame_lengths: jax.Array, beam: int,
+         max_symbols: int, max_len: int):
+  """Beam search over int8 encoder frames -> n-best tokens `[B, K, L]`, lengths `[B, K]`,
+  scores `[B, K]` (`asr.decoding.beam_decode` on the integer model)."""
+  return beam_decode(DecodingView(model), frames, frame_lengths, beam=beam,
+                     max_symbols=max_symbols, max_len=max_len)

@@ -124,8 +124,8 @@ def test_eval_on_the_int8_backend(tiny_run, tiny_source, capsys):
   assert len(lines) == 1 + summary["num_utterances"]
   assert "backend int8" in capsys.readouterr().out
   with pytest.raises(SystemExit):
-    eval_cli.main(["--workdir", str(tiny_run), "--backend", "int8", "--decoder", "beam"])
-  assert "decodes greedily" in capsys.readouterr().err
+    eval_cli.main(["--workdir", str(tiny_run), "--backend", "int8", "--diagnose"])
+  assert "one split at a time" in capsys.readouterr().err
 
 
 def test_transcribe_reads_files_and_names_the_bad_one(tiny_run, tiny_source, tmp_path, capsys):

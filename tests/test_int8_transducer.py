@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from asr.decoding import greedy_search
+from asr.decoding import beam_search, greedy_search
 from asr.models import LSTMEncoderConfig, Transducer, TransducerConfig
 from hardware import fixed_point as fp
 from hardware import int8_reference as ref
-from hardware.int8_transducer import calibrate, convert, greedy, quantize_features
+from hardware.int8_transducer import beam, calibrate, convert, greedy, quantize_features
 from tests.helpers import randomize
 
 
@@ -120,3 +120,31 @@ def test_layer_by_layer_comparison_ends_where_both_encoders_end():
   frames, _ = fp.integer_jit(lambda m, x, l: m.encode(x, l))(im, x, xl)
   np.testing.assert_allclose(int_out[valid], np.asarray(frames)[valid] * scales["joint/enc_proj"]
                              / 127, rtol=1e-6)
+
+
+@fp.integer_jit(static_argnames=("k",))
+def _int_beam(model, x, lengths, k):
+  frames, frame_lengths = model.encode(x, lengths)
+  return beam(model, frames, frame_lengths, k, 3, 80)
+
+
+@pytest.mark.parametrize("predictor", ["stateless", "lstm"])
+def test_integer_beam_search_of_one_is_integer_greedy_and_follows_the_float_beam(predictor):
+  model = _model(predictor)
+  feats, lengths = _features()
+  im = convert(model, calibrate(model, [(feats, lengths)]))
+  x, xl = quantize_features(model.frontend(feats, lengths), lengths, 2, im.in_scale)
+  g_tokens, g_lengths, _ = _int_greedy(im, x, xl, max_symbols=3, max_len=80)
+  b_tokens, b_lengths, _ = _int_beam(im, x, xl, k=1)
+  np.testing.assert_array_equal(np.asarray(b_lengths)[:, 0], np.asarray(g_lengths))
+  np.testing.assert_array_equal(np.asarray(b_tokens)[:, 0], np.asarray(g_tokens))
+  tokens, token_lengths, scores = (np.asarray(a) for a in _int_beam(im, x, xl, k=4))
+  assert (np.diff(scores, axis=1) <= 0).all()                   # n-best sorted
+  enc = model.encode(feats, lengths)
+  f_tokens, f_lengths, _ = beam_search(model, enc.frames, enc.lengths, beam=4, max_symbols=3,
+                                       max_len=80)
+  got = [tokens[i, 0, : token_lengths[i, 0]].tolist() for i in range(len(lengths))]
+  floats = [np.asarray(f_tokens)[i, 0, : int(f_lengths[i, 0])].tolist()
+            for i in range(len(lengths))]
+  errors = sum(_edit_distance(a, b) for a, b in zip(got, floats))
+  assert errors <= 0.1 * sum(map(len, floats)) and sum(map(len, floats)) > 10

@@ -16,8 +16,6 @@ no blank probability after a label) to several labels a frame.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -44,12 +42,14 @@ def _unflat(tree, b, k):
   return jax.tree.map(lambda a: a.reshape(b, k, *a.shape[1:]), tree)
 
 
-@functools.partial(nnx.jit, static_argnames=("beam", "max_symbols", "max_len"))
-def beam_search(model, frames: jax.Array, frame_lengths: jax.Array, *, beam: int = 4,
+def beam_decode(model, frames: jax.Array, frame_lengths: jax.Array, *, beam: int = 4,
                 max_symbols: int = 4, max_len: int | None = None):
   """Encoder `frames [B, T, H]`, `frame_lengths [B]` -> n-best lists sorted by log-score:
   tokens `[B, K, L]` (0-padded), lengths `[B, K]`, scores `[B, K]` (log P of the hypothesis
-  summed over the alignments the search merged; `NEG_INF` marks an empty slot)."""
+  summed over the alignments the search merged; `NEG_INF` marks an empty slot).
+
+  Not jitted (`beam_search` is), on any `model` with the transducer's decoding interface
+  (`asr.decoding.greedy.greedy_decode` names it)."""
   b, t = frames.shape[:2]
   k = beam
   max_len = max_len or t * max_symbols
@@ -129,3 +129,6 @@ def beam_search(model, frames: jax.Array, frame_lengths: jax.Array, *, beam: int
   order = jnp.argsort(-slots["scores"], axis=1)
   take = lambda a: jnp.take_along_axis(a, order.reshape(*order.shape, *([1] * (a.ndim - 2))), 1)
   return take(slots["tokens"]), take(slots["lengths"]), take(slots["scores"])
+
+
+beam_search = nnx.jit(beam_decode, static_argnames=("beam", "max_symbols", "max_len"))

@@ -74,7 +74,7 @@ def greedy_search(model, frames: jax.Array, frame_lengths: jax.Array, *, max_sym
 
   `L = max_len` or `T * max_symbols`.
   """
-  tokens, lengths, _ = _greedy(model, frames, frame_lengths, max_symbols, max_len)
+  tokens, lengths, _ = greedy_decode(model, frames, frame_lengths, max_symbols, max_len)
   return tokens, lengths
 
 
@@ -83,10 +83,15 @@ def greedy_search_aligned(model, frames: jax.Array, frame_lengths: jax.Array, *,
                           max_symbols: int = 4, max_len: int | None = None
                           ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """`greedy_search`, and the labels emitted at each frame `[B, T]` (they sum to lengths)."""
-  return _greedy(model, frames, frame_lengths, max_symbols, max_len)
+  return greedy_decode(model, frames, frame_lengths, max_symbols, max_len)
 
 
-def _greedy(model, frames, frame_lengths, max_symbols, max_len):
+def greedy_decode(model, frames: jax.Array, frame_lengths: jax.Array, max_symbols: int = 4,
+                  max_len: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`greedy_search_aligned`, not jitted, on any `model` with the transducer's decoding
+  interface: `joint.project_encoder`, `joint.project_prediction`, `joint.single` (logits whose
+  argmax is taken), `predictor.init_state` and `predictor.step` (the int8 processor's model,
+  `hardware.int8_transducer`, decodes through it)."""
   b, t = frames.shape[:2]
   st = init_greedy_state(model, b, max_len or t * max_symbols)
   st, emitted = greedy_frames(model, st, model.joint.project_encoder(frames), frame_lengths,
