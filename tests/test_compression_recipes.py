@@ -50,10 +50,12 @@ def test_every_method_builds_and_its_ramps_follow_the_run_length(tiny_trained_ru
 
 
 def test_a_pruned_quantized_run_ends_sparse_on_the_grid_and_eval_reports_it(
-    tiny_data_dir, tmp_path, capsys):
+    tiny_data_dir, tiny_trained_run, tmp_path, capsys):
   from asr.training.loop import load_for_inference, train
   from experiments import evaluate as eval_cli
   c = get_config("tiny,sparse50+reg8+act8")
+  # As the `small` rows do: continue a trained dense model, which has no activation ranges.
+  c.init_from = str(tiny_trained_run)
   c.data.data_dir, c.wandb.mode = tiny_data_dir, "disabled"
   c.data.bucket_seconds = (6.0,)
   c.train.num_steps, c.train.log_every = 20, 10
@@ -81,3 +83,9 @@ def test_a_pruned_quantized_run_ends_sparse_on_the_grid_and_eval_reports_it(
   assert report["model_bytes_int8_sparse"] < report["model_bytes_int8"] < \
       report["model_bytes_float32"] / 3
   assert "sparse int8" in capsys.readouterr().out
+  # On the int8 path (issue 11) with the ranges it trained: the zeros are skipped and left out.
+  assert eval_cli.main(["--workdir", str(tmp_path / "run"), "--split", "test",
+                        "--max-batches", "1", "--backend", "int8"]) == 0
+  int8 = json.loads((tmp_path / "run" / "eval" / "test_greedy_int8.json").read_text())
+  assert int8["macs_per_frame_executed"] < 0.55 * int8["macs_per_frame_dense"]
+  assert int8["model_bytes"] < 0.22 * int8["model_bytes_float32"]

@@ -128,6 +128,9 @@ def _add(c: ml_collections.ConfigDict, method: str) -> None:
     c.surgery.act = ml_collections.ConfigDict(dict(
         factory="compression.quantization:quantize_activations", order=1,
         bits=ACTIVATIONS[method]))
+    # The pretrained model has no activation ranges: load all but them (they start unset and
+    # are measured in the first training steps).
+    c.init_from_keys = r"^(?!.*/act_range/)"
   elif method in FACTORIZED:
     c.surgery.factorize = ml_collections.ConfigDict(dict(
         factory="compression.factorization:factorize", order=0, macs_ratio=FACTORIZED[method],
