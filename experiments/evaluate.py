@@ -148,8 +148,8 @@ def main(argv=None) -> int:
   print(f"flops/s of audio {summary['flops_per_second']:.3g} (encoder flops/frame "
         f"{summary['flops_per_frame']:.3g})  RTF {summary['rtf']:.4f}  backend {summary['backend']}")
   if summary["latency_ms_p50"] is not None:
-    print(f"latency on {profile.name}: p50 {summary['latency_ms_p50']:.1f} ms  p90 "
-          f"{summary['latency_ms_p90']:.1f} ms  max {summary['latency_ms_max']:.1f} ms")
+    print(f"latency on {profile.name}: p50 {summary['latency_ms_p50']:.3g} ms  p90 "
+          f"{summary['latency_ms_p90']:.3g} ms  max {summary['latency_ms_max']:.3g} ms")
   print(f"{summary['num_params']} parameters, sparsity {summary['sparsity']:.3f}; bytes as "
         f"float32 {summary['model_bytes_float32']}, int8 {summary['model_bytes_int8']}, "
         f"sparse int8 {summary['model_bytes_int8_sparse']}")
