@@ -49,7 +49,7 @@ def main():
 
   closed = lambda: jax.block_until_ready(simulate(c, n, hop).latency)
   scanned = lambda: jax.block_until_ready(backlog_latency(c, n, hop))
-  first = {name: _first_call(fn) for name, fn in (("closed", closed), ("scan", scanned))}
+  first = {name: best_of(fn, 1) for name, fn in (("closed", closed), ("scan", scanned))}
   t_closed, t_scan = best_of(closed, args.repeats), best_of(scanned, args.repeats)
   k = min(args.reference, args.utterances)
   start = time.perf_counter()
@@ -65,12 +65,6 @@ def main():
         f"compilation): {t_ref / t_scan:.0f}x the reference")
   print(f"largest disagreement with the reference: {error * 1000:.4f} ms; median latency "
         f"{np.median(ref) * 1000:.0f} ms")
-
-
-def _first_call(fn) -> float:
-  start = time.perf_counter()
-  fn()
-  return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -13,12 +13,13 @@ per chunk against the chunk's audio. `taskset -c 0` pins it to one core.
 
 import argparse
 import importlib
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from benchmarks.timing import best_of
 
 
 def main():
@@ -50,7 +51,7 @@ def main():
     jax.block_until_ready(out.frames)
 
   run()  # compile
-  best = min(_timed(run) for _ in range(args.rounds))
+  best = best_of(run, args.rounds)
   audio = frames / 100
   chunk_ms = size * 10
   print(f"{args.config}:{args.variant} (encoder {c.model.encoder}), chunks of {size} feature "
@@ -59,11 +60,6 @@ def main():
   print(f"streamed in {best * 1000:.0f} ms: {best / (frames // size) * 1000:.2f} ms per "
         f"{chunk_ms} ms chunk; **{audio / best:.0f}x faster than real time**")
 
-
-def _timed(fn) -> float:
-  t = time.perf_counter()
-  fn()
-  return time.perf_counter() - t
 
 
 if __name__ == "__main__":

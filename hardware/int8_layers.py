@@ -55,13 +55,14 @@ def quantize_activation_scale(max_abs: float) -> float:
   return float(max_abs) / 127 if max_abs > 0 else 1.0
 
 
-def quantize(x, scale: float) -> np.ndarray:
-  """Float activations -> int8 at `scale` (rounded half to even, saturated): the processor's
-  input from the float front end."""
-  return np.clip(np.round(np.asarray(x, np.float64) / scale), -128, 127).astype(np.int8)
+def quantize(x, scale: float) -> jax.Array:
+  """Float activations -> int8 values (int32) at `scale`, rounded half to even and saturated:
+  the processor's input from the float front end (NumPy or traced arrays)."""
+  return jnp.clip(jnp.round(x / scale), -128, 127).astype(jnp.int32)
 
 
-def _table_index(g):
+def table_index(g):
+  """Q3.12 values -> the 12-bit index (Q3.8) of the sigmoid and tanh tables."""
   return fp.saturate(fp.rounding_shift(g, GATE_FRAC - TABLE_FRAC), 12)
 
 
@@ -122,12 +123,12 @@ class IntLSTM:
     """One frame: input gates `g_in [B, 4H]` (Q3.12), state -> new (h, c)."""
     acc = fp.int_matmul(h, self.w_rec)
     g = fp.saturate(g_in + fp.requantize(acc, self.m_rec, self.n_rec, 16), 16)
-    i, f, gg, o = jnp.split(_table_index(g), 4, axis=-1)
+    i, f, gg, o = jnp.split(table_index(g), 4, axis=-1)
     si, sf, so = (fp.lookup(SIGMOID, v) for v in (i, f, o))
     tg = fp.lookup(TANH, gg)
     c = fp.saturate(fp.rounding_shift(sf * c, ACT_FRAC)
                     + fp.rounding_shift(si * tg, 2 * ACT_FRAC - CELL_FRAC), 16)
-    tc = fp.lookup(TANH, _table_index(c))
+    tc = fp.lookup(TANH, table_index(c))
     h = fp.saturate(fp.rounding_shift(so * tc, 2 * ACT_FRAC - H_FRAC), 8)
     return h, c
 

@@ -34,7 +34,7 @@ from asr.decoding.greedy import greedy_decode
 from asr.models.dense import Dense, intercept_dense
 from hardware import fixed_point as fp
 from hardware.int8_layers import (ACT_FRAC, GATE_FRAC, H_FRAC, TANH, IntDense, IntLayerNorm,
-                                  IntLSTM, quantize_activation_scale)
+                                  IntLSTM, quantize, quantize_activation_scale, table_index)
 
 LOGIT_FRAC = 8     # logits in Q7.8 int16
 
@@ -176,8 +176,7 @@ class _PredictorView:
 
 def _tanh_to_int8(g: jax.Array) -> jax.Array:
   """tanh of Q3.12 values by table, to Q0.7 int8."""
-  index = fp.saturate(fp.rounding_shift(g, GATE_FRAC - 8), 12)
-  return fp.saturate(fp.rounding_shift(fp.lookup(TANH, index), ACT_FRAC - H_FRAC), 8)
+  return fp.saturate(fp.rounding_shift(fp.lookup(TANH, table_index(g)), ACT_FRAC - H_FRAC), 8)
 
 
 def _stack(x, lengths, factor):
@@ -242,7 +241,7 @@ def quantize_features(features: jax.Array, lengths: jax.Array, stack: int, scale
   """Normalized float log-mels `[B, T, F]` -> int8 stacked frames (the processor's input)."""
   from asr.features import stack_frames
   x, lengths = stack_frames(features, lengths, stack)
-  return jnp.clip(jnp.round(x / scale), -128, 127).astype(jnp.int32), lengths
+  return quantize(x, scale), lengths
 
 
 def greedy(model: IntTransducer, frames: jax.Array, frame_lengths: jax.Array,
