@@ -5,12 +5,16 @@
    if a previous demo was interrupted;
 3. evaluates on the held-out-speaker test split with greedy and beam search, on the
    held-out accent, and on sentences written by hand outside the corpus's generator;
-4. prints the WERs and where the checkpoints, metrics and the wandb run are.
+4. evaluates the test split again as the int8 edge processor would run the model
+   (`asr-eval --backend int8`: post-training calibration on training batches, integer layers,
+   latency on the NPU profile);
+5. prints the WERs and where the checkpoints, metrics and the wandb run are.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -54,9 +58,13 @@ def main(argv=None) -> int:
     if args.data_dir:
       eval_argv += ["--data-dir", args.data_dir]
     eval_cli.main(eval_argv)
-    import json
     results[(split, decoder)] = json.loads(
         open(os.path.join(args.workdir, "eval", f"{split}_{decoder}.json")).read())
+
+  print("\n== test, greedy, on the int8 path ==", flush=True)
+  eval_cli.main(["--workdir", args.workdir, "--split", "test", "--backend", "int8"]
+                + (["--data-dir", args.data_dir] if args.data_dir else []))
+  int8 = json.loads(open(os.path.join(args.workdir, "eval", "test_greedy_int8.json")).read())
 
   print("\n" + "=" * 72)
   print(f"demo finished in {(time.time() - start) / 60:.1f} min")
@@ -64,6 +72,11 @@ def main(argv=None) -> int:
     print(f"  {split:<12} {decoder:<6}  WER {r['wer']:.2%}  CER {r['cer']:.2%}  "
           f"({r['num_utterances']} utterances, held-out speakers)")
   r = results[("test", "greedy")]
+  print(f"  {'test':<12} {'greedy':<6}  WER {int8['wer']:.2%}  CER {int8['cer']:.2%}  on the int8 "
+        f"path (post-training calibration): {int8['model_bytes'] / 1e6:.2f} MB against "
+        f"{r['model_bytes_float32'] / 1e6:.2f} MB float32; latency p90 "
+        f"{int8['latency_ms_p90']:.2f} ms on the NPU profile, {r['latency_ms_p90']:.2f} ms float "
+        "on a 650 MFLOP/s CPU")
   from asr.training.loop import build_model
   frame_ms = build_model(config).encoder.frame_seconds * 1000
   print(f"compute: {r['flops_per_second'] / 1e6:.1f} MFLOP per second of audio (encoder "
