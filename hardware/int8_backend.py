@@ -24,7 +24,10 @@ from flax import nnx
 
 from asr import features as F
 from hardware import fixed_point as fp
-from hardware.int8_transducer import IntTransducer, calibrate, convert, greedy, quantize_features
+from hardware.int8_layers import IntDense, IntLayerNorm, IntLSTM
+from hardware.int8_transducer import (IntLSTMEncoder, IntTransducer, calibrate, convert, greedy,
+                                      quantize_features)
+from hardware.int8_transformer import IntActDense
 from hardware.int8_transducer import beam as beam_search
 from hardware.weight_format import packed_bytes
 
@@ -44,26 +47,63 @@ def _macs(w, executed: bool) -> int:
 
 
 def model_work(m: IntTransducer, executed: bool = False) -> Work:
-  """Dense MACs (`executed=False`) or those on non-zero weights only."""
-  enc = 0
-  for i, layer in enumerate(m.layers):
-    per = _macs(layer.w_in, executed) + _macs(layer.w_rec, executed)
-    enc += per * (m.reduce if i < m.reduce_after and m.reduce > 1 else 1)
+  """Dense MACs (`executed=False`) or those on non-zero weights only. A Transformer's
+  attention is counted at a full window (`(left_chunks + 1) * chunk` keys; the first frames of
+  an utterance see fewer) and never skipped (its operands are activations)."""
   out = _macs(m.out.kernel, executed)
   if m.predictor_kind == "lstm":
     pred = _macs(m.pred.w_in, executed) + _macs(m.pred.w_rec, executed)
   else:
     pred = _macs(m.pred.kernel, executed)
-  return Work(enc, _macs(m.enc_proj.kernel, executed) + out,
+  return Work(_encoder_macs(m.encoder, executed), _macs(m.enc_proj.kernel, executed) + out,
               pred + _macs(m.pred_proj.kernel, executed) + out)
+
+
+def _encoder_macs(enc, executed: bool) -> int:
+  """MACs per encoder output frame."""
+  if isinstance(enc, IntLSTMEncoder):
+    total = 0
+    for i, layer in enumerate(enc.layers):
+      per = _macs(layer.w_in, executed) + _macs(layer.w_rec, executed)
+      total += per * (enc.reduce if i < enc.reduce_after and enc.reduce > 1 else 1)
+    return total
+  total, per_output = 0, 1
+  for layer in reversed(enc.subsampling):
+    total += _macs(layer.proj.dense.kernel, executed) * per_output
+    per_output *= layer.stride
+  for block in enc.blocks:
+    a = block.attention
+    total += sum(_macs(w, executed) for w in (a.qkv.kernel, a.out.kernel,
+                                               block.up.dense.kernel, block.down.kernel))
+    total += 2 * a.out.kernel.shape[0] * (a.left + 1) * a.chunk
+  return total
+
+
+def _encoder_layers(enc) -> dict[str, object]:
+  """The encoder's integer layers by name: `IntDense`, `IntActDense` (`.dense` holds the
+  product), `IntLSTM` and `IntLayerNorm`."""
+  if isinstance(enc, IntLSTMEncoder):
+    out = {f"encoder/layers/{i}": layer for i, layer in enumerate(enc.layers)}
+    out.update({f"encoder/norms/{i}": n for i, n in enumerate(enc.norms)})
+    return out
+  out = {f"encoder/subsampling/{i}/proj": layer.proj for i, layer in enumerate(enc.subsampling)}
+  for i, block in enumerate(enc.blocks):
+    a, name = block.attention, f"encoder/blocks/{i}"
+    out.update({f"{name}/attention/norm": a.norm, f"{name}/attention/qkv": a.qkv,
+                f"{name}/attention/out": a.out, f"{name}/ffn/norm": block.ffn_norm,
+                f"{name}/ffn/up": block.up, f"{name}/ffn/down": block.down})
+  out["encoder/final_norm"] = enc.final_norm
+  return out
 
 
 def weight_tensors(m: IntTransducer) -> dict[str, np.ndarray]:
   """Every int8 weight matrix of the integer model, by name (the embedding table included)."""
   out = {}
-  for i, layer in enumerate(m.layers):
-    out[f"encoder/layers/{i}/input"] = layer.w_in
-    out[f"encoder/layers/{i}/recurrent"] = layer.w_rec
+  for name, layer in _encoder_layers(m.encoder).items():
+    if isinstance(layer, IntLSTM):
+      out[f"{name}/input"], out[f"{name}/recurrent"] = layer.w_in, layer.w_rec
+    elif isinstance(layer, (IntDense, IntActDense)):
+      out[name] = getattr(layer, "dense", layer).kernel
   out["joint/enc_proj"], out["joint/pred_proj"] = m.enc_proj.kernel, m.pred_proj.kernel
   out["joint/out"], out["predictor/embed"] = m.out.kernel, m.embed
   if m.predictor_kind == "lstm":
@@ -75,13 +115,23 @@ def weight_tensors(m: IntTransducer) -> dict[str, np.ndarray]:
 
 def compressed_bytes(m: IntTransducer, block: int = 64) -> int:
   """The integer model's weights in `hardware.weight_format` (int8 non-zeros, bitmaps, one
-  float32 scale per output channel), plus its biases (int32) and layer norms (2 x int32 a unit),
-  as the processor receives them."""
+  float32 scale per output channel), plus its biases (int32), layer norms (2 x int32 a unit)
+  and a Transformer's per-layer SiLU tables (4,096 entries of its output's width), as the
+  processor receives them."""
   total = sum(packed_bytes(w, block=block) for w in weight_tensors(m).values())
-  biases = [layer.b_in for layer in m.layers] + [m.enc_proj.bias, m.out.bias, m.pred_proj.bias]
+  biases = [m.enc_proj.bias, m.out.bias, m.pred_proj.bias]
   biases += [m.pred.b_in] if m.predictor_kind == "lstm" else [m.pred.bias]
+  for layer in _encoder_layers(m.encoder).values():
+    if isinstance(layer, IntLSTM):
+      biases.append(layer.b_in)
+    elif isinstance(layer, IntDense):
+      biases.append(layer.bias)
+    elif isinstance(layer, IntActDense):
+      biases.append(layer.dense.bias)
+      total += int(np.asarray(layer.table).size) * layer.out_bits // 8
+    elif isinstance(layer, IntLayerNorm):
+      total += 8 * int(np.asarray(layer.gamma).size)
   total += 4 * sum(int(np.asarray(b).size) for b in biases)
-  total += sum(8 * int(np.asarray(n.gamma).size) for n in m.norms)
   return int(total)
 
 
@@ -102,13 +152,12 @@ def int8_recognizer(graphdef, variables, calibration, *, decoder: str = "greedy"
       model, (log_mel(jnp.asarray(b["audio"]), jnp.asarray(b["audio_lengths"]))
               for b in calibration)))
   dense, executed = model_work(int_model), model_work(int_model, executed=True)
-  stack = model.encoder.stack
 
   @jax.jit
   def front(variables, audio, audio_lengths):
     m = nnx.merge(graphdef, *variables)
     feats, lengths = log_mel(audio, audio_lengths)
-    return quantize_features(m.frontend(feats, lengths), lengths, stack, int_model.in_scale)
+    return int_model.prepare(m.frontend(feats, lengths), lengths)
 
   @fp.integer_jit
   def back(im, x, lengths):
@@ -150,16 +199,19 @@ def int8_recognizer(graphdef, variables, calibration, *, decoder: str = "greedy"
 def compare_layers(model, int_model: IntTransducer, features, lengths) -> list[tuple]:
   """The float and the int8 encoder side by side on the same log-mel `features [B, T, F]`:
   `[(stage, float output [B, T', H], int8 output as reals [B, T', H], lengths [B])]` for the
-  stacked input and every LSTM layer and layer norm."""
+  stacked input and every LSTM layer and layer norm (LSTM encoders)."""
   from asr.features import stack_frames
   from hardware.int8_layers import H_FRAC
   enc = model.encoder
+  if not isinstance(int_model.encoder, IntLSTMEncoder):
+    raise ValueError("compare_layers compares LSTM encoders stage by stage; this model's is "
+                     f"{type(int_model.encoder).__name__}")
   x = model.frontend(jnp.asarray(features), jnp.asarray(lengths))
   xf, n = stack_frames(x, jnp.asarray(lengths), enc.stack)
   xi, _ = quantize_features(x, jnp.asarray(lengths), enc.stack, int_model.in_scale)
   stages = [("input", xf, xi * int_model.in_scale, n)]
   with jax.enable_x64(True):
-    for i, (layer, int_layer) in enumerate(zip(enc.layers, int_model.layers)):
+    for i, (layer, int_layer) in enumerate(zip(enc.layers, int_model.encoder.layers)):
       if i and i == enc.reduce_after and enc.reduce > 1:
         xf, _ = stack_frames(xf, n, enc.reduce)
         xi, n = stack_frames(xi, n, enc.reduce)
@@ -168,7 +220,7 @@ def compare_layers(model, int_model: IntTransducer, features, lengths) -> list[t
       stages.append((f"layer {i} LSTM", xf, xi * 2.0 ** -H_FRAC, n))
       if enc.norms:
         xf = enc.norms[i](xf)
-        norm = int_model.norms[i]
+        norm = int_model.encoder.norms[i]
         xi = norm.apply(xi)
         stages.append((f"layer {i} norm", xf, xi * norm.out_scale, n))
   return [(name, np.asarray(f, np.float32), np.asarray(q, np.float32), np.asarray(k))

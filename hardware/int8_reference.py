@@ -125,21 +125,103 @@ def _tanh_to_int8(g: int) -> int:
   return _sat(_shift(int(TANH[index]), ACT_FRAC - H_FRAC), 8)
 
 
+def lstm_encoder(enc, x):
+  """`hardware.int8_transducer.IntLSTMEncoder.encode` of one utterance `[1, T, F']` (no
+  padding) -> its frames `[1, T'', H]`."""
+  for i, layer in enumerate(enc.layers):
+    if i and i == enc.reduce_after and enc.reduce > 1:
+      f = x.shape[2]
+      x = np.pad(x, ((0, 0), (0, -x.shape[1] % enc.reduce), (0, 0)))
+      x = x.reshape(1, -1, f * enc.reduce)
+    x, _ = lstm(layer, x, [x.shape[1]])
+    if enc.norms:
+      x = layer_norm(enc.norms[i], x)
+  return x
+
+
+def _table(layer, x) -> np.ndarray:
+  """`IntActDense.apply`: the product, then the table."""
+  return lookup(np.asarray(layer.table), dense(layer.dense, x))
+
+
+def _attention(a, r, n: int) -> np.ndarray:
+  """`IntAttention.apply` on one utterance `r [T, D]` of `n` valid frames, query by query and
+  head by head."""
+  from hardware.int8_transformer import EXP, PROB_FRAC
+  t, d = r.shape
+  h = a.heads
+  dh = d // h
+  half = dh // 2
+  qkv = dense(a.qkv, layer_norm(a.norm, r))                       # [T, 3D]
+  cos, sin = np.asarray(a.cos), np.asarray(a.sin)
+  rot = (int(a.rot_m0), int(a.rot_n))
+
+  def rotate(vec, pos):                                           # one head's [Dh] at pos
+    p = min(pos, cos.shape[0] - 1)
+    out = []
+    for i in range(dh):
+      j = i % half
+      x1, x2, c, s = int(vec[j]), int(vec[j + half]), int(cos[p, j]), int(sin[p, j])
+      out.append(x1 * c - x2 * s if i < half else x1 * s + x2 * c)
+    return [int(v) for v in requantize(np.asarray(out), *rot, 8)]
+
+  ctx = np.zeros((t, d), np.int64)
+  for head in range(h):
+    q = [rotate(qkv[i, head * dh:(head + 1) * dh], i) for i in range(t)]
+    k = [rotate(qkv[i, d + head * dh:d + (head + 1) * dh], i) for i in range(t)]
+    v = qkv[:, 2 * d + head * dh:2 * d + (head + 1) * dh]
+    for i in range(t):
+      keys = [j for j in range(n) if i // a.chunk - a.left <= j // a.chunk <= i // a.chunk]
+      if not keys:                  # a padding frame with no valid key in its window
+        continue
+      scores = [sum(x * y for x, y in zip(q[i], k[j])) for j in keys]
+      top = max(scores)
+      z = requantize(np.asarray([s - top for s in scores]), int(a.score_m0), int(a.score_n),
+                     12)
+      e = [int(EXP[int(v_) + len(EXP) // 2]) for v_ in z]
+      total = max(sum(e), 1)
+      p = [min((2 * (v_ << PROB_FRAC) + total) // (2 * total), (1 << PROB_FRAC) - 1) for v_ in e]
+      for c in range(dh):
+        ctx[i, head * dh + c] = sum(pj * int(v[j, c]) for pj, j in zip(p, keys))
+  return dense(a.out, requantize(ctx, int(a.ctx_m0), int(a.ctx_n), 8))
+
+
+def transformer_encoder(enc, x, n: int):
+  """`hardware.int8_transformer.IntTransformerEncoder.encode` of one utterance `x [1, T, F]`
+  (T a multiple of the streamed chunk) of `n` valid frames -> its frames `[1, T'', D]` and
+  their count."""
+  def masked(rows, n):
+    return np.asarray([row if i < n else [0] * len(row) for i, row in enumerate(rows)])
+
+  def add(a, b):
+    return np.asarray([[_sat(int(u) + int(v), 16) for u, v in zip(ra, rb)]
+                       for ra, rb in zip(a, b)])
+
+  x = np.asarray(x)[0]
+  for layer in enc.subsampling:
+    t = x.shape[0]
+    joined = np.pad(masked(x, n), ((layer.kernel - layer.stride, 0), (0, 0)))
+    taps = np.concatenate([joined[i:i + t:layer.stride] for i in range(layer.kernel)], axis=1)
+    n = -(-n // layer.stride)
+    x = masked(_table(layer.proj, taps), n)
+  for block in enc.blocks:
+    x = add(x, _attention(block.attention, x, n))
+    x = masked(add(x, dense(block.down, _table(block.up, layer_norm(block.ffn_norm, x)))), n)
+  return masked(layer_norm(enc.final_norm, x), n)[None], n
+
+
 def greedy(model, features, lengths, max_symbols: int) -> list[list[int]]:
-  """`hardware.int8_transducer`'s encoder and greedy search, one utterance at a time: int8
-  stacked features `[B, T, F']`, `lengths [B]` -> each utterance's tokens."""
+  """`hardware.int8_transducer`'s encoder and greedy search, one utterance at a time: the
+  encoder's int8 input `[B, T, F']` (`IntTransducer.prepare`), `lengths [B]` -> each
+  utterance's tokens."""
+  from hardware.int8_transducer import IntLSTMEncoder
   results = []
   for u in range(len(lengths)):
-    x, n = np.asarray(features)[u:u + 1, : int(lengths[u])], int(lengths[u])
-    for i, layer in enumerate(model.layers):
-      if i and i == model.reduce_after and model.reduce > 1:
-        f = x.shape[2]
-        x = np.pad(x, ((0, 0), (0, -x.shape[1] % model.reduce), (0, 0)))
-        x = x.reshape(1, -1, f * model.reduce)
-        n = x.shape[1]
-      x, _ = lstm(layer, x, [n])
-      if model.norms:
-        x = layer_norm(model.norms[i], x)
+    if isinstance(model.encoder, IntLSTMEncoder):
+      x = lstm_encoder(model.encoder, np.asarray(features)[u:u + 1, : int(lengths[u])])
+    else:
+      x, n = transformer_encoder(model.encoder, np.asarray(features)[u:u + 1], int(lengths[u]))
+      x = x[:, :n]
     enc_p = dense(model.enc_proj, x)[0]                           # [T'', J]
     tokens, state = [], None
 

@@ -16,8 +16,11 @@ magnitude seen at each layer's input on a few training batches). What runs where
   stateless network's projection and tanh table;
 - greedy and beam search: `asr.decoding`'s own, through `DecodingView` (greedy takes the argmax
   of the integer logits; beam search scores their log-softmax in float).
- Layers this executor cannot
-run (a factorized layer, a Transformer encoder) fail `convert` with their name.
+
+A Transformer encoder runs as `hardware.int8_transformer` describes (integer products, fixed-point
+softmax and layer norm, SiLU by table); its input is the normalized features as int8, padded to
+a whole streamed chunk. Layers this executor cannot run (a factorized layer, a Conformer's
+convolution module) fail `convert` with their name.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from asr.arrays import mask_padding
 from asr.decoding.beam import beam_decode
 from asr.decoding.greedy import greedy_decode
 from asr.models.dense import Dense, intercept_dense
 from hardware import fixed_point as fp
 from hardware.int8_layers import (ACT_FRAC, GATE_FRAC, H_FRAC, TANH, IntDense, IntLayerNorm,
                                   IntLSTM, quantize, quantize_activation_scale, table_index)
+from hardware.int8_transformer import convert_encoder
 
 LOGIT_FRAC = 8     # logits in Q7.8 int16
 
@@ -56,23 +61,39 @@ def dense_names(model) -> dict[int, str]:
 
 def calibrate(model, feature_batches) -> dict[str, float]:
   """The largest input magnitude of each dense layer called outside a scan (the LSTM input
-  matrices, the joint's encoder projection), over `feature_batches` of `(log-mel [B, T, F],
-  lengths [B])`, run eagerly through the float model: `{layer name: max |x|}` over valid
-  frames (padding is zero, so it never raises a maximum). Layers that carry a trained range
-  (`act_range`, activation-quantized training) give that range instead."""
+  matrices, every product of a Transformer, the joint's encoder projection), over
+  `feature_batches` of `(log-mel [B, T, F], lengths [B])`, run eagerly through the float model:
+  `{layer name: max |x|}` over valid frames (padding is zero, so it never raises a maximum).
+  A Transformer adds what its integer form needs: `<name>/output` (the product before SiLU),
+  `<qkv>/q`, `/k`, `/v`, and `encoder/residual` (between blocks). Layers that carry a trained
+  range (`act_range`, activation-quantized training) give that range instead."""
   names = dense_names(model)
   seen: dict[str, float] = {}
+  transformer = model.cfg.encoder == "transformer"
+
+  def note(name, values):
+    seen[name] = max(seen.get(name, 0.0), float(jnp.max(jnp.abs(values))))
 
   def observe(layer, x, apply):
+    y = apply(x)
     if not isinstance(x, jax.core.Tracer):     # inside a scan (recurrent matrices): not needed
       name = names[id(layer)]
-      seen[name] = max(seen.get(name, 0.0), float(jnp.max(jnp.abs(x))))
-    return apply(x)
+      note(name, x)
+      if transformer and name.endswith("/qkv"):
+        for part, values in zip("qkv", jnp.split(y, 3, axis=-1)):
+          note(f"{name}/{part}", values)
+      elif transformer and name.startswith("encoder/"):
+        note(f"{name}/output", y)
+    return y
 
   with intercept_dense(observe):
     for feats, lengths in feature_batches:
-      enc = model.encode(jnp.asarray(feats), jnp.asarray(lengths))
-      model.joint.project_encoder(enc.frames)
+      feats, lengths = jnp.asarray(feats), jnp.asarray(lengths)
+      if transformer:
+        frames = _transformer_frames(model, feats, lengths, note)
+      else:
+        frames = model.encode(feats, lengths).frames
+      model.joint.project_encoder(frames)
   # A model trained with its activations on an 8-bit grid (`compression.quantization`'s
   # `act_range`, a moving average of the largest input) runs on the grid it trained with.
   for path, node in nnx.iter_graph(model):
@@ -84,27 +105,39 @@ def calibrate(model, feature_batches) -> dict[str, float]:
   return seen
 
 
+def _transformer_frames(model, feats, lengths, note):
+  """The float Transformer encoder's frames, block by block (as `TransformerEncoder.step` on a
+  whole utterance), noting the residual stream's largest magnitude between blocks."""
+  enc = model.encoder
+  x = model.frontend(feats, lengths)
+  x = jnp.pad(x, ((0, 0), (0, -x.shape[1] % enc.stream_multiple), (0, 0)))
+  state = enc.init_state(x.shape[0])
+  for layer, cache in zip(enc.subsampling, state.subsample):
+    x, lengths, _ = layer(cache, x, lengths)
+  note("encoder/residual", x)
+  positions = jnp.broadcast_to(jnp.arange(x.shape[1])[None], x.shape[:2])
+  for block, cache in zip(enc.blocks, state.layers):
+    x, _, _ = block(x, lengths, positions, cache, lambda name, y: y)
+    note("encoder/residual", x)
+  return mask_padding(enc.final_norm(x), lengths)
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
-class IntTransducer:
-  in_scale: float = dataclasses.field(metadata=dict(static=True))
+class IntLSTMEncoder:
+  """`asr.models.lstm_encoder.LSTMEncoder` in integers: LSTM layers, layer norms, stacking."""
+  layers: list                    # [IntLSTM]
+  norms: list                     # [IntLayerNorm], or none
   stack: int = dataclasses.field(metadata=dict(static=True))
   reduce: int = dataclasses.field(metadata=dict(static=True))
   reduce_after: int = dataclasses.field(metadata=dict(static=True))
-  predictor_kind: str = dataclasses.field(metadata=dict(static=True))
-  context: int = dataclasses.field(metadata=dict(static=True))
-  layers: list
-  norms: list
-  enc_proj: IntDense
-  embed: jax.Array                # [V, E] int8
-  pred: object                    # IntLSTM (lstm) or IntDense (stateless, to Q3.12)
-  pred_proj: IntDense             # Q0.7 -> Q3.12
-  out: IntDense                   # Q0.7 -> logits Q7.8 int16
 
-  # ---- encoder ----
+  def prepare(self, features: jax.Array, lengths: jax.Array, scale: float):
+    """Normalized float log-mels `[B, T, F]` -> int8 stacked frames, lengths."""
+    return quantize_features(features, lengths, self.stack, scale)
 
   def encode(self, features: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """int8 stacked features `[B, T', F * stack]` (`quantize_features`) -> int8 encoder frames
+    """int8 stacked features `[B, T', F * stack]` (`prepare`) -> int8 encoder frames
     `[B, T'', H]` at the enc_proj's input scale, and their lengths."""
     x = features
     for i, layer in enumerate(self.layers):
@@ -115,6 +148,31 @@ class IntTransducer:
         x = self.norms[i].apply(x)
         x = jnp.where(jnp.arange(x.shape[1])[None, :, None] < lengths[:, None, None], x, 0)
     return x, lengths
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class IntTransducer:
+  in_scale: float = dataclasses.field(metadata=dict(static=True))
+  predictor_kind: str = dataclasses.field(metadata=dict(static=True))
+  context: int = dataclasses.field(metadata=dict(static=True))
+  encoder: object                 # IntLSTMEncoder or IntTransformerEncoder
+  enc_proj: IntDense
+  embed: jax.Array                # [V, E] int8
+  pred: object                    # IntLSTM (lstm) or IntDense (stateless, to Q3.12)
+  pred_proj: IntDense             # Q0.7 -> Q3.12
+  out: IntDense                   # Q0.7 -> logits Q7.8 int16
+
+  # ---- encoder ----
+
+  def prepare(self, features: jax.Array, lengths: jax.Array):
+    """Normalized float log-mels `[B, T, F]` -> the encoder's int8 input, lengths."""
+    return self.encoder.prepare(features, lengths, self.in_scale)
+
+  def encode(self, x: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The encoder's int8 input (`prepare`) -> int8 encoder frames `[B, T'', H]` at the
+    enc_proj's input scale, and their lengths."""
+    return self.encoder.encode(x, lengths)
 
   # ---- prediction network and joint ----
 
@@ -189,24 +247,17 @@ def _stack(x, lengths, factor):
 def convert(model, scales: dict[str, float]) -> IntTransducer:
   """The float `model` in integers, with the calibrated input `scales` (`calibrate`)."""
   enc, cfg = model.encoder, model.cfg
-  if cfg.encoder != "lstm":
-    raise ValueError(f"the int8 executor runs LSTM encoders; this model's encoder is "
-                     f"{cfg.encoder!r}")
-  in_scale = _scale(scales, "encoder/layers/0/input")
-  layers, norms = [], []
-  for i, layer in enumerate(enc.layers):
-    s_x = in_scale if i == 0 else (_scale(scales, f"encoder/layers/{i}/input") if enc.norms
-                                   else 2.0 ** -H_FRAC)
-    name = f"encoder/layers/{i}"
-    k_in, b_in = _kernel(layer.input, f"{name}/input")
-    k_rec = _kernel(layer.recurrent, f"{name}/recurrent")[0]
-    layers.append(IntLSTM.from_float(k_in, b_in, k_rec, s_x))
-    if enc.norms:
-      nxt = (f"encoder/layers/{i + 1}/input" if i + 1 < len(enc.layers) else "joint/enc_proj")
-      norm = enc.norms[i]
-      norms.append(IntLayerNorm.from_float(np.asarray(norm.scale[...]),
-                                           np.asarray(norm.bias[...]), _scale(scales, nxt)))
-  s_enc = _scale(scales, "joint/enc_proj") if enc.norms else 2.0 ** -H_FRAC
+  if cfg.encoder == "lstm":
+    in_scale = _scale(scales, "encoder/layers/0/input")
+    s_enc = _scale(scales, "joint/enc_proj") if enc.norms else 2.0 ** -H_FRAC
+    encoder = _convert_lstm(enc, scales, in_scale)
+  elif cfg.encoder in ("transformer", "conformer"):
+    in_scale = _scale(scales, "encoder/subsampling/0/proj")
+    s_enc = _scale(scales, "joint/enc_proj")
+    encoder = convert_encoder(enc, scales, s_enc, _kernel, _scale)
+  else:
+    raise ValueError(f"the int8 executor runs LSTM and Transformer encoders; this model's "
+                     f"encoder is {cfg.encoder!r}")
   q316 = 2.0 ** -GATE_FRAC
   j = model.joint
   enc_proj = IntDense.from_float(*_kernel(j.enc_proj, "joint/enc_proj"), s_enc, q316, 16)
@@ -226,8 +277,25 @@ def convert(model, scales: dict[str, float]) -> IntTransducer:
   else:
     pred = IntDense.from_float(*_kernel(p.proj, "predictor/proj"), s_e, q316, out_bits=16)
     context = p.context
-  return IntTransducer(in_scale, enc.stack, enc.reduce, enc.reduce_after, cfg.predictor,
-                       context, layers, norms, enc_proj, embed, pred, pred_proj, out)
+  return IntTransducer(in_scale, cfg.predictor, context, encoder, enc_proj, embed, pred,
+                       pred_proj, out)
+
+
+def _convert_lstm(enc, scales, in_scale: float) -> IntLSTMEncoder:
+  layers, norms = [], []
+  for i, layer in enumerate(enc.layers):
+    s_x = in_scale if i == 0 else (_scale(scales, f"encoder/layers/{i}/input") if enc.norms
+                                   else 2.0 ** -H_FRAC)
+    name = f"encoder/layers/{i}"
+    k_in, b_in = _kernel(layer.input, f"{name}/input")
+    k_rec = _kernel(layer.recurrent, f"{name}/recurrent")[0]
+    layers.append(IntLSTM.from_float(k_in, b_in, k_rec, s_x))
+    if enc.norms:
+      nxt = (f"encoder/layers/{i + 1}/input" if i + 1 < len(enc.layers) else "joint/enc_proj")
+      norm = enc.norms[i]
+      norms.append(IntLayerNorm.from_float(np.asarray(norm.scale[...]),
+                                           np.asarray(norm.bias[...]), _scale(scales, nxt)))
+  return IntLSTMEncoder(layers, norms, enc.stack, enc.reduce, enc.reduce_after)
 
 
 def _scale(scales, name):

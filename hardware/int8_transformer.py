@@ -1,0 +1,257 @@
+"""A streaming Transformer encoder (`asr.models.conformer.TransformerEncoder`, `model.encoder =
+"transformer"`) in integers: every matrix product int8 x int8 into int32, every nonlinearity
+a table, softmax and layer normalization in fixed point. `hardware.int8_reference` computes
+the same with Python integers and the tests hold the two equal.
+
+Number formats (`Qm.f` as in `hardware.int8_layers`; scales from
+`hardware.int8_transducer.calibrate`, the largest magnitudes seen on training audio):
+
+- the residual stream: int16 at one scale for the whole encoder, twice the largest magnitude
+  seen between blocks over 32,767 (the headroom covers the values inside a block, which
+  calibration does not see); each sub-block's output is requantized into it and added with
+  saturation, and frames past an utterance's length are zero after every block;
+- layer norm: `IntLayerNorm` from the int16 residual into the int8 scale of the next product;
+- SiLU (the subsampling convolutions, the feed-forward layers): the product is requantized to
+  12 bits at its calibrated range, and a 4,096-entry table gives SiLU at the next product's int8
+  scale (the last subsampling layer's table writes the int16 residual directly);
+- attention: one product gives q, k and v as int8, each at its own calibrated scale (per-channel
+  requantization multipliers); rotary positions multiply by cos and sin from a table of Q1.14
+  values per position, and the rotated q and k are requantized to int8 at sqrt(2) times their
+  scale (a rotation keeps each pair's norm, so no rotated value exceeds sqrt(2) times the
+  largest); scores are int8 dot products in int32;
+- softmax: each score minus its row's largest (exact, int32), scaled to Q4.7 (12 bits, so it
+  saturates at -16), exp by a table in Q0.15 (exp(-16) rounds to 0), invisible keys 0, the
+  row's sum in int32, each probability `round(e * 2^8 / sum)` as uint8 Q0.8 (saturated at 255);
+  the probability-weighted values in int32, requantized to int8 at the output projection's
+  input scale.
+
+Streaming positions beyond `MAX_POSITIONS` output frames (5.5 minutes of 40 ms frames) reuse
+the last table row; evaluation utterances are far shorter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from asr.arrays import length_mask
+from asr.models.conformer import chunk_visibility
+from hardware import fixed_point as fp
+from hardware.int8_layers import ACT_FRAC, IntDense, IntLayerNorm
+
+PRE_BITS = 12          # pre-activations of SiLU: the table's index
+RESIDUAL_BITS = 16
+ROT_FRAC = 14          # cos and sin, Q1.14
+EXP_FRAC = 7           # softmax exponents, Q4.7 (12 bits)
+PROB_FRAC = 8          # probabilities, uint8 Q0.8
+MAX_POSITIONS = 8192
+
+EXP = fp.lookup_table(np.exp, 2.0 ** -EXP_FRAC, 2.0 ** -ACT_FRAC, out_bits=16, in_bits=12)
+
+
+def silu(v):
+  return v / (1 + np.exp(-v))
+
+
+def rotary_tables(head_dim: int, positions: int = MAX_POSITIONS) -> tuple[np.ndarray, ...]:
+  """cos and sin of `asr.models.conformer.rotary`'s angles, `[positions, head_dim / 2]` int32
+  in Q1.14 (computed in float64)."""
+  half = head_dim // 2
+  angle = np.arange(positions)[:, None] * 10000.0 ** (-np.arange(half) / half)
+  return tuple(np.round(f(angle) * 2 ** ROT_FRAC).astype(np.int32) for f in (np.cos, np.sin))
+
+
+def exact_einsum(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+  """An integer contraction computed in float32: exact while every partial sum stays below
+  2^24 (int8 scores over a head of at most 1,024 channels; uint8 probabilities times int8
+  values, whose non-zero terms are the at most `(left_chunks + 1) * chunk` visible keys)."""
+  return jnp.einsum(spec, a.astype(jnp.float32), b.astype(jnp.float32)).astype(jnp.int32)
+
+
+def _mask(x: jax.Array, lengths: jax.Array) -> jax.Array:
+  return jnp.where(length_mask(lengths, x.shape[1])[..., None], x, 0)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class IntActDense:
+  """`table[requantize(x @ kernel + bias)]`: a product into 12 bits, then an activation table."""
+  dense: IntDense            # out_bits = PRE_BITS
+  table: jax.Array           # [4096] int32
+  out_bits: int = dataclasses.field(default=8, metadata=dict(static=True))
+
+  @classmethod
+  def from_float(cls, kernel, bias, in_scale: float, pre_max: float, out_scale: float,
+                 out_bits: int = 8, fn=silu):
+    pre_scale = pre_max / (2 ** (PRE_BITS - 1) - 1) if pre_max > 0 else 1.0
+    dense = IntDense.from_float(kernel, bias, in_scale, pre_scale, out_bits=PRE_BITS)
+    return cls(dense, fp.lookup_table(fn, pre_scale, out_scale, out_bits=out_bits,
+                                      in_bits=PRE_BITS), out_bits)
+
+  def apply(self, x: jax.Array) -> jax.Array:
+    return fp.lookup(self.table, self.dense.apply(x))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class IntSubsampling:
+  """`asr.models.conformer.CausalSubsampling`: `kernel` strided taps of int8 frames, one
+  product, SiLU by table."""
+  proj: IntActDense
+  stride: int = dataclasses.field(metadata=dict(static=True))
+  kernel: int = dataclasses.field(metadata=dict(static=True))
+
+  def apply(self, x: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """int8 `[B, T, D]` (T a multiple of the stride) -> `[B, T / stride, D']`, lengths."""
+    t = x.shape[1]
+    joined = jnp.pad(_mask(x, lengths), ((0, 0), (self.kernel - self.stride, 0), (0, 0)))
+    taps = [joined[:, i:i + t:self.stride] for i in range(self.kernel)]
+    lengths = (lengths + self.stride - 1) // self.stride
+    return _mask(self.proj.apply(jnp.concatenate(taps, -1)), lengths), lengths
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class IntAttention:
+  """`asr.models.conformer.ChunkedSelfAttention` on the int16 residual, whole utterances."""
+  norm: IntLayerNorm
+  qkv: IntDense              # -> int8 q, k, v (each at its own scale)
+  rot_m0: jax.Array          # int64 scalars: Q1.14 rotation products -> int8 at sqrt(2) s
+  rot_n: jax.Array
+  score_m0: jax.Array        # int64 scalars: scores -> Q4.7
+  score_n: jax.Array
+  ctx_m0: jax.Array          # int64 scalars: Q0.8 x v -> int8 at out's input scale
+  ctx_n: jax.Array
+  out: IntDense              # -> the int16 residual
+  cos: jax.Array             # [MAX_POSITIONS, head_dim / 2] int32 Q1.14
+  sin: jax.Array
+  heads: int = dataclasses.field(metadata=dict(static=True))
+  chunk: int = dataclasses.field(metadata=dict(static=True))
+  left: int = dataclasses.field(metadata=dict(static=True))
+
+  def rotate(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    """int8 `x [B, T, H, Dh]`, `positions [B, T]` -> rotated, int8 at sqrt(2) x's scale."""
+    pos = jnp.minimum(positions, self.cos.shape[0] - 1)
+    cos, sin = self.cos[pos][:, :, None], self.sin[pos][:, :, None]
+    half = x.shape[-1] // 2
+    a, b = x[..., :half], x[..., half:]
+    rotated = jnp.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
+    return fp.requantize(rotated, self.rot_m0, self.rot_n, 8)
+
+  def probabilities(self, scores: jax.Array, seen: jax.Array) -> jax.Array:
+    """int32 `scores [..., K]`, bool `seen` -> uint8 Q0.8 softmax over the seen keys."""
+    top = jnp.max(jnp.where(seen, scores, jnp.iinfo(jnp.int32).min), axis=-1, keepdims=True)
+    z = fp.requantize(jnp.where(seen, scores - top, 0), self.score_m0, self.score_n, 12)
+    e = jnp.where(seen, fp.lookup(EXP, z), 0)
+    total = jnp.maximum(jnp.sum(e, axis=-1, keepdims=True), 1)
+    return jnp.minimum(fp.round_div(e << PROB_FRAC, total), 2 ** PROB_FRAC - 1)
+
+  def apply(self, r: jax.Array, lengths: jax.Array, positions: jax.Array) -> jax.Array:
+    """int16 residual `[B, T, D]` (T a multiple of `chunk`) -> the attention output in the
+    residual's scale."""
+    b, t, d = r.shape
+    h = self.heads
+    q, k, v = jnp.split(self.qkv.apply(self.norm.apply(r)).reshape(b, t, 3 * h, d // h), 3,
+                        axis=2)
+    q, k = self.rotate(q, positions), self.rotate(k, positions)
+    seen = (chunk_visibility(t, t, self.chunk, self.left)[None]
+            & length_mask(lengths, t)[:, None, :])[:, None]                   # [B, 1, T, T]
+    p = self.probabilities(exact_einsum("bqhd,bkhd->bhqk", q, k), seen)
+    ctx = exact_einsum("bhqk,bkhd->bqhd", p, v).reshape(b, t, d)
+    return self.out.apply(fp.requantize(ctx, self.ctx_m0, self.ctx_n, 8))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class IntBlock:
+  """A pre-LayerNorm Transformer block: attention, then LayerNorm, SiLU feed-forward."""
+  attention: IntAttention
+  ffn_norm: IntLayerNorm
+  up: IntActDense
+  down: IntDense             # -> the int16 residual
+
+  def apply(self, r: jax.Array, lengths: jax.Array, positions: jax.Array) -> jax.Array:
+    r = fp.saturate(r + self.attention.apply(r, lengths, positions), RESIDUAL_BITS)
+    r = fp.saturate(r + self.down.apply(self.up.apply(self.ffn_norm.apply(r))), RESIDUAL_BITS)
+    return _mask(r, lengths)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class IntTransformerEncoder:
+  subsampling: list          # [IntSubsampling]
+  blocks: list               # [IntBlock]
+  final_norm: IntLayerNorm   # -> int8 at the joint's encoder projection input scale
+  multiple: int = dataclasses.field(metadata=dict(static=True))   # input frames per chunk
+
+  def prepare(self, features: jax.Array, lengths: jax.Array, scale: float):
+    """Normalized float log-mels `[B, T, F]` -> int8 `[B, T', F]` (T' the next multiple of a
+    streamed chunk), lengths: the processor's input."""
+    from hardware.int8_layers import quantize
+    t = features.shape[1]
+    x = jnp.pad(features, ((0, 0), (0, -t % self.multiple), (0, 0)))
+    return quantize(x, scale), lengths
+
+  def encode(self, x: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """int8 input (`prepare`) -> int8 encoder frames `[B, T'', D]`, their lengths."""
+    for layer in self.subsampling:
+      x, lengths = layer.apply(x, lengths)
+    positions = jnp.broadcast_to(jnp.arange(x.shape[1])[None], x.shape[:2])
+    for block in self.blocks:
+      x = block.apply(x, lengths, positions)
+    return _mask(self.final_norm.apply(x), lengths), lengths
+
+
+def convert_encoder(enc, scales: dict[str, float], out_scale: float, kernel, scale
+                    ) -> IntTransformerEncoder:
+  """A float `TransformerEncoder` in integers. `scales`: calibrated largest magnitudes
+  (`calibrate`); `out_scale`: the int8 scale its frames leave in; `kernel(layer, name)` and
+  `scale(scales, name)` are `hardware.int8_transducer`'s (a dense layer's arrays, refusing any
+  other layer by name; a calibrated int8 scale, naming a missing one)."""
+  if enc.conv_kernel:
+    raise ValueError("the int8 executor cannot run layer 'encoder/blocks/0/conv' (a Conformer "
+                     "convolution module): it runs LSTM and Transformer encoders")
+  if "encoder/residual" not in scales:
+    scale(scales, "encoder/residual")          # the calibration error, with its advice
+  s_r = 2 * scales["encoder/residual"] / (2 ** (RESIDUAL_BITS - 1) - 1)
+  pre = lambda name: scales[f"{name}/output"]
+
+  sub = []
+  for i, layer in enumerate(enc.subsampling):
+    name = f"encoder/subsampling/{i}/proj"
+    last = i + 1 == len(enc.subsampling)
+    s_out = s_r if last else scale(scales, f"encoder/subsampling/{i + 1}/proj")
+    proj = IntActDense.from_float(*kernel(layer.proj, name), scale(scales, name), pre(name),
+                                  s_out, out_bits=RESIDUAL_BITS if last else 8)
+    sub.append(IntSubsampling(proj, layer.stride, layer.kernel))
+
+  def norm(layer, s_out):
+    return IntLayerNorm.from_float(np.asarray(layer.scale[...]), np.asarray(layer.bias[...]),
+                                   s_out)
+
+  cos, sin = rotary_tables(enc.cfg.dim // enc.cfg.heads)
+  blocks = []
+  for i, block in enumerate(enc.blocks):
+    a, ffn, at = block.attention, block.ffn, f"encoder/blocks/{i}/attention"
+    s_x = scale(scales, f"{at}/qkv")
+    s_q, s_k, s_v = (scale(scales, f"{at}/qkv/{part}") for part in "qkv")
+    qkv = IntDense.from_float(*kernel(a.qkv, f"{at}/qkv"), s_x,
+                              np.repeat([s_q, s_k, s_v], a.dim))
+    rot = fp.quantize_multiplier(2.0 ** -ROT_FRAC / np.sqrt(2))
+    head = a.dim // a.heads
+    score = fp.quantize_multiplier(2 * s_q * s_k / np.sqrt(head) * 2 ** EXP_FRAC)
+    s_ctx = scale(scales, f"{at}/out")
+    ctx = fp.quantize_multiplier(2.0 ** -PROB_FRAC * s_v / s_ctx)
+    out = IntDense.from_float(*kernel(a.out, f"{at}/out"), s_ctx, s_r, RESIDUAL_BITS)
+    attention = IntAttention(norm(a.norm, s_x), qkv, *(np.int64(v) for v in rot + score + ctx),
+                             out, cos, sin, a.heads, a.chunk, a.left)
+    up, down = f"encoder/blocks/{i}/ffn/up", f"encoder/blocks/{i}/ffn/down"
+    s_up, s_down = scale(scales, up), scale(scales, down)
+    blocks.append(IntBlock(
+        attention, norm(ffn.norm, s_up),
+        IntActDense.from_float(*kernel(ffn.up, up), s_up, pre(up), s_down),
+        IntDense.from_float(*kernel(ffn.down, down), s_down, s_r, RESIDUAL_BITS)))
+  return IntTransformerEncoder(sub, blocks, norm(enc.final_norm, out_scale), enc.stream_multiple)

@@ -1,0 +1,106 @@
+"""The Transformer transducer on the int8 path: the jitted integer encoder and greedy search equal
+the plain Python-integer reference token for token, follow the float model, and the
+fixed-point softmax is a softmax; a Conformer's convolution module is refused by name."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from asr.decoding import greedy_search
+from asr.models import Transducer, TransducerConfig
+from asr.models.conformer import ConformerConfig, TransformerConfig
+from hardware import fixed_point as fp
+from hardware import int8_reference as ref
+from hardware.int8_transducer import calibrate, convert, greedy
+from tests.helpers import randomize
+from tests.test_int8_transducer import _edit_distance, _features
+
+
+def _model(encoder="transformer", seed=0):
+  sizes = dict(dim=16, layers=2, heads=2, ffn_mult=2, chunk=2, left_chunks=1, dropout=0.0)
+  enc = ConformerConfig(conv_kernel=3, **sizes) if encoder == "conformer" else \
+      TransformerConfig(**sizes)
+  cfg = TransducerConfig(vocab=6, num_mels=8, encoder=encoder, encoder_config=enc,
+                         predictor="stateless", pred_embed=8, joint_dim=16)
+  m = randomize(Transducer(cfg, rngs=nnx.Rngs(seed)), seed, scale=0.4)
+  m.joint.enc_proj.kernel[...] = m.joint.enc_proj.kernel[...] * 4.0
+  m.joint.out.kernel[...] = m.joint.out.kernel[...] * 4.0
+  return m
+
+
+@fp.integer_jit(static_argnames=("max_symbols", "max_len"))
+def _int_greedy(model, x, lengths, max_symbols, max_len):
+  frames, frame_lengths = model.encode(x, lengths)
+  return greedy(model, frames, frame_lengths, max_symbols, max_len)
+
+
+def test_integer_transformer_equals_the_reference_and_follows_the_float_model():
+  model = _model()
+  feats, lengths = _features(t=44)                      # lengths 44, 31, 17, 6: partial chunks
+  scales = calibrate(model, [(feats, lengths)])
+  assert {"encoder/residual", "encoder/blocks/1/attention/qkv/k",
+          "encoder/blocks/0/ffn/up/output", "encoder/subsampling/1/proj/output"} <= set(scales)
+  im = convert(model, scales)
+  x, xl = im.prepare(model.frontend(feats, lengths), lengths)
+  assert x.shape[1] == 48                               # padded to whole 8-frame chunks
+  tokens, token_lengths, _ = (np.asarray(a) for a in _int_greedy(im, x, xl, max_symbols=3,
+                                                                  max_len=60))
+  got = [tokens[i, : token_lengths[i]].tolist() for i in range(len(lengths))]
+  assert got == ref.greedy(im, np.asarray(x), np.asarray(xl), 3)
+  # Bit for bit, frame by frame, on every utterance (padding included).
+  frames, frame_lengths = fp.integer_jit(lambda m, x, l: m.encode(x, l))(im, x, xl)
+  for u in range(len(lengths)):
+    want, n = ref.transformer_encoder(im.encoder, np.asarray(x)[u:u + 1], int(xl[u]))
+    assert n == int(frame_lengths[u])
+    np.testing.assert_array_equal(np.asarray(frames)[u], want[0])
+  # The float model: frames within a tenth of their range, transcripts within 10% edits.
+  enc = model.encode(feats, lengths)
+  valid = np.arange(enc.frames.shape[1])[None, :] < np.asarray(enc.lengths)[:, None]
+  err = np.abs(np.asarray(frames)[:, : enc.frames.shape[1]] * scales["joint/enc_proj"] / 127
+               - np.asarray(enc.frames))[valid]
+  assert err.max() < 0.1 * np.abs(np.asarray(enc.frames)).max()
+  f_tokens, f_lengths = greedy_search(model, enc.frames, enc.lengths, max_symbols=3, max_len=60)
+  floats = [np.asarray(f_tokens)[i, : int(f_lengths[i])].tolist() for i in range(len(lengths))]
+  assert sum(map(len, floats)) > 10
+  assert sum(_edit_distance(a, b) for a, b in zip(got, floats)) <= 0.1 * sum(map(len, floats))
+
+
+def test_fixed_point_softmax_is_a_softmax_over_the_keys_it_sees():
+  im = convert(_model(), calibrate(_model(), [_features(t=40)]))
+  a = im.encoder.blocks[0].attention
+  rng = np.random.default_rng(0)
+  scores = rng.integers(-3000, 3000, size=(5, 12)).astype(np.int32)
+  seen = rng.random((5, 12)) < 0.7
+  seen[:, 0], seen[4] = True, False                     # the last row sees nothing
+  p = np.asarray(fp.integer_jit(a.probabilities)(scores, seen))
+  assert (p[~seen] == 0).all() and (p[4] == 0).all() and p.max() <= 255
+  real = scores * np.ldexp(float(a.score_m0), -int(a.score_n)) * 2.0 ** -7   # the logits
+  want = np.where(seen, np.exp(real - np.where(seen, real, -np.inf).max(-1, keepdims=True)), 0)
+  want = want[:4] / want[:4].sum(-1, keepdims=True)
+  np.testing.assert_allclose(p[:4] / 256, want, atol=3 / 256)
+  assert (np.abs(p[:4].sum(-1) - 256) <= 12).all()    # rounding of up to 12 entries
+
+
+def test_a_conformer_convolution_module_is_named():
+  model = _model("conformer")
+  scales = calibrate(model, [_features(t=40)])
+  with pytest.raises(ValueError, match="cannot run layer 'encoder/blocks/0/conv'"):
+    convert(model, scales)
+
+
+def test_backend_accounting_counts_every_transformer_matrix():
+  from hardware.int8_backend import compressed_bytes, model_work, weight_tensors
+  model = _model()
+  im = convert(model, calibrate(model, [_features(t=40)]))
+  w = weight_tensors(im)
+  assert {"encoder/subsampling/0/proj", "encoder/blocks/1/attention/qkv",
+          "encoder/blocks/1/ffn/down", "joint/out"} <= set(w)
+  # Dense MACs per output frame against the float encoder's own count at a full window.
+  enc = model.encoder
+  keys = (enc.cfg.left_chunks + 1) * enc.cfg.chunk
+  want = enc.subsampling_macs() + sum(b.attention.macs_per_frame(keys) + b.ffn.macs_per_frame()
+                                      for b in enc.blocks)
+  assert model_work(im).encoder_frame == want
+  assert model_work(im, executed=True).encoder_frame < want   # some weights round to zero
+  assert compressed_bytes(im) > sum(v.size for v in w.values())   # bitmaps, scales, tables
