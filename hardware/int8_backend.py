@@ -71,17 +71,20 @@ def _encoder_macs(enc, executed: bool) -> int:
   for layer in reversed(enc.subsampling):
     total += _macs(layer.proj.dense.kernel, executed) * per_output
     per_output *= layer.stride
+  for name, layer in _encoder_layers(enc).items():
+    if isinstance(layer, (IntDense, IntActDense)) and not name.startswith("encoder/subsampling"):
+      total += _macs(getattr(layer, "dense", layer).kernel, executed)
+    elif name.endswith("/depthwise"):
+      total += _macs(layer, executed)
   for block in enc.blocks:
     a = block.attention
-    total += sum(_macs(w, executed) for w in (a.qkv.kernel, a.out.kernel,
-                                               block.up.dense.kernel, block.down.kernel))
     total += 2 * a.out.kernel.shape[0] * (a.left + 1) * a.chunk
   return total
 
 
 def _encoder_layers(enc) -> dict[str, object]:
   """The encoder's integer layers by name: `IntDense`, `IntActDense` (`.dense` holds the
-  product), `IntLSTM` and `IntLayerNorm`."""
+  product), `IntLSTM`, `IntLayerNorm`, and a Conformer's depthwise kernels (int8 `[K, D]`)."""
   if isinstance(enc, IntLSTMEncoder):
     out = {f"encoder/layers/{i}": layer for i, layer in enumerate(enc.layers)}
     out.update({f"encoder/norms/{i}": n for i, n in enumerate(enc.norms)})
@@ -90,9 +93,20 @@ def _encoder_layers(enc) -> dict[str, object]:
   for i, block in enumerate(enc.blocks):
     a, name = block.attention, f"encoder/blocks/{i}"
     out.update({f"{name}/attention/norm": a.norm, f"{name}/attention/qkv": a.qkv,
-                f"{name}/attention/out": a.out, f"{name}/ffn/norm": block.ffn_norm,
-                f"{name}/ffn/up": block.up, f"{name}/ffn/down": block.down})
-  out["encoder/final_norm"] = enc.final_norm
+                f"{name}/attention/out": a.out})
+    conformer = block.conv is not None
+    for key, ffn in ((f"{name}/ffn1", block.ffn1),
+                     (f"{name}/ffn2" if conformer else f"{name}/ffn", block.ffn)):
+      if ffn is not None:
+        out.update({f"{key}/norm": ffn.norm, f"{key}/up": ffn.up, f"{key}/down": ffn.down})
+    if conformer:
+      c = block.conv
+      out.update({f"{name}/conv/norm": c.norm, f"{name}/conv/values": c.values,
+                  f"{name}/conv/gates": c.gates, f"{name}/conv/depthwise": c.depthwise,
+                  f"{name}/conv/depth_norm": c.depth_norm, f"{name}/conv/pointwise_out": c.out,
+                  f"{name}/norm": block.norm})
+  if enc.final_norm is not None:
+    out["encoder/final_norm"] = enc.final_norm
   return out
 
 
@@ -104,6 +118,8 @@ def weight_tensors(m: IntTransducer) -> dict[str, np.ndarray]:
       out[f"{name}/input"], out[f"{name}/recurrent"] = layer.w_in, layer.w_rec
     elif isinstance(layer, (IntDense, IntActDense)):
       out[name] = getattr(layer, "dense", layer).kernel
+    elif name.endswith("/depthwise"):
+      out[name] = layer
   out["joint/enc_proj"], out["joint/pred_proj"] = m.enc_proj.kernel, m.pred_proj.kernel
   out["joint/out"], out["predictor/embed"] = m.out.kernel, m.embed
   if m.predictor_kind == "lstm":
@@ -131,6 +147,10 @@ def compressed_bytes(m: IntTransducer, block: int = 64) -> int:
       total += int(np.asarray(layer.table).size) * layer.out_bits // 8
     elif isinstance(layer, IntLayerNorm):
       total += 8 * int(np.asarray(layer.gamma).size)
+  for block in getattr(m.encoder, "blocks", ()):
+    if block.conv is not None:   # the depthwise biases; the SiLU table (4,096 int8 entries)
+      biases.append(block.conv.depthwise_bias)
+      total += int(np.asarray(block.conv.silu).size)
   total += 4 * sum(int(np.asarray(b).size) for b in biases)
   return int(total)
 

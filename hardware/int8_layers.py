@@ -154,17 +154,19 @@ class IntLSTM:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class IntLayerNorm:
-  """`y = gamma (x - mean) / std + beta` of an int8 row, into int8 at `out_scale`. Scale-free
-  in its input: `(x - mean) / std` does not depend on the input's scale."""
+  """`y = gamma (x - mean) / std + beta` of an integer row, into `out_bits` (8 unless a
+  Conformer's wider stages ask for more) at `out_scale`. Scale-free in its input:
+  `(x - mean) / std` does not depend on the input's scale."""
   gamma: jax.Array           # [H] int64: gamma / out_scale * 2^NORM_FRAC
   beta: jax.Array            # [H] int64: beta / out_scale
   out_scale: float = dataclasses.field(default=1.0, metadata=dict(static=True))
+  out_bits: int = dataclasses.field(default=8, metadata=dict(static=True))
 
   @classmethod
-  def from_float(cls, scale, bias, out_scale: float):
+  def from_float(cls, scale, bias, out_scale: float, out_bits: int = 8):
     g = np.round(np.asarray(scale, np.float64) / out_scale * 2 ** NORM_FRAC).astype(np.int64)
     return cls(g, np.round(np.asarray(bias, np.float64) / out_scale).astype(np.int64),
-               float(out_scale))
+               float(out_scale), out_bits)
 
   def apply(self, x: jax.Array) -> jax.Array:
     x = x.astype(jnp.int64)
@@ -173,4 +175,4 @@ class IntLayerNorm:
     var = jnp.sum(d * d, axis=-1, keepdims=True) // n              # n^2 var
     std = jnp.maximum(fp.isqrt(var), 1)                            # n std
     y = fp.round_div(d * self.gamma, std << NORM_FRAC) + self.beta
-    return fp.saturate(y, 8).astype(jnp.int32)
+    return fp.saturate(y, self.out_bits).astype(jnp.int32)

@@ -115,7 +115,7 @@ def layer_norm(layer, x) -> np.ndarray:
     std = max(math.isqrt(sum(v * v for v in d) // n), 1)
     for j, v in enumerate(d):
       num, den = v * int(gamma[j]), std << NORM_FRAC
-      out[idx + (j,)] = _sat((2 * num + den) // (2 * den) + int(beta[j]), 8)
+      out[idx + (j,)] = _sat((2 * num + den) // (2 * den) + int(beta[j]), layer.out_bits)
   return out
 
 
@@ -197,6 +197,9 @@ def transformer_encoder(enc, x, n: int):
     return np.asarray([[_sat(int(u) + int(v), 16) for u, v in zip(ra, rb)]
                        for ra, rb in zip(a, b)])
 
+  def feed_forward(f, x):
+    return dense(f.down, _table(f.up, layer_norm(f.norm, x)))
+
   x = np.asarray(x)[0]
   for layer in enc.subsampling:
     t = x.shape[0]
@@ -205,9 +208,37 @@ def transformer_encoder(enc, x, n: int):
     n = -(-n // layer.stride)
     x = masked(_table(layer.proj, taps), n)
   for block in enc.blocks:
+    if block.ffn1 is not None:
+      x = add(x, feed_forward(block.ffn1, x))
     x = add(x, _attention(block.attention, x, n))
-    x = masked(add(x, dense(block.down, _table(block.up, layer_norm(block.ffn_norm, x)))), n)
-  return masked(layer_norm(enc.final_norm, x), n)[None], n
+    if block.conv is not None:
+      x = add(x, _conv_module(block.conv, x))
+    x = add(x, feed_forward(block.ffn, x))
+    if block.norm is not None:
+      x = layer_norm(block.norm, x)
+    x = masked(x, n)
+  if enc.final_norm is not None:
+    x = masked(layer_norm(enc.final_norm, x), n)
+  return x[None], n
+
+
+def _conv_module(c, r) -> np.ndarray:
+  """`IntConvModule.apply` on one utterance `r [T, D]`, frame by frame and channel by
+  channel."""
+  from hardware.int8_layers import ACT_FRAC, GATE_FRAC, SIGMOID, TABLE_FRAC
+  x = layer_norm(c.norm, r)
+  values, gates = dense(c.values, x), dense(c.gates, x)
+  glu = [[_shift(int(a) * int(SIGMOID[_sat(_shift(int(g), GATE_FRAC - TABLE_FRAC), 12) + 2048]),
+                 ACT_FRAC) for a, g in zip(ra, rg)] for ra, rg in zip(values, gates)]
+  w, bias = np.asarray(c.depthwise), np.asarray(c.depthwise_bias)
+  k, (t, d) = w.shape[0], r.shape
+  acc = np.zeros((t, d), np.int64)
+  for s in range(t):
+    for ch in range(d):
+      acc[s, ch] = int(bias[ch]) + sum(glu[s - k + 1 + i][ch] * int(w[i, ch])
+                                       for i in range(k) if s - k + 1 + i >= 0)
+  y = requantize(acc, np.asarray(c.dw_m0), np.asarray(c.dw_n), 16)
+  return dense(c.out, lookup(np.asarray(c.silu), layer_norm(c.depth_norm, y)))
 
 
 def greedy(model, features, lengths, max_symbols: int) -> list[list[int]]:

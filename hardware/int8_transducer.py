@@ -69,7 +69,7 @@ def calibrate(model, feature_batches) -> dict[str, float]:
   range (`act_range`, activation-quantized training) give that range instead."""
   names = dense_names(model)
   seen: dict[str, float] = {}
-  transformer = model.cfg.encoder == "transformer"
+  transformer = model.cfg.encoder in ("transformer", "conformer")
 
   def note(name, values):
     seen[name] = max(seen.get(name, 0.0), float(jnp.max(jnp.abs(values))))
@@ -82,6 +82,8 @@ def calibrate(model, feature_batches) -> dict[str, float]:
       if transformer and name.endswith("/qkv"):
         for part, values in zip("qkv", jnp.split(y, 3, axis=-1)):
           note(f"{name}/{part}", values)
+      elif transformer and name.endswith("/pointwise_in"):     # a GLU's values, not its gates
+        note(f"{name}/values", jnp.split(y, 2, axis=-1)[0])
       elif transformer and name.startswith("encoder/"):
         note(f"{name}/output", y)
     return y
@@ -106,20 +108,36 @@ def calibrate(model, feature_batches) -> dict[str, float]:
 
 
 def _transformer_frames(model, feats, lengths, note):
-  """The float Transformer encoder's frames, block by block (as `TransformerEncoder.step` on a
-  whole utterance), noting the residual stream's largest magnitude between blocks."""
+  """The float Transformer or Conformer encoder's frames on whole utterances, sub-block by
+  sub-block (as `TransformerEncoder.step` and `Block.__call__` compose them), noting the
+  residual stream's largest magnitude on valid frames after each sub-block."""
   enc = model.encoder
   x = model.frontend(feats, lengths)
   x = jnp.pad(x, ((0, 0), (0, -x.shape[1] % enc.stream_multiple), (0, 0)))
   state = enc.init_state(x.shape[0])
   for layer, cache in zip(enc.subsampling, state.subsample):
     x, lengths, _ = layer(cache, x, lengths)
-  note("encoder/residual", x)
+  residual = lambda v: note("encoder/residual", mask_padding(v, lengths))
+  residual(x)
   positions = jnp.broadcast_to(jnp.arange(x.shape[1])[None], x.shape[:2])
   for block, cache in zip(enc.blocks, state.layers):
-    x, _, _ = block(x, lengths, positions, cache, lambda name, y: y)
-    note("encoder/residual", x)
-  return mask_padding(enc.final_norm(x), lengths)
+    if block.conformer:
+      x = x + 0.5 * block.ffn1(x)
+      residual(x)
+    y, _, _ = block.attention(x, lengths, positions, (cache.keys, cache.values, cache.valid))
+    x = x + y
+    residual(x)
+    if block.conformer:
+      x = x + block.conv(x, cache.conv)[0]
+      residual(x)
+      x = x + 0.5 * block.ffn2(x)
+      residual(x)
+      x = block.norm(x)
+    else:
+      x = x + block.ffn(x)
+    x = mask_padding(x, lengths)
+    residual(x)
+  return x if enc.final_norm is None else mask_padding(enc.final_norm(x), lengths)
 
 
 @jax.tree_util.register_dataclass

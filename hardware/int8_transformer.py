@@ -1,15 +1,15 @@
-"""A streaming Transformer encoder (`asr.models.conformer.TransformerEncoder`, `model.encoder =
-"transformer"`) in integers: every matrix product int8 x int8 into int32, every nonlinearity
-a table, softmax and layer normalization in fixed point. `hardware.int8_reference` computes
-the same with Python integers and the tests hold the two equal.
+"""The streaming Transformer and Conformer encoders (`asr.models.conformer`) in integers: every
+matrix product int8 x int8 into int32, every nonlinearity a table, softmax and layer
+normalization in fixed point. `hardware.int8_reference` computes the same with Python
+integers and the tests hold the two equal.
 
 Number formats (`Qm.f` as in `hardware.int8_layers`; scales from
 `hardware.int8_transducer.calibrate`, the largest magnitudes seen on training audio):
 
 - the residual stream: int16 at one scale for the whole encoder, twice the largest magnitude
-  seen between blocks over 32,767 (the headroom covers the values inside a block, which
-  calibration does not see); each sub-block's output is requantized into it and added with
-  saturation, and frames past an utterance's length are zero after every block;
+  calibration saw after any sub-block over 32,767; each sub-block's output is requantized into
+  it and added with saturation, and frames past an utterance's length are zero after every
+  block;
 - layer norm: `IntLayerNorm` from the int16 residual into the int8 scale of the next product;
 - SiLU (the subsampling convolutions, the feed-forward layers): the product is requantized to
   12 bits at its calibrated range, and a 4,096-entry table gives SiLU at the next product's int8
@@ -23,10 +23,14 @@ Number formats (`Qm.f` as in `hardware.int8_layers`; scales from
   saturates at -16), exp by a table in Q0.15 (exp(-16) rounds to 0), invisible keys 0, the
   row's sum in int32, each probability `round(e * 2^8 / sum)` as uint8 Q0.8 (saturated at 255);
   the probability-weighted values in int32, requantized to int8 at the output projection's
-  input scale.
+  input scale;
+- the Conformer's half-step feed-forward layers fold their 1/2 into the requantization into
+  the residual; its convolution module is `IntConvModule`'s; its block norm writes the int16
+  residual (the last block's, the int8 frames).
 
 Streaming positions beyond `MAX_POSITIONS` output frames (5.5 minutes of 40 ms frames) reuse
-the last table row; evaluation utterances are far shorter.
+the last table row; evaluation utterances are far shorter. Calibration sees the residual after
+every sub-block; its 2x headroom is for audio calibration did not hear.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ PRE_BITS = 12          # pre-activations of SiLU: the table's index
 RESIDUAL_BITS = 16
 ROT_FRAC = 14          # cos and sin, Q1.14
 EXP_FRAC = 7           # softmax exponents, Q4.7 (12 bits)
+DEPTH_FRAC = 7         # the Conformer's normalized depthwise outputs, Q4.7 (12 bits)
 PROB_FRAC = 8          # probabilities, uint8 Q0.8
 MAX_POSITIONS = 8192
 
@@ -166,16 +171,69 @@ class IntAttention:
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
-class IntBlock:
-  """A pre-LayerNorm Transformer block: attention, then LayerNorm, SiLU feed-forward."""
-  attention: IntAttention
-  ffn_norm: IntLayerNorm
+class IntFeedForward:
+  """LayerNorm, a SiLU product, a product back into the residual (a Conformer's half step
+  folds its 1/2 into the last requantization)."""
+  norm: IntLayerNorm
   up: IntActDense
   down: IntDense             # -> the int16 residual
 
+  def apply(self, r: jax.Array) -> jax.Array:
+    return self.down.apply(self.up.apply(self.norm.apply(r)))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class IntConvModule:
+  """`asr.models.conformer.ConvModule`: LayerNorm; pointwise into the GLU's values (int8) and
+  gates (Q3.12, sigmoid by table, the product back to int8); the causal depthwise convolution in
+  int32, requantized per channel to int16 at one scale for every channel (the largest value
+  its int8 input and weights allow, so it never saturates); LayerNorm into Q4.7 (12 bits); SiLU
+  by table; pointwise into the residual."""
+  norm: IntLayerNorm
+  values: IntDense           # -> int8
+  gates: IntDense            # -> Q3.12
+  depthwise: jax.Array       # [K, D] int8, one scale per channel
+  depthwise_bias: jax.Array  # [D] int32 at the products' scale
+  dw_m0: jax.Array           # [D] int64: products -> int16
+  dw_n: jax.Array
+  depth_norm: IntLayerNorm   # -> Q4.7, 12 bits
+  silu: jax.Array            # [4096] int32: Q4.7 -> int8 at out's input scale
+  out: IntDense              # -> the int16 residual
+
+  def apply(self, r: jax.Array) -> jax.Array:
+    from hardware.int8_layers import SIGMOID, table_index
+    x = self.norm.apply(r)
+    glu = fp.rounding_shift(self.values.apply(x)
+                            * fp.lookup(SIGMOID, table_index(self.gates.apply(x))), ACT_FRAC)
+    k, t = self.depthwise.shape[0], r.shape[1]
+    joined = jnp.pad(glu, ((0, 0), (k - 1, 0), (0, 0)))
+    acc = sum(joined[:, i:i + t] * self.depthwise[i] for i in range(k)) + self.depthwise_bias
+    y = fp.requantize(acc, self.dw_m0, self.dw_n, 16)
+    return self.out.apply(fp.lookup(self.silu, self.depth_norm.apply(y)))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class IntBlock:
+  """A pre-LayerNorm Transformer block (attention, feed-forward), or a Conformer block
+  (half feed-forward, attention, convolution module, half feed-forward, LayerNorm)."""
+  attention: IntAttention
+  ffn: IntFeedForward        # the Transformer's, or the Conformer's second half
+  ffn1: IntFeedForward | None = None
+  conv: IntConvModule | None = None
+  norm: IntLayerNorm | None = None   # into the int16 residual (the last block's: int8 out)
+
   def apply(self, r: jax.Array, lengths: jax.Array, positions: jax.Array) -> jax.Array:
-    r = fp.saturate(r + self.attention.apply(r, lengths, positions), RESIDUAL_BITS)
-    r = fp.saturate(r + self.down.apply(self.up.apply(self.ffn_norm.apply(r))), RESIDUAL_BITS)
+    add = lambda a, b: fp.saturate(a + b, RESIDUAL_BITS)
+    if self.ffn1 is not None:
+      r = add(r, self.ffn1.apply(r))
+    r = add(r, self.attention.apply(r, lengths, positions))
+    if self.conv is not None:
+      r = add(r, self.conv.apply(r))
+    r = add(r, self.ffn.apply(r))
+    if self.norm is not None:
+      r = self.norm.apply(r)
     return _mask(r, lengths)
 
 
@@ -184,7 +242,8 @@ class IntBlock:
 class IntTransformerEncoder:
   subsampling: list          # [IntSubsampling]
   blocks: list               # [IntBlock]
-  final_norm: IntLayerNorm   # -> int8 at the joint's encoder projection input scale
+  final_norm: IntLayerNorm | None   # -> int8 at the joint's encoder projection input scale
+                                    # (a Conformer's last block norm does it instead)
   multiple: int = dataclasses.field(metadata=dict(static=True))   # input frames per chunk
 
   def prepare(self, features: jax.Array, lengths: jax.Array, scale: float):
@@ -202,18 +261,18 @@ class IntTransformerEncoder:
     positions = jnp.broadcast_to(jnp.arange(x.shape[1])[None], x.shape[:2])
     for block in self.blocks:
       x = block.apply(x, lengths, positions)
-    return _mask(self.final_norm.apply(x), lengths), lengths
+    if self.final_norm is not None:
+      x = _mask(self.final_norm.apply(x), lengths)
+    return x, lengths
 
 
 def convert_encoder(enc, scales: dict[str, float], out_scale: float, kernel, scale
                     ) -> IntTransformerEncoder:
-  """A float `TransformerEncoder` in integers. `scales`: calibrated largest magnitudes
-  (`calibrate`); `out_scale`: the int8 scale its frames leave in; `kernel(layer, name)` and
-  `scale(scales, name)` are `hardware.int8_transducer`'s (a dense layer's arrays, refusing any
-  other layer by name; a calibrated int8 scale, naming a missing one)."""
-  if enc.conv_kernel:
-    raise ValueError("the int8 executor cannot run layer 'encoder/blocks/0/conv' (a Conformer "
-                     "convolution module): it runs LSTM and Transformer encoders")
+  """A float `TransformerEncoder` or `ConformerEncoder` in integers. `scales`: calibrated
+  largest magnitudes (`calibrate`); `out_scale`: the int8 scale its frames leave in;
+  `kernel(layer, name)` and `scale(scales, name)` are `hardware.int8_transducer`'s (a dense
+  layer's arrays, refusing any other layer by name; a calibrated int8 scale, naming a missing
+  one)."""
   if "encoder/residual" not in scales:
     scale(scales, "encoder/residual")          # the calibration error, with its advice
   s_r = 2 * scales["encoder/residual"] / (2 ** (RESIDUAL_BITS - 1) - 1)
@@ -228,14 +287,22 @@ def convert_encoder(enc, scales: dict[str, float], out_scale: float, kernel, sca
                                   s_out, out_bits=RESIDUAL_BITS if last else 8)
     sub.append(IntSubsampling(proj, layer.stride, layer.kernel))
 
-  def norm(layer, s_out):
+  def norm(layer, s_out, bits=8):
     return IntLayerNorm.from_float(np.asarray(layer.scale[...]), np.asarray(layer.bias[...]),
-                                   s_out)
+                                   s_out, bits)
+
+  def feed_forward(ffn, name, half=False):
+    up, down = f"{name}/up", f"{name}/down"
+    s_up, s_down = scale(scales, up), scale(scales, down)
+    return IntFeedForward(
+        norm(ffn.norm, s_up), IntActDense.from_float(*kernel(ffn.up, up), s_up, pre(up), s_down),
+        IntDense.from_float(*kernel(ffn.down, down), s_down, s_r * (2 if half else 1),
+                            RESIDUAL_BITS))
 
   cos, sin = rotary_tables(enc.cfg.dim // enc.cfg.heads)
   blocks = []
   for i, block in enumerate(enc.blocks):
-    a, ffn, at = block.attention, block.ffn, f"encoder/blocks/{i}/attention"
+    a, at = block.attention, f"encoder/blocks/{i}/attention"
     s_x = scale(scales, f"{at}/qkv")
     s_q, s_k, s_v = (scale(scales, f"{at}/qkv/{part}") for part in "qkv")
     qkv = IntDense.from_float(*kernel(a.qkv, f"{at}/qkv"), s_x,
@@ -248,10 +315,38 @@ def convert_encoder(enc, scales: dict[str, float], out_scale: float, kernel, sca
     out = IntDense.from_float(*kernel(a.out, f"{at}/out"), s_ctx, s_r, RESIDUAL_BITS)
     attention = IntAttention(norm(a.norm, s_x), qkv, *(np.int64(v) for v in rot + score + ctx),
                              out, cos, sin, a.heads, a.chunk, a.left)
-    up, down = f"encoder/blocks/{i}/ffn/up", f"encoder/blocks/{i}/ffn/down"
-    s_up, s_down = scale(scales, up), scale(scales, down)
+    name = f"encoder/blocks/{i}"
+    if not block.conformer:
+      blocks.append(IntBlock(attention, feed_forward(block.ffn, f"{name}/ffn")))
+      continue
+    last = i + 1 == len(enc.blocks)
     blocks.append(IntBlock(
-        attention, norm(ffn.norm, s_up),
-        IntActDense.from_float(*kernel(ffn.up, up), s_up, pre(up), s_down),
-        IntDense.from_float(*kernel(ffn.down, down), s_down, s_r, RESIDUAL_BITS)))
-  return IntTransformerEncoder(sub, blocks, norm(enc.final_norm, out_scale), enc.stream_multiple)
+        attention, feed_forward(block.ffn2, f"{name}/ffn2", half=True),
+        feed_forward(block.ffn1, f"{name}/ffn1", half=True),
+        _conv_module(block.conv, f"{name}/conv", scales, s_r, kernel, scale, norm),
+        norm(block.norm, out_scale if last else s_r, 8 if last else RESIDUAL_BITS)))
+  final = None if enc.final_norm is None else norm(enc.final_norm, out_scale)
+  return IntTransformerEncoder(sub, blocks, final, enc.stream_multiple)
+
+
+def _conv_module(conv, name: str, scales, s_r: float, kernel, scale, norm) -> IntConvModule:
+  from hardware.int8_layers import GATE_FRAC, quantize_weights
+  s_in = scale(scales, f"{name}/pointwise_in")
+  k_in, b_in = kernel(conv.pointwise_in, f"{name}/pointwise_in")
+  d = k_in.shape[1] // 2
+  s_a = scale(scales, f"{name}/pointwise_in/values")
+  values = IntDense.from_float(k_in[:, :d], b_in[:d], s_in, s_a)
+  gates = IntDense.from_float(k_in[:, d:], b_in[d:], s_in, 2.0 ** -GATE_FRAC, out_bits=16)
+  w, s_w = quantize_weights(np.asarray(conv.depthwise[...]))       # [K, D], scales [D]
+  acc_scale = s_a * s_w
+  bias = np.round(np.asarray(conv.depthwise_bias[...], np.float64) / acc_scale).astype(np.int32)
+  # The largest |acc| the int8 values allow, per channel; one int16 scale for all channels.
+  bound = (127 * np.abs(w.astype(np.int64)).sum(0) + np.abs(bias)) * acc_scale
+  s_dw = bound.max() / (2 ** 15 - 1)
+  m0, n = fp.quantize_multipliers(acc_scale / s_dw)
+  s_out = scale(scales, f"{name}/pointwise_out")
+  silu_table = fp.lookup_table(silu, 2.0 ** -DEPTH_FRAC, s_out, out_bits=8, in_bits=PRE_BITS)
+  out = IntDense.from_float(*kernel(conv.pointwise_out, f"{name}/pointwise_out"), s_out, s_r,
+                            RESIDUAL_BITS)
+  return IntConvModule(norm(conv.norm, s_in), values, gates, w, bias, m0, n,
+                       norm(conv.depth_norm, 2.0 ** -DEPTH_FRAC, PRE_BITS), silu_table, out)

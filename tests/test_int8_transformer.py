@@ -1,6 +1,7 @@
-"""The Transformer transducer on the int8 path: the jitted integer encoder and greedy search equal
-the plain Python-integer reference token for token, follow the float model, and the
-fixed-point softmax is a softmax; a Conformer's convolution module is refused by name."""
+"""Transformer and Conformer transducers on the int8 path: the jitted integer encoder and greedy
+search equal the plain Python-integer reference bit for bit and token for token and follow the
+float model; the fixed-point softmax is a softmax; calibration walks the encoder as the model
+does."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -35,12 +36,14 @@ def _int_greedy(model, x, lengths, max_symbols, max_len):
   return greedy(model, frames, frame_lengths, max_symbols, max_len)
 
 
-def test_integer_transformer_equals_the_reference_and_follows_the_float_model():
-  model = _model()
+@pytest.mark.parametrize("encoder", ["transformer", "conformer"])
+def test_integer_encoder_equals_the_reference_and_follows_the_float_model(encoder):
+  model = _model(encoder)
   feats, lengths = _features(t=44)                      # lengths 44, 31, 17, 6: partial chunks
   scales = calibrate(model, [(feats, lengths)])
+  ffn = "ffn" if encoder == "transformer" else "ffn2"
   assert {"encoder/residual", "encoder/blocks/1/attention/qkv/k",
-          "encoder/blocks/0/ffn/up/output", "encoder/subsampling/1/proj/output"} <= set(scales)
+          f"encoder/blocks/0/{ffn}/up/output", "encoder/subsampling/1/proj/output"} <= set(scales)
   im = convert(model, scales)
   x, xl = im.prepare(model.frontend(feats, lengths), lengths)
   assert x.shape[1] == 48                               # padded to whole 8-frame chunks
@@ -82,25 +85,41 @@ def test_fixed_point_softmax_is_a_softmax_over_the_keys_it_sees():
   assert (np.abs(p[:4].sum(-1) - 256) <= 12).all()    # rounding of up to 12 entries
 
 
-def test_a_conformer_convolution_module_is_named():
-  model = _model("conformer")
-  scales = calibrate(model, [_features(t=40)])
-  with pytest.raises(ValueError, match="cannot run layer 'encoder/blocks/0/conv'"):
-    convert(model, scales)
+@pytest.mark.parametrize("encoder", ["transformer", "conformer"])
+def test_calibration_walks_the_encoder_as_the_model_does(encoder):
+  from hardware.int8_transducer import _transformer_frames
+  model = _model(encoder)
+  feats, lengths = _features(t=44)
+  seen = {}
+
+  def note(name, values):
+    seen[name] = max(seen.get(name, 0.0), float(np.abs(values).max()))
+
+  frames = _transformer_frames(model, feats, lengths, note)
+  enc = model.encode(feats, lengths)
+  np.testing.assert_allclose(np.asarray(frames)[:, : enc.frames.shape[1]], enc.frames, atol=1e-5)
+  assert seen["encoder/residual"] > 0
 
 
-def test_backend_accounting_counts_every_transformer_matrix():
+@pytest.mark.parametrize("encoder", ["transformer", "conformer"])
+def test_backend_accounting_counts_every_matrix(encoder):
   from hardware.int8_backend import compressed_bytes, model_work, weight_tensors
-  model = _model()
+  model = _model(encoder)
   im = convert(model, calibrate(model, [_features(t=40)]))
   w = weight_tensors(im)
+  ffn = "ffn" if encoder == "transformer" else "ffn2"
   assert {"encoder/subsampling/0/proj", "encoder/blocks/1/attention/qkv",
-          "encoder/blocks/1/ffn/down", "joint/out"} <= set(w)
+          f"encoder/blocks/1/{ffn}/down", "joint/out"} <= set(w)
   # Dense MACs per output frame against the float encoder's own count at a full window.
   enc = model.encoder
   keys = (enc.cfg.left_chunks + 1) * enc.cfg.chunk
-  want = enc.subsampling_macs() + sum(b.attention.macs_per_frame(keys) + b.ffn.macs_per_frame()
-                                      for b in enc.blocks)
+  want = enc.subsampling_macs()
+  for b in enc.blocks:
+    want += b.attention.macs_per_frame(keys)
+    if b.conformer:
+      want += b.ffn1.macs_per_frame() + b.conv.macs_per_frame() + b.ffn2.macs_per_frame()
+    else:
+      want += b.ffn.macs_per_frame()
   assert model_work(im).encoder_frame == want
   assert model_work(im, executed=True).encoder_frame < want   # some weights round to zero
   assert compressed_bytes(im) > sum(v.size for v in w.values())   # bitmaps, scales, tables
