@@ -101,7 +101,8 @@ def main(argv=None) -> int:
   recognize, model_bytes, int8_fields = None, None, {}
   if args.backend == "int8":
     import itertools
-    from hardware.int8_backend import compressed_bytes, int8_recognizer, model_work
+    from hardware.int8_backend import (compressed_bytes, int8_recognizer, model_work,
+                                       weight_group)
     calibration = Batches.from_source(source, config.data.train_split, tokenizer,
                                       pipeline_config(config, False), shuffle=False,
                                       num_epochs=1, features=None)
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
     finally:
       calibration.close()
     model_bytes = compressed_bytes(recognize.model)
-    int8_fields = dict(model_bytes=model_bytes,
+    int8_fields = dict(model_bytes=model_bytes, weight_group=weight_group(recognize.model),
                        macs_per_frame_dense=model_work(recognize.model).encoder_frame,
                        macs_per_frame_executed=model_work(recognize.model, True).encoder_frame,
                        calibration_batches=args.calibration_batches)

@@ -129,12 +129,24 @@ def weight_tensors(m: IntTransducer) -> dict[str, np.ndarray]:
   return {k: np.asarray(v) for k, v in out.items()}
 
 
-def compressed_bytes(m: IntTransducer, block: int = 64) -> int:
-  """The integer model's weights in `hardware.weight_format` (int8 non-zeros, bitmaps, one
-  float32 scale per output channel), plus its biases (int32), layer norms (2 x int32 a unit)
-  and a Transformer's per-layer SiLU tables (4,096 entries of its output's width), as the
-  processor receives them."""
-  total = sum(packed_bytes(w, block=block) for w in weight_tensors(m).values())
+GROUPS = (1, 2, 4)   # weights per presence bit the format may use for a model
+
+
+def weight_group(m: IntTransducer, block: int = 64) -> int:
+  """The presence-bit group (`hardware.weight_format`) that packs this model's weights
+  smallest: 1 for unstructured sparsity, the block width for block-sparse weights."""
+  weights = weight_tensors(m).values()
+  return min(GROUPS, key=lambda g: sum(packed_bytes(w, block=block, group=g) for w in weights))
+
+
+def compressed_bytes(m: IntTransducer, block: int = 64, group: int | None = None) -> int:
+  """The integer model's weights in `hardware.weight_format` (int8 values, presence bitmaps
+  with one bit per `group` weights, `weight_group`'s by default; one float32 scale per output
+  channel), plus its biases (int32), layer norms (2 x int32 a unit) and a Transformer's
+  per-layer SiLU tables (4,096 entries of its output's width), as the processor receives
+  them."""
+  group = weight_group(m, block) if group is None else group
+  total = sum(packed_bytes(w, block=block, group=group) for w in weight_tensors(m).values())
   biases = [m.enc_proj.bias, m.out.bias, m.pred_proj.bias]
   biases += [m.pred.b_in] if m.predictor_kind == "lstm" else [m.pred.bias]
   for layer in _encoder_layers(m.encoder).values():

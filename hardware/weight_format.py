@@ -2,12 +2,18 @@
 bitmaps, block by block, decompressed on chip.
 
 A quantized weight tensor (integers of `bits` bits, one scale per output channel) is flattened
-in row-major order and cut into blocks of `block` weights (a multiple of 8; the last block is
-padded with zeros). Each block is stored as
+in row-major order and cut into blocks of `block` weights (a multiple of 8 x `group`; the last
+block is padded with zeros). Each block is stored as
 
-  [ presence bitmap: block / 8 bytes, bit i (little-endian within a byte) = weight i is non-zero ]
-  [ the block's non-zero values, in order: 1 byte each (int8), or two to a byte (int4: the
+  [ presence bitmap: block / group / 8 bytes, bit i (little-endian within a byte) = group i
+    (weights i * group .. (i + 1) * group - 1) holds a non-zero ]
+  [ the present groups' values, in order: 1 byte each (int8), or two to a byte (int4: the
     first value in the low nibble, two's complement) ]
+
+`group=1` marks every weight (the format for unstructured sparsity); `group=4` marks runs of
+4 adjacent output units of one input row, what `compression.sparsity`'s block pruning
+(`block=(1, 4)`) cuts together: a bit costs a quarter as much per weight, and a zero inside a
+present group is stored as a value.
 
 followed, once per tensor, by the scales (float32, one per output channel). A decompressor reads
 a block's bitmap, counts its bits and knows how many value bytes follow, so blocks are
@@ -33,20 +39,24 @@ import numpy as np
 class PackedTensor:
   shape: tuple[int, ...]
   bits: int                # 8 or 4
-  block: int               # weights per block, a multiple of 8
+  block: int               # weights per block, a multiple of 8 x group
   data: np.ndarray         # uint8: the blocks, each bitmap then values
   scales: np.ndarray       # float32 [out]: one per output channel (the last axis)
+  group: int = 1           # weights per presence bit
 
   @property
   def nbytes(self) -> int:
     return int(self.data.nbytes + self.scales.nbytes)
 
 
-def _check(q: np.ndarray, bits: int, block: int, name: str) -> None:
+def _check(q: np.ndarray, bits: int, block: int, name: str, group: int = 1) -> None:
   if bits not in (4, 8):
     raise ValueError(f"{name}: the format stores 8- or 4-bit integers, not {bits}")
-  if block <= 0 or block % 8:
-    raise ValueError(f"{name}: block={block} must be a positive multiple of 8")
+  if group < 1:
+    raise ValueError(f"{name}: group={group} must be at least 1")
+  if block <= 0 or block % (8 * group):
+    raise ValueError(f"{name}: block={block} must be a positive multiple of 8 x group "
+                     f"({8 * group})")
   if not np.issubdtype(q.dtype, np.integer):
     raise ValueError(f"{name}: expected integers, got {q.dtype}")
   lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
@@ -54,18 +64,24 @@ def _check(q: np.ndarray, bits: int, block: int, name: str) -> None:
     raise ValueError(f"{name}: values {q.min()}..{q.max()} do not fit {bits} bits ({lo}..{hi})")
 
 
-def pack(q, scales=None, *, bits: int = 8, block: int = 64, name: str = "tensor") -> PackedTensor:
+def _present(flat: np.ndarray, group: int) -> np.ndarray:
+  """`[blocks, block]` -> bool `[blocks, block / group]`: which groups hold a non-zero."""
+  return (flat.reshape(flat.shape[0], -1, group) != 0).any(axis=2)
+
+
+def pack(q, scales=None, *, bits: int = 8, block: int = 64, group: int = 1,
+         name: str = "tensor") -> PackedTensor:
   """Integers `q [..., out]` of `bits` bits (any integer dtype) and `scales [out]` (default
   none stored) -> the packed tensor."""
   q = np.asarray(q)
-  _check(q, bits, block, name)
+  _check(q, bits, block, name, group)
   flat = q.reshape(-1).astype(np.int8)
   flat = np.pad(flat, (0, -flat.size % block)).reshape(-1, block)   # [blocks, block]
-  present = flat != 0
-  bitmaps = np.packbits(present, axis=1, bitorder="little")         # [blocks, block / 8]
+  present = _present(flat, group)
+  bitmaps = np.packbits(present, axis=1, bitorder="little")         # [blocks, block / group / 8]
   chunks = []
   for bitmap, values, keep in zip(bitmaps, flat, present):
-    nonzero = values[keep]
+    nonzero = values[np.repeat(keep, group)]
     if bits == 4:
       nibbles = (nonzero.astype(np.uint8) & 0x0F)
       nibbles = np.pad(nibbles, (0, nibbles.size % 2))
@@ -73,7 +89,7 @@ def pack(q, scales=None, *, bits: int = 8, block: int = 64, name: str = "tensor"
     chunks += [bitmap, nonzero.view(np.uint8)]
   data = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
   scales = np.zeros(0, np.float32) if scales is None else np.asarray(scales, np.float32)
-  return PackedTensor(tuple(q.shape), bits, block, data.astype(np.uint8), scales)
+  return PackedTensor(tuple(q.shape), bits, block, data.astype(np.uint8), scales, group)
 
 
 def unpack(p: PackedTensor) -> np.ndarray:
@@ -83,9 +99,11 @@ def unpack(p: PackedTensor) -> np.ndarray:
   blocks = -(-size // p.block)
   out = np.zeros((blocks, p.block), np.int8)
   pos = 0
+  bitmap = p.block // p.group // 8
   for b in range(blocks):
-    present = np.unpackbits(p.data[pos:pos + p.block // 8], bitorder="little").astype(bool)
-    pos += p.block // 8
+    present = np.unpackbits(p.data[pos:pos + bitmap], bitorder="little").astype(bool)
+    present = np.repeat(present, p.group)
+    pos += bitmap
     n = int(present.sum())
     if p.bits == 8:
       values = p.data[pos:pos + n].view(np.int8)
@@ -101,12 +119,14 @@ def unpack(p: PackedTensor) -> np.ndarray:
   return out.reshape(-1)[:size].reshape(p.shape)
 
 
-def packed_bytes(q, *, bits: int = 8, block: int = 64, channels: int | None = None) -> int:
-  """What `pack(q, scales, bits=bits, block=block).nbytes` is, counted without packing:
-  `channels` scales (default the last axis), per block a bitmap and its non-zeros."""
+def packed_bytes(q, *, bits: int = 8, block: int = 64, group: int = 1,
+                 channels: int | None = None) -> int:
+  """What `pack(q, scales, bits=bits, block=block, group=group).nbytes` is, counted without
+  packing: `channels` scales (default the last axis), per block a bitmap and its present
+  groups' values."""
   q = np.asarray(q)
   channels = q.shape[-1] if channels is None else channels
-  padded = np.pad(q.reshape(-1) != 0, (0, -q.size % block)).reshape(-1, block)
-  nonzero = padded.sum(axis=1)
-  values = nonzero if bits == 8 else (nonzero + 1) // 2
-  return int(padded.shape[0] * block // 8 + values.sum() + 4 * channels)
+  padded = np.pad(q.reshape(-1), (0, -q.size % block)).reshape(-1, block)
+  stored = _present(padded, group).sum(axis=1) * group
+  values = stored if bits == 8 else (stored + 1) // 2
+  return int(padded.shape[0] * block // (8 * group) + values.sum() + 4 * channels)

@@ -147,3 +147,27 @@ def test_integer_beam_search_of_one_is_integer_greedy_and_follows_the_float_beam
             for i in range(len(lengths))]
   errors = sum(_edit_distance(a, b) for a, b in zip(got, floats))
   assert errors <= 0.1 * sum(map(len, floats)) and sum(map(len, floats)) > 10
+
+
+def test_block_sparse_weights_pack_with_a_bit_per_block():
+  from asr.models.dense import Dense
+  from hardware.int8_backend import compressed_bytes, weight_group
+  model = _model("lstm")
+  feats, lengths = _features()
+  rng = np.random.default_rng(0)
+  for _, layer in nnx.iter_graph(model):
+    if isinstance(layer, Dense):     # half of the 1 x 4 blocks of every matrix cut
+      k = np.asarray(layer.kernel[...])
+      keep = np.repeat(rng.random((k.shape[0], -(-k.shape[1] // 4))) < 0.5, 4, axis=1)
+      layer.kernel[...] = jnp.asarray(k * keep[:, : k.shape[1]])
+  im = convert(model, calibrate(model, [(feats, lengths)]))
+  assert weight_group(im) == 4
+  assert compressed_bytes(im) == compressed_bytes(im, group=4) < compressed_bytes(im, group=1)
+  # Unstructured zeros: one bit a weight packs smaller.
+  model = _model("lstm")
+  for _, layer in nnx.iter_graph(model):
+    if isinstance(layer, Dense):
+      k = np.asarray(layer.kernel[...])
+      layer.kernel[...] = jnp.asarray(k * (rng.random(k.shape) < 0.5))
+  im = convert(model, calibrate(model, [(feats, lengths)]))
+  assert weight_group(im) == 1

@@ -27,19 +27,33 @@ def test_a_small_tensor_packs_as_worked_by_hand():
 
 @settings(max_examples=60, deadline=None)
 @given(shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=37),
-       bits=st.sampled_from([4, 8]), block=st.sampled_from([8, 16, 64]),
-       density=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
-def test_round_trip_is_exact(shape, bits, block, density, seed):
+       bits=st.sampled_from([4, 8]), block=st.sampled_from([32, 64, 128]),
+       group=st.sampled_from([1, 2, 4]), density=st.floats(0.0, 1.0),
+       seed=st.integers(0, 2**16))
+def test_round_trip_is_exact(shape, bits, block, group, density, seed):
   rng = np.random.default_rng(seed)
   top = 2 ** (bits - 1)
   q = rng.integers(-top, top, shape) * (rng.random(shape) < density)
   scales = rng.random(shape[-1]).astype(np.float32)
-  p = pack(q, scales, bits=bits, block=block)
+  p = pack(q, scales, bits=bits, block=block, group=group)
   out = unpack(p)
   assert out.shape == q.shape and out.dtype == np.int8
   np.testing.assert_array_equal(out, q)
   np.testing.assert_array_equal(p.scales, scales)
-  assert p.nbytes == packed_bytes(q, bits=bits, block=block)
+  assert p.nbytes == packed_bytes(q, bits=bits, block=block, group=group)
+
+
+def test_groups_of_four_pack_block_sparse_weights_as_worked_by_hand():
+  # flat: [0 0 0 0] [1 0 -1 0] [0 0 0 0] [0 0 0 2] [0]*16: groups 1 and 3 present.
+  q = np.zeros((8, 4), np.int8)
+  q[1] = [1, 0, -1, 0]
+  q[3] = [0, 0, 0, 2]
+  p = pack(q, bits=8, block=32, group=4)
+  assert p.data.tolist() == [0b1010, 1, 0, 255, 0, 0, 0, 0, 2]
+  np.testing.assert_array_equal(unpack(p), q)
+  # One bit per 4 weights against one per weight: 1 + 8 bytes against 4 + 3.
+  assert packed_bytes(q, block=32, group=4, channels=0) == 9
+  assert packed_bytes(q, block=32, channels=0) == 7
 
 
 def test_zeros_cost_a_bit_each():
@@ -56,6 +70,8 @@ def test_bad_input_is_named():
     pack(np.array([-9, 7]), bits=4, name="layer/kernel")
   with pytest.raises(ValueError, match="block=12"):
     pack(np.zeros(4, np.int8), block=12)
+  with pytest.raises(ValueError, match="block=16 must be a positive multiple of 8 x group"):
+    pack(np.zeros(4, np.int8), block=16, group=4)
   with pytest.raises(ValueError, match="expected integers"):
     pack(np.zeros(4, np.float32))
   with pytest.raises(ValueError, match="8- or 4-bit"):

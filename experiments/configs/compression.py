@@ -23,6 +23,9 @@ METHOD is one of:
   sparse50/70/80/90  gradual magnitude pruning to that share of zeros in every weight matrix
                      (`compression.sparsity`; cubic ramp from 20% to 70% of the run, masks
                      recomputed every 2% of it, then 30% of the run to recover at full sparsity)
+  bsparse50          the same at 50%, cutting blocks of 1 x 4 (4 adjacent output units of one
+                     input row: what zero-skipping hardware skips at once, and what the
+                     compressed format marks with one bit, `hardware.weight_format`)
   ptq8, ptq4         post-training quantization: weights rounded to the per-channel grid at the
                      last step (what evaluation sees); trained as `dense`
   qat8, qat4         straight-through fake quantization of the weights from 20% of the run
@@ -56,10 +59,11 @@ import ml_collections
 from experiments.configs import rnnt
 
 SPARSE = {"sparse50": 0.5, "sparse70": 0.7, "sparse80": 0.8, "sparse90": 0.9}
+BLOCK_SPARSE = {"bsparse50": 0.5}   # blocks of 1 x 4 (4 adjacent output units of an input row)
 BITS = {"ptq8": 8, "ptq4": 4, "qat8": 8, "qat4": 4, "reg8": 8, "reg4": 4}
 ACTIVATIONS = {"act8": 8}
 FACTORIZED = {"fact50": 0.5, "fact25": 0.25}
-METHODS = ("pretrain", "dense", *SPARSE, *BITS, *ACTIVATIONS, *FACTORIZED, "student", "distill")
+METHODS = ("pretrain", "dense", *SPARSE, *BLOCK_SPARSE, *BITS, *ACTIVATIONS, *FACTORIZED, "student", "distill")
 BASE_RUN = "workdirs/compression_base"   # where `pretrain` is trained; `small` rows start there
 
 
@@ -87,7 +91,7 @@ def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
       raise ValueError(f"compression.py: unknown method {method!r} in {arg!r}; one of "
                        f"{', '.join(METHODS)} (after an optional size, joined by '+': "
                        "tiny,sparse50+reg8)")
-  kinds = [m.rstrip("0123456789") for m in names]
+  kinds = ["sparse" if m in BLOCK_SPARSE else m.rstrip("0123456789") for m in names]
   if len(set(kinds)) < len(kinds) or ({"dense", "pretrain"} & set(names) and len(names) > 1):
     raise ValueError(f"compression.py: {arg!r} combines methods of one kind, or dense or "
                      "pretrain with another: at most one sparse, one of ptq/qat/reg, one act, "
@@ -103,11 +107,12 @@ def get_config(arg: str = "dense") -> ml_collections.ConfigDict:
 
 def _add(c: ml_collections.ConfigDict, method: str) -> None:
   steps = c.train.get_ref("num_steps")
-  if method in SPARSE:
+  if method in SPARSE or method in BLOCK_SPARSE:
     c.transforms.prune = ml_collections.ConfigDict(dict(
-        factory="compression.sparsity:gradual_magnitude_pruning", order=0, target=SPARSE[method],
-        begin_step=_at(steps, 20), end_step=_at(steps, 70), every=_every(steps, 2), power=3.0,
-        scope="layer"))
+        factory="compression.sparsity:gradual_magnitude_pruning", order=0,
+        target={**SPARSE, **BLOCK_SPARSE}[method], begin_step=_at(steps, 20),
+        end_step=_at(steps, 70), every=_every(steps, 2), power=3.0, scope="layer",
+        block=(1, 4) if method in BLOCK_SPARSE else (1, 1)))
   elif method.startswith("ptq"):
     c.transforms.quant = ml_collections.ConfigDict(dict(
         factory="compression.quantization:fake_quantized_weights", order=1, bits=BITS[method],
