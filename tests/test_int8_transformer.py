@@ -13,9 +13,9 @@ from asr.models import Transducer, TransducerConfig
 from asr.models.conformer import ConformerConfig, TransformerConfig
 from hardware import fixed_point as fp
 from hardware import int8_reference as ref
-from hardware.int8_transducer import calibrate, convert, greedy
+from hardware.int8_transducer import calibrate, convert
 from tests.helpers import randomize
-from tests.test_int8_transducer import _edit_distance, _features
+from tests.test_int8_transducer import _edit_distance, _features, _int_greedy
 
 
 def _model(encoder="transformer", seed=0):
@@ -28,12 +28,6 @@ def _model(encoder="transformer", seed=0):
   m.joint.enc_proj.kernel[...] = m.joint.enc_proj.kernel[...] * 4.0
   m.joint.out.kernel[...] = m.joint.out.kernel[...] * 4.0
   return m
-
-
-@fp.integer_jit(static_argnames=("max_symbols", "max_len"))
-def _int_greedy(model, x, lengths, max_symbols, max_len):
-  frames, frame_lengths = model.encode(x, lengths)
-  return greedy(model, frames, frame_lengths, max_symbols, max_len)
 
 
 @pytest.mark.parametrize("encoder", ["transformer", "conformer"])
