@@ -164,7 +164,7 @@ class IntLSTMEncoder:
       x, _ = layer.apply(x, lengths)
       if self.norms:
         x = self.norms[i].apply(x)
-        x = jnp.where(jnp.arange(x.shape[1])[None, :, None] < lengths[:, None, None], x, 0)
+        x = mask_padding(x, lengths, 0)
     return x, lengths
 
 
@@ -257,7 +257,7 @@ def _tanh_to_int8(g: jax.Array) -> jax.Array:
 
 def _stack(x, lengths, factor):
   b, t, f = x.shape
-  x = jnp.where(jnp.arange(t)[None, :, None] < lengths[:, None, None], x, 0)
+  x = mask_padding(x, lengths, 0)
   x = jnp.pad(x, ((0, 0), (0, -t % factor), (0, 0)))
   return x.reshape(b, -1, f * factor), (lengths + factor - 1) // factor
 

@@ -41,10 +41,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from asr.arrays import length_mask
+from asr.arrays import length_mask, mask_padding
 from asr.models.conformer import chunk_visibility
 from hardware import fixed_point as fp
-from hardware.int8_layers import ACT_FRAC, IntDense, IntLayerNorm
+from hardware.int8_layers import (ACT_FRAC, GATE_FRAC, SIGMOID, IntDense, IntLayerNorm,
+                                  quantize, quantize_weights, table_index)
 
 PRE_BITS = 12          # pre-activations of SiLU: the table's index
 RESIDUAL_BITS = 16
@@ -74,10 +75,6 @@ def exact_einsum(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
   2^24 (int8 scores over a head of at most 1,024 channels; uint8 probabilities times int8
   values, whose non-zero terms are the at most `(left_chunks + 1) * chunk` visible keys)."""
   return jnp.einsum(spec, a.astype(jnp.float32), b.astype(jnp.float32)).astype(jnp.int32)
-
-
-def _mask(x: jax.Array, lengths: jax.Array) -> jax.Array:
-  return jnp.where(length_mask(lengths, x.shape[1])[..., None], x, 0)
 
 
 @jax.tree_util.register_dataclass
@@ -112,10 +109,11 @@ class IntSubsampling:
   def apply(self, x: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
     """int8 `[B, T, D]` (T a multiple of the stride) -> `[B, T / stride, D']`, lengths."""
     t = x.shape[1]
-    joined = jnp.pad(_mask(x, lengths), ((0, 0), (self.kernel - self.stride, 0), (0, 0)))
+    joined = jnp.pad(mask_padding(x, lengths, 0),
+                     ((0, 0), (self.kernel - self.stride, 0), (0, 0)))
     taps = [joined[:, i:i + t:self.stride] for i in range(self.kernel)]
     lengths = (lengths + self.stride - 1) // self.stride
-    return _mask(self.proj.apply(jnp.concatenate(taps, -1)), lengths), lengths
+    return mask_padding(self.proj.apply(jnp.concatenate(taps, -1)), lengths, 0), lengths
 
 
 @jax.tree_util.register_dataclass
@@ -202,7 +200,6 @@ class IntConvModule:
   out: IntDense              # -> the int16 residual
 
   def apply(self, r: jax.Array) -> jax.Array:
-    from hardware.int8_layers import SIGMOID, table_index
     x = self.norm.apply(r)
     glu = fp.rounding_shift(self.values.apply(x)
                             * fp.lookup(SIGMOID, table_index(self.gates.apply(x))), ACT_FRAC)
@@ -234,7 +231,7 @@ class IntBlock:
     r = add(r, self.ffn.apply(r))
     if self.norm is not None:
       r = self.norm.apply(r)
-    return _mask(r, lengths)
+    return mask_padding(r, lengths, 0)
 
 
 @jax.tree_util.register_dataclass
@@ -249,7 +246,6 @@ class IntTransformerEncoder:
   def prepare(self, features: jax.Array, lengths: jax.Array, scale: float):
     """Normalized float log-mels `[B, T, F]` -> int8 `[B, T', F]` (T' the next multiple of a
     streamed chunk), lengths: the processor's input."""
-    from hardware.int8_layers import quantize
     t = features.shape[1]
     x = jnp.pad(features, ((0, 0), (0, -t % self.multiple), (0, 0)))
     return quantize(x, scale), lengths
@@ -262,7 +258,7 @@ class IntTransformerEncoder:
     for block in self.blocks:
       x = block.apply(x, lengths, positions)
     if self.final_norm is not None:
-      x = _mask(self.final_norm.apply(x), lengths)
+      x = mask_padding(self.final_norm.apply(x), lengths, 0)
     return x, lengths
 
 
@@ -330,7 +326,6 @@ def convert_encoder(enc, scales: dict[str, float], out_scale: float, kernel, sca
 
 
 def _conv_module(conv, name: str, scales, s_r: float, kernel, scale, norm) -> IntConvModule:
-  from hardware.int8_layers import GATE_FRAC, quantize_weights
   s_in = scale(scales, f"{name}/pointwise_in")
   k_in, b_in = kernel(conv.pointwise_in, f"{name}/pointwise_in")
   d = k_in.shape[1] // 2

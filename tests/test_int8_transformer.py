@@ -64,8 +64,8 @@ def test_integer_encoder_equals_the_reference_and_follows_the_float_model(encode
 
 
 def test_fixed_point_softmax_is_a_softmax_over_the_keys_it_sees():
-  im = convert(_model(), calibrate(_model(), [_features(t=40)]))
-  a = im.encoder.blocks[0].attention
+  model = _model()
+  a = convert(model, calibrate(model, [_features(t=40)])).encoder.blocks[0].attention
   rng = np.random.default_rng(0)
   scores = rng.integers(-3000, 3000, size=(5, 12)).astype(np.int32)
   seen = rng.random((5, 12)) < 0.7
@@ -97,7 +97,7 @@ def test_calibration_walks_the_encoder_as_the_model_does(encoder):
 
 @pytest.mark.parametrize("encoder", ["transformer", "conformer"])
 def test_backend_accounting_counts_every_matrix(encoder):
-  from hardware.int8_backend import compressed_bytes, model_work, weight_tensors
+  from hardware.int8_backend import compare_layers, compressed_bytes, model_work, weight_tensors
   model = _model(encoder)
   im = convert(model, calibrate(model, [_features(t=40)]))
   w = weight_tensors(im)
@@ -117,3 +117,5 @@ def test_backend_accounting_counts_every_matrix(encoder):
   assert model_work(im).encoder_frame == want
   assert model_work(im, executed=True).encoder_frame < want   # some weights round to zero
   assert compressed_bytes(im) > sum(v.size for v in w.values())   # bitmaps, scales, tables
+  with pytest.raises(ValueError, match="compare_layers compares LSTM encoders"):
+    compare_layers(model, im, *_features(t=40))
