@@ -30,6 +30,30 @@ def test_same_seed_gives_identical_bytes_whatever_the_worker_count(tiny_examples
   assert _digest(again) == _digest(built)
 
 
+# Digests of every split of `synth_speech/tiny` as built by corpus version 1.2.1 (ids, texts and
+# audio). A figure measured on the corpus is only reproducible if the corpus is: a change to the
+# generator (a draw added, a template edited, another eSpeak NG or SciPy) changes these, and must
+# come with a new `SynthSpeech.VERSION` so that no older build on disk is read as the new one.
+GOLDEN_TINY = {
+    "train": "7562742aadd300bff2d07650ad4c0829528b3a8337816c7df54388a36d2118eb",
+    "dev": "b75d13db7ad4b130b6299d240faec9303515309b888c938d5cb1534a4e807d1b",
+    "test": "fc79c2880f6e25d766f48ad853db9092f76a87bc108a2c0b904cb939606d2ffc",
+    "test_accent": "c6261f57dfa7fd81653cff7022388a31f91916aa08359cf2e8716b443aa58830",
+    "test_handwritten": "e8a9b39cf981a14b71849d33383b8b2784ec5b5e58c206ddbef1ca85b993caa2",
+}
+
+
+def test_the_corpus_is_the_bytes_its_version_names(tiny_examples):
+  from asr.data.synth_tfds import SynthSpeech
+  changed = sorted(s for s, d in GOLDEN_TINY.items() if _digest(tiny_examples[s]) != d)
+  assert not changed, (
+      f"synth_speech/tiny's {changed} differ from the bytes of corpus version "
+      f"{SynthSpeech.VERSION}: if the generator changed on purpose, bump SynthSpeech.VERSION, "
+      "say why in its RELEASE_NOTES and update GOLDEN_TINY; otherwise the change is a bug "
+      "(or the installed eSpeak NG / SciPy differ from the lock's)")
+  assert str(SynthSpeech.VERSION) == "1.2.1"  # the version these digests were taken from
+
+
 def test_another_seed_gives_other_audio():
   a = next(synth_corpus.generate_split(get_spec("tiny", 0), "dev", workers=1, stop=1))
   b = next(synth_corpus.generate_split(get_spec("tiny", 1), "dev", workers=1, stop=1))

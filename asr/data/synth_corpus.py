@@ -105,7 +105,10 @@ def generate_utterance(spec: CorpusSpec, split: str, index: int, speakers: list[
   rng, speaker = _rng_and_speaker(spec, split, index, speakers)
   if split == "test_handwritten":  # each sentence in turn, by a different voice each round
     sentence = Sentence(HANDWRITTEN[index % len(HANDWRITTEN)], (), (), "handwritten")
-  elif split == "train" and rng.random() < spec.train_word_sequences:
+  elif (split == "train" and spec.train_word_sequences > 0
+        and rng.random() < spec.train_word_sequences):
+    # Only corpora that mix word sequences draw for it: a draw here in every corpus shifts
+    # every later draw of every training utterance (it did, unnoticed, until version 1.2.1).
     sentence = sample_word_sequence(rng)
   else:
     sentence = sample_sentence(rng)
