@@ -4,17 +4,39 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA_DIR ?= $(CURDIR)/data
+# uv, pinned, in a folder of its own: it installs .venv from uv.lock.
+UV_VERSION := 0.13.9
+UV_ENV := .uv
+UV ?= $(UV_ENV)/bin/uv
+# The optional extras .venv gets (`make venv EXTRAS="dev cuda"` on a GPU machine).
+EXTRAS ?= dev
+# Nothing but packages from the registry: uv must use $(PYTHON), never fetch an interpreter.
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test notebooks venv clean
+.PHONY: demo test notebooks venv lock check-lock clean
 
-# The virtual environment is rebuilt when pyproject.toml changes.
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+$(UV_ENV)/bin/uv:
+	$(PYTHON) -m venv $(UV_ENV)
+	$(UV_ENV)/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+# .venv holds exactly what uv.lock pins (the project editable, with EXTRAS); it is synced again
+# when pyproject.toml or uv.lock change.
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	@$(MAKE) --no-print-directory check-lock
+	$(UV) sync --frozen $(EXTRAS:%=--extra %) --python $(PYTHON) --quiet
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# A lock that no longer matches pyproject.toml stops every target here (no network needed).
+check-lock: | $(UV)
+	@$(UV) lock --check --offline --quiet 2>/dev/null || { \
+	  echo "uv.lock does not match pyproject.toml: run 'make lock' and commit uv.lock" >&2; exit 1; }
+
+# Re-resolves every dependency to its newest allowed release: a deliberate upgrade, committed
+# with the test run that checked it.
+lock: | $(UV)
+	$(UV) lock --upgrade
 
 # The tests and every notebook executed top to bottom (nbmake; outputs not saved), on two
 # workers, test by test (the slow training tests share one module): most of a test's time is
@@ -31,4 +53,4 @@ demo: $(STAMP)
 	$(PY) -m experiments.demo --data-dir $(DATA_DIR)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(UV_ENV) .pytest_cache

@@ -2,10 +2,14 @@
 
   bash benchmarks/setup_torch_env.sh          # once: .venv-torch with torch 2.9.1, torchaudio 2.9
   .venv/bin/python -m benchmarks.rnnt_loss_vs_torchaudio [--repeats 5]
+  python -m benchmarks.rnnt_loss_vs_torchaudio --torch-python python   # a GPU machine whose
+      # one Python has JAX with CUDA and torchaudio: both losses on the GPU
 
 For each shape (B, T, U, V) the same random logits go to both (saved once, read by the torch
-helper in its own environment), full-length utterances. Prints best-of-N forward+backward time
-on the CPU (2 threads each), the ratio, and the largest loss difference (they must agree).
+helper in its own environment), full-length utterances; the last shape has a word-piece
+vocabulary (V = 500). Prints best-of-N forward+backward time on JAX's default device (the CPU:
+2 threads each; a GPU: torchaudio's CUDA loss), the ratio, and the largest loss difference
+(they must agree).
 Then the memory of the lean path (chunked joint, only blank/label log-probs kept) against the
 full-logits path at V=256, as XLA's compiled temporary-buffer sizes for value-and-grad with
 respect to a joint's inputs and weights.
@@ -15,6 +19,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import tempfile
 
@@ -25,7 +30,7 @@ import numpy as np
 from asr.losses import rnnt_loss, rnnt_loss_lean
 from benchmarks.timing import best_of
 
-SHAPES = [(16, 200, 40, 30), (32, 150, 40, 30), (8, 300, 60, 256)]
+SHAPES = [(16, 200, 40, 30), (32, 150, 40, 30), (8, 300, 60, 256), (8, 200, 40, 500)]
 TORCH_PY = pathlib.Path(__file__).resolve().parent.parent / ".venv-torch" / "bin" / "python"
 
 
@@ -68,9 +73,12 @@ def _memory(b=8, t=300, u=60, v=256, d=256, chunk=16):
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--torch-python", default=str(TORCH_PY),
+                 help="a Python with torch and torchaudio (default: .venv-torch's)")
   args = p.parse_args()
+  torch_device = "cuda" if jax.default_backend() == "gpu" else "cpu"
   torch_results = None
-  if TORCH_PY.exists():
+  if shutil.which(args.torch_python) or pathlib.Path(args.torch_python).exists():
     with tempfile.TemporaryDirectory() as tmp:
       path = os.path.join(tmp, "inputs.npz")
       arrays = {}
@@ -78,13 +86,15 @@ def main():
         for k, v in _inputs(shape).items():
           arrays[f"{'x'.join(map(str, shape))}/{k}"] = v
       np.savez(path, **arrays)
-      out = subprocess.run([str(TORCH_PY), str(pathlib.Path(__file__).parent /
-                                                 "_torchaudio_rnnt.py"), path, str(args.repeats)],
+      helper = str(pathlib.Path(__file__).parent / "_torchaudio_rnnt.py")
+      out = subprocess.run([args.torch_python, helper, path, str(args.repeats), torch_device],
                            capture_output=True, text=True, check=True)
       torch_results = json.loads(out.stdout.strip().splitlines()[-1])
   else:
-    print(f"no {TORCH_PY}: run benchmarks/setup_torch_env.sh for the torchaudio reference")
-  print(f"JAX {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cores")
+    print(f"no {args.torch_python}: run benchmarks/setup_torch_env.sh for the torchaudio "
+          "reference")
+  print(f"JAX {jax.__version__} on {jax.devices()[0].device_kind}, {os.cpu_count()} cores; "
+        f"torchaudio on {torch_device}")
   print(f"{'(B, T, U, V)':<20} {'JAX ms':>9} {'torchaudio ms':>14} {'ratio':>7} {'max |dloss|':>12}")
   for shape in SHAPES:
     name = "x".join(map(str, shape))

@@ -1,7 +1,8 @@
-"""Training-step throughput and its share of this machine's float32 matmul peak.
+"""Training-step throughput and its share of this machine's matmul peak.
 
   .venv/bin/python -m benchmarks.train_step [--config rnnt] [--variant small] [--seconds 3.0]
       [--repeats 10] [--labels-per-second 12] [--set model.lstm.reduce=1]
+      [--set model.matmul_dtype=bfloat16]      # mixed precision, against the bfloat16 peak
 
 Times the jitted training step of `experiments/configs/<config>.py:<variant>` (features,
 encoder, stateless prediction network, lean RNN-T + CTC loss, backward, AdamW) on a batch of
@@ -10,8 +11,9 @@ characters; about 5.7 for its 256 word pieces: `--set model.vocab=256 --labels-p
 5.7`), state donated as in training. FLOPs per step are counted analytically
 (`analytic_flops`, from the encoder's own per-frame accounting); XLA's cost analysis is printed
 beside it but counts a scan's body once, not once per step, so it undercounts recurrent models.
-The reference, measured in the same run: the best float32 matmul rate of a 2048 x 2048 x 2048
-`jnp.dot` on this machine. Prints audio-s/s, achieved FLOP/s, and the share of that peak.
+The reference, measured in the same run: the best matmul rate of a 2048^3 `jnp.dot` (8192^3
+on an accelerator) in the model's `matmul_dtype` on this machine. Prints audio-s/s, achieved
+FLOP/s, and the share of that peak.
 """
 
 import argparse
@@ -24,11 +26,15 @@ import numpy as np
 from benchmarks.timing import best_of
 
 
-def matmul_peak(n=2048, repeats=10):
-  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
+def matmul_peak(dtype: str = "float32", n: int | None = None, repeats=10) -> tuple[float, int]:
+  """(best FLOP/s, n) of an `n x n x n` product in `dtype` (`model.matmul_dtype`, float32
+  sums as the model's own products): n = 2048 on a CPU, 8192 on an accelerator, which a
+  2048 product does not fill."""
+  n = n or (2048 if jax.default_backend() == "cpu" else 8192)
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype)
+  f = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))
   jax.block_until_ready(f(a))
-  return 2 * n**3 / best_of(lambda: jax.block_until_ready(f(a)), repeats)
+  return 2 * n**3 / best_of(lambda: jax.block_until_ready(f(a)), repeats), n
 
 
 def synthetic_batch(batch_size: int, seconds: float, seed: int = 0, labels_per_second=12.0,
@@ -106,13 +112,15 @@ def main():
     jax.block_until_ready(m)
   one_step()
   best = best_of(one_step, args.repeats)
-  peak = matmul_peak()
+  dtype = c.model.matmul_dtype
+  peak, n = matmul_peak(dtype)
   flops = analytic_flops(c, batch)
   print(f"{args.config}:{args.variant} (encoder {c.model.encoder}) {' '.join(args.set)}: batch "
-        f"{b} x {args.seconds:.1f} s, {u} labels each, {jax.devices()[0].platform}")
+        f"{b} x {args.seconds:.1f} s, {u} labels each, {dtype} products, "
+        f"{jax.devices()[0].device_kind}")
   print(f"step: {best * 1000:.0f} ms = {b * args.seconds / best:.0f} audio-s per s, "
         f"{flops / 1e9:.1f} GFLOP per step (analytic; XLA's cost analysis: {xla_flops / 1e9:.1f})")
-  print(f"achieved {flops / best / 1e9:.1f} GFLOP/s; float32 matmul peak (2048^3 jnp.dot, "
+  print(f"achieved {flops / best / 1e9:.1f} GFLOP/s; {dtype} matmul peak ({n}^3 jnp.dot, "
         f"same run) {peak / 1e9:.1f} GFLOP/s; share {flops / best / peak:.1%}")
 
 

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from asr.arrays import NEG_INF, length_mask, mask_padding, tree_where
-from asr.models.dense import Dense
+from asr.models.dense import Dense, mixed_einsum
 from asr.models.encoder import EncoderOutput, register_encoder
 
 
@@ -161,6 +161,8 @@ class ChunkedSelfAttention(nnx.Module):
   streaming device never would. FLOPs count only the keys a frame sees.
   """
 
+  matmul_dtype = "float32"  # of the score and value products (`asr.models.dense`)
+
   def __init__(self, dim: int, heads: int, chunk: int, left_chunks: int, *, rngs: nnx.Rngs):
     if dim % heads or (dim // heads) % 2:
       raise ValueError(f"dim={dim} must split into {heads} heads of an even size (rotary)")
@@ -188,9 +190,9 @@ class ChunkedSelfAttention(nnx.Module):
     valid, cached_valid = _shift_in(cache[2][..., None], length_mask(lengths, t)[..., None])
     seen = (chunk_visibility(t, keys.shape[1], self.chunk, self.left)[None]
             & valid[:, None, :, 0])                                          # [B, T, W + T]
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, keys) / math.sqrt(d // h)
+    scores = mixed_einsum("bqhd,bkhd->bhqk", q, keys, self.matmul_dtype) / math.sqrt(d // h)
     probs = jax.nn.softmax(jnp.where(seen[:, None], scores, NEG_INF), axis=-1)
-    y = jnp.einsum("bhqk,bkhd->bqhd", probs, values).reshape(b, t, d)
+    y = mixed_einsum("bhqk,bkhd->bqhd", probs, values, self.matmul_dtype).reshape(b, t, d)
     return self.out(y), seen.sum(-1), (cached_keys, cached_values, cached_valid[..., 0])
 
 

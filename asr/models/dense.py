@@ -9,6 +9,13 @@ in one place:
   masks, fake quantization; `asr.training.transforms`);
 - activations: `intercept_dense(fn)` routes every `Dense` call made while it is active through
   `fn(layer, x, apply)`, where `apply(x, kernel, bias)` is the plain product;
+- precision: every `Dense` (and the attention products, `mixed_einsum`) multiplies in its
+  `matmul_dtype`, "float32" or "bfloat16" (`set_matmul_dtype(model, ...)`, which
+  `Transducer` calls with `model.matmul_dtype`). In bfloat16 the operands are rounded to
+  bfloat16 (a GPU's tensor cores) and the products summed and returned in float32, so the
+  parameters, their gradients and the optimizer's state, the activations between products
+  and the loss all stay float32 (mixed precision as in Micikevicius et al., 2018, without the
+  loss scaling float16 needs: bfloat16 has float32's exponent range);
 - layers that keep statistics of what flows through them (a subclass that fake-quantizes its
   input with a moving-average range: `compression.quantization`) update them only inside
   `training_pass()`, which the training step enters around the forward pass: evaluation and
@@ -22,6 +29,7 @@ import contextvars
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 _INTERCEPTOR: contextvars.ContextVar[Callable | None] = contextvars.ContextVar(
@@ -29,16 +37,42 @@ _INTERCEPTOR: contextvars.ContextVar[Callable | None] = contextvars.ContextVar(
 _TRAINING: contextvars.ContextVar[bool] = contextvars.ContextVar("training_pass", default=False)
 
 
-def _apply(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
+MATMUL_DTYPES = ("float32", "bfloat16")
+
+
+def check_matmul_dtype(dtype: str) -> str:
+  if dtype not in MATMUL_DTYPES:
+    raise ValueError(f"unknown matmul dtype {dtype!r} (model.matmul_dtype): "
+                     f"{' or '.join(MATMUL_DTYPES)}")
+  return dtype
+
+
+def _matmul(a: jax.Array, b: jax.Array, dtype: str) -> jax.Array:
+  if dtype == "float32":
+    return a @ b
+  return jnp.dot(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+
+
+def mixed_einsum(spec: str, a: jax.Array, b: jax.Array, dtype: str = "float32") -> jax.Array:
+  """`jnp.einsum(spec, a, b)` with operands in `dtype` and a float32 result."""
+  if dtype == "float32":
+    return jnp.einsum(spec, a, b)
+  return jnp.einsum(spec, a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+
+
+def _apply(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
+           dtype: str = "float32") -> jax.Array:
   # One 2-D product over all rows: XLA's CPU backend runs a `[B, T, D] @ [D, E]` contraction
   # (and its kernel gradient over two axes) about 1.5x slower than the same rows flattened
   # (measured on this project's 2-core machine, a 12-layer 144 x 576 feed-forward stack).
-  y = (x.reshape(-1, x.shape[-1]) @ kernel).reshape(*x.shape[:-1], kernel.shape[-1])
+  y = _matmul(x.reshape(-1, x.shape[-1]), kernel, dtype).reshape(*x.shape[:-1], kernel.shape[-1])
   return y if bias is None else y + bias
 
 
 class Dense(nnx.Module):
-  """`x [..., in_dim]` -> `[..., out_dim]` = `x @ kernel (+ bias)`."""
+  """`x [..., in_dim]` -> `[..., out_dim]` = `x @ kernel (+ bias)`, float32."""
+
+  matmul_dtype = "float32"  # set per model by `set_matmul_dtype`
 
   def __init__(self, in_dim: int, out_dim: int, *, use_bias: bool = True,
                kernel_init=nnx.initializers.lecun_normal(), bias_init=nnx.initializers.zeros,
@@ -56,8 +90,17 @@ class Dense(nnx.Module):
     bias = None if self.bias is None else self.bias[...]
     fn = _INTERCEPTOR.get()
     if fn is None:
-      return _apply(x, kernel, bias)
-    return fn(self, x, lambda x_, k=kernel, b=bias: _apply(x_, k, b))
+      return _apply(x, kernel, bias, self.matmul_dtype)
+    return fn(self, x, lambda x_, k=kernel, b=bias: _apply(x_, k, b, self.matmul_dtype))
+
+
+def set_matmul_dtype(model: nnx.Module, dtype: str) -> None:
+  """Every layer of `model` with a `matmul_dtype` (each `Dense`, attention) multiplies in
+  `dtype` from now on. A static attribute: jitted functions of the model trace it once."""
+  check_matmul_dtype(dtype)
+  for _, module in model.iter_modules():
+    if hasattr(module, "matmul_dtype"):
+      module.matmul_dtype = dtype
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from flax import nnx
 from asr.arrays import length_mask
 from asr.losses import rnnt_loss_lean
 from asr.models import conformer, lstm_encoder  # noqa: F401  (register their families)
-from asr.models.dense import Dense
+from asr.models.dense import Dense, check_matmul_dtype, set_matmul_dtype
 from asr.models.encoder import EncoderOutput, build_encoder
 from asr.models.frontend import FeatureNormalizer
 from asr.models.joint import Joint
@@ -45,6 +45,7 @@ class TransducerConfig:
   joint_dim: int = 256
   ctc_head: bool = False            # an auxiliary CTC output on the encoder
   loss_chunk: int = 16              # frames per joint chunk in the lean RNN-T loss
+  matmul_dtype: str = "float32"     # or "bfloat16": products only (asr.models.dense)
 
 
 class Transducer(nnx.Module):
@@ -52,6 +53,7 @@ class Transducer(nnx.Module):
     if cfg.predictor not in PREDICTORS:
       raise ValueError(f"unknown predictor {cfg.predictor!r} (model.predictor): "
                        f"{' or '.join(PREDICTORS)}")
+    check_matmul_dtype(cfg.matmul_dtype)
     self.cfg = cfg
     self.frontend = FeatureNormalizer(cfg.num_mels, cfg.normalization, cfg.norm_prior_frames)
     self.encoder = build_encoder(cfg.encoder, cfg.encoder_config, cfg.num_mels,
@@ -64,6 +66,7 @@ class Transducer(nnx.Module):
     self.joint = Joint(self.encoder.out_dim, self.predictor.out_dim, cfg.joint_dim, cfg.vocab,
                        rngs=rngs)
     self.ctc_head = Dense(self.encoder.out_dim, cfg.vocab, rngs=rngs) if cfg.ctc_head else None
+    set_matmul_dtype(self, cfg.matmul_dtype)  # again after any surgery (training.loop.build_model)
 
   # ---- encode once ----
 

@@ -99,7 +99,11 @@ class Checkpointer:
     Raises `CheckpointMismatchError` naming the paths that are missing, unexpected or of
     another shape or dtype."""
     step = self._step(step)
-    expected = {p: (tuple(np.shape(x)), np.asarray(x).dtype) for p, x in tree_paths(like)}
+    # Shapes and dtypes read without a copy to the host (the state may live on accelerators),
+    # and each array restored straight onto the devices its counterpart in `like` uses.
+    expected = {p: (tuple(np.shape(x)), np.dtype(getattr(x, "dtype", None) or np.asarray(x).dtype))
+                for p, x in tree_paths(like)}
+    shardings = {p: getattr(x, "sharding", None) for p, x in tree_paths(like)}
     stored = self.stored(step)
     problems = ([f"missing {p}" for p in sorted(set(expected) - set(stored))]
                 + [f"unexpected {p}" for p in sorted(set(stored) - set(expected))]
@@ -110,7 +114,8 @@ class Checkpointer:
                                          else "")
       raise CheckpointMismatchError(
           f"checkpoint {step} in {self.directory} does not fit this run's state: {shown}")
-    abstract = _nest({p: jax.ShapeDtypeStruct(*e) for p, e in expected.items()})
+    abstract = _nest({p: jax.ShapeDtypeStruct(*e, sharding=shardings[p])
+                      for p, e in expected.items()})
     out = self._mgr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
     flat = _flatten_metadata(out["state"])

@@ -9,6 +9,7 @@ the same parameters bit for bit; a changed config is refused, naming the keys.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import importlib
 import itertools
@@ -28,6 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from asr import features as F
 from asr.data.pipeline import Batches, PipelineConfig
 from asr.models import ENCODERS, Transducer, TransducerConfig, encoder_config
+from asr.models.dense import set_matmul_dtype
 from asr.tokenizer import CharTokenizer, SentencePieceTokenizer
 from asr.training import objective, schedules as S, train_step as ts, transforms as T
 from asr.training.checkpoint import Checkpointer, tree_paths
@@ -92,9 +94,11 @@ def build_model(config) -> Transducer:
   that changes the built model's structure in place (e.g. replaces dense layers by factorized
   ones: `compression.factorization`). Every place that builds the model (training, evaluation,
   a teacher) builds it through here, so checkpoints and models always agree."""
-  model = Transducer(model_config(config), rngs=nnx.Rngs(config.seed))
+  cfg = model_config(config)
+  model = Transducer(cfg, rngs=nnx.Rngs(config.seed))
   for _, operate in T.build_transforms(dict(config.get("surgery", {})), "surgery"):
     operate(model)
+  set_matmul_dtype(model, cfg.matmul_dtype)  # layers the surgery put in multiply alike
   return model
 
 
@@ -281,6 +285,23 @@ def to_host(tree):
 
 # ---- the loop ----
 
+def mesh_devices(platform: str = "") -> list:
+  """The devices a run's mesh spans: every device of `platform` ("cpu", "gpu", "tpu"; "" for
+  JAX's default backend, the accelerator where there is one). A platform JAX cannot see fails
+  here, at the start of a run, naming the devices it does see."""
+  if not platform:
+    return jax.devices()
+  try:
+    return jax.devices(platform)
+  except RuntimeError:
+    seen = collections.Counter(d.platform for d in jax.devices())
+    raise ValueError(
+        f"train.platform={platform!r}: JAX sees no {platform} device, only "
+        f"{', '.join(f'{n} {p}' for p, n in seen.items())} (jax {jax.__version__}). For NVIDIA "
+        "GPUs install the `cuda` extra (README, 'On a GPU'); \"\" runs on what JAX sees"
+    ) from None
+
+
 class Trainer:
   """Holds what a run needs; `run()` trains to `config.train.num_steps`.
 
@@ -292,6 +313,7 @@ class Trainer:
     # -- Run directory: resume or start afresh --
     import_plugins(config)
     self.config, c = config, config
+    devices = mesh_devices(c.train.platform)
     self.latency = latency
     self.workdir = pathlib.Path(workdir)
     self.workdir.mkdir(parents=True, exist_ok=True)
@@ -315,7 +337,7 @@ class Trainer:
         fresh_workers=c.data.fresh_audio_workers)
 
     # -- Devices: one mesh, the batch sharded on `data` --
-    self.mesh = Mesh(np.array(jax.devices()), ("data",))
+    self.mesh = Mesh(np.array(devices), ("data",))
     if c.data.batch_size * jax.process_count() % self.mesh.size:
       raise ValueError(f"data.batch_size={c.data.batch_size} per host must divide evenly over "
                        f"{self.mesh.size} devices")

@@ -75,6 +75,10 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   c.model.stateless_context = 2
   c.model.joint_dim = {"tiny": 64, "small": 256, "base": 512}[variant]
   c.model.loss_chunk = 16
+  # Precision of the products (asr/models/dense.py): "bfloat16" multiplies in bfloat16 with
+  # float32 sums, parameters, optimizer state and loss - a GPU's tensor cores. On a CPU without
+  # bfloat16 units it is no faster; float32 is the reference the tests hold it to.
+  c.model.matmul_dtype = "float32"
 
   # The objective: a weight per named loss term (asr/training/objective.py); a schedule named
   # `<term>_weight` under `schedules` scales one over the steps. A CTC weight above 0 gives the
@@ -134,6 +138,9 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   # Every evaluation simulates each utterance's latency on this device profile (hardware/
   # profiles.py: cpu650, npu or a JSON file; "" for none), reported as latency_ms_p50 / _p90.
   c.train.latency_profile = "cpu650"
+  # The devices the step's mesh spans: "" for JAX's default backend (a GPU where the `cuda`
+  # extra finds one), or "cpu" / "gpu" / "tpu" to insist (a run fails at start without them).
+  c.train.platform = ""
 
   c.wandb = ml_collections.ConfigDict()
   c.wandb.project = "ondevice-asr"
