@@ -18,7 +18,9 @@ The rank of each layer comes from one of:
   macs_ratio=q      the rank whose factors cost `q` of the dense layer's MACs (0.5 halves them)
   energy=e          the smallest rank keeping `e` of the squared singular values (trained
                     weights only: with `svd_from`)
-A layer whose factors would cost at least its dense MACs stays dense.
+A layer whose factors would cost at least its dense MACs stays dense. A model built to be
+restored from a checkpoint (evaluation, a resumed run) takes each layer's rank from the
+checkpoint's factor shapes instead, so `svd_from` need not exist any more.
 
 As model surgery (`config.surgery`, applied by `asr.training.loop.build_model` wherever the
 model is built, so a checkpoint and its model always agree):
@@ -38,6 +40,7 @@ import numpy as np
 from flax import nnx
 
 from asr.models.dense import Dense
+from asr.training.loop import load_for_inference, restoring_shapes
 from compression.surgery import dense_layers, replace
 
 
@@ -96,7 +99,6 @@ class Factorize:
     self.include, self.exclude = include, exclude
 
   def _load(self, model) -> None:
-    from asr.training.loop import load_for_inference
     if not (pathlib.Path(self.svd_from) / "config.json").exists():
       raise FileNotFoundError(f"factorization: svd_from={self.svd_from!r} holds no config.json "
                               "(a trained run's workdir)")
@@ -109,21 +111,29 @@ class Factorize:
     nnx.update(model, params, model_state)
 
   def __call__(self, model) -> None:
-    if self.svd_from:
+    # A model its checkpoint will fill takes each layer's rank from the checkpoint's factor
+    # shapes: the ranks an energy threshold chose from `svd_from`'s weights stay the run's
+    # without that run on disk, and nothing is loaded or decomposed only to be overwritten.
+    stored = restoring_shapes()
+    if self.svd_from and stored is None:
       self._load(model)
-    for path, _, dense in dense_layers(model, self.include, self.exclude, "factorization"):
-      w = np.asarray(dense.kernel[...])
-      r = rank_for(w, self.rank, self.macs_ratio, self.energy)
+    for path, name, dense in dense_layers(model, self.include, self.exclude, "factorization"):
+      if stored is None:
+        w = np.asarray(dense.kernel[...])
+        r = rank_for(w, self.rank, self.macs_ratio, self.energy)
+      else:
+        r = stored.get(f"params/{name}/u/kernel/value", (0, dense.in_dim + dense.out_dim))[1]
       if r * (dense.in_dim + dense.out_dim) >= dense.in_dim * dense.out_dim:
-        continue   # no saving: stays dense
-      u_w, v_w = svd_factors(w, r)
+        continue   # no saving (or none in the checkpoint): stays dense
       rngs = nnx.Rngs(0)
       u = Dense(dense.in_dim, r, use_bias=False, rngs=rngs)
       v = Dense(r, dense.out_dim, use_bias=dense.bias is not None, rngs=rngs)
-      u.kernel[...] = jnp.asarray(u_w)
-      v.kernel[...] = jnp.asarray(v_w)
-      if dense.bias is not None:
-        v.bias[...] = dense.bias[...]
+      if stored is None:
+        u_w, v_w = svd_factors(w, r)
+        u.kernel[...] = jnp.asarray(u_w)
+        v.kernel[...] = jnp.asarray(v_w)
+        if dense.bias is not None:
+          v.bias[...] = dense.bias[...]
       replace(model, path, LowRankDense(u, v))   # its rank: `.rank`
 
 

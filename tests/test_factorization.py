@@ -1,6 +1,7 @@
 """Matrix factorization: the truncated SVD exact at the matrix's rank and at the Eckart-Young
 error below it, ranks chosen by hand-checked rules, and the surgery on a real model: FLOPs
-counted from the factors, the full rank reproducing the trained model, training through it."""
+counted from the factors, the full rank reproducing the trained model, training through it, and
+a factorized run loading and resuming after the run it was factorized from is gone."""
 
 import jax
 import jax.numpy as jnp
@@ -104,3 +105,29 @@ def test_from_a_trained_run_the_factors_are_its_truncated_svd_and_a_misfit_is_na
   c.model.lstm.hidden = 32
   with pytest.raises(ValueError, match="is not this model before factorization"):
     build_model(c)
+
+
+def test_a_run_factorized_from_another_loads_and_resumes_without_that_run(
+    tiny_trained_run, tiny_data_dir, tmp_path):
+  import shutil
+  from asr.training.loop import load_for_inference, train
+  base = tmp_path / "base"
+  shutil.copytree(tiny_trained_run, base)
+  c = _config(energy=0.5, svd_from=str(base), include="^encoder/")
+  c.data.data_dir, c.wandb.mode = tiny_data_dir, "disabled"
+  c.data.bucket_seconds = (6.0,)
+  c.train.num_steps, c.train.eval_every, c.train.checkpoint_every = 2, 1000, 1
+  run = tmp_path / "factorized"
+  train(c, run, stop_after=1)   # as if killed after step 1
+  _, graphdef, variables, _ = load_for_inference(run)
+  shutil.rmtree(base)   # ranks chosen from its singular values; it is gone now
+  _, graphdef_again, variables_again, _ = load_for_inference(run)
+  assert graphdef_again == graphdef
+  ranks = [m.rank for _, m in nnx.merge(graphdef, *variables).iter_modules()
+           if isinstance(m, FZ.LowRankDense)]
+  assert len(ranks) == 2 and all(0 < r < 64 for r in ranks)   # input and recurrent
+  for a, b in zip(jax.tree.leaves(variables_again), jax.tree.leaves(variables)):
+    np.testing.assert_array_equal(a, b)
+  train(c, run)   # resumed: the same model, rebuilt without it
+  assert load_for_inference(run)[1] == graphdef
+  assert load_for_inference(run)[3] == 2

@@ -10,6 +10,7 @@ the same parameters bit for bit; a changed config is refused, naming the keys.
 from __future__ import annotations
 
 import collections
+import contextvars
 import dataclasses
 import importlib
 import itertools
@@ -88,16 +89,32 @@ def model_config(config) -> TransducerConfig:
                           ctc_head="ctc" in loss_weights(config), **options)
 
 
-def build_model(config) -> Transducer:
+_RESTORING: contextvars.ContextVar[dict | None] = contextvars.ContextVar("restoring", default=None)
+
+
+def restoring_shapes() -> dict | None:
+  """While `build_model` builds a model its checkpoint will fill: `{path: shape}` of that
+  checkpoint's arrays (`params/encoder/layers/0/input/kernel/value`, ...); otherwise None. A
+  surgery sizes what it builds from these instead of computing it from weights it would start
+  from (which the checkpoint replaces, and which may no longer be on disk)."""
+  return _RESTORING.get()
+
+
+def build_model(config, restoring: dict | None = None) -> Transducer:
   """The config's transducer, after `config.surgery`: blocks shaped like `config.transforms`
   (`{name: {factory: "module:callable", order, **options}}`) whose factories return a function
   that changes the built model's structure in place (e.g. replaces dense layers by factorized
   ones: `compression.factorization`). Every place that builds the model (training, evaluation,
-  a teacher) builds it through here, so checkpoints and models always agree."""
+  a teacher) builds it through here, so checkpoints and models always agree. `restoring`:
+  `{path: shape}` of the checkpoint the model is built for (`restoring_shapes`)."""
   cfg = model_config(config)
   model = Transducer(cfg, rngs=nnx.Rngs(config.seed))
-  for _, operate in T.build_transforms(dict(config.get("surgery", {})), "surgery"):
-    operate(model)
+  token = _RESTORING.set(restoring)
+  try:
+    for _, operate in T.build_transforms(dict(config.get("surgery", {})), "surgery"):
+      operate(model)
+  finally:
+    _RESTORING.reset(token)
   set_matmul_dtype(model, cfg.matmul_dtype)  # layers the surgery put in multiply alike
   return model
 
@@ -345,7 +362,8 @@ class Trainer:
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
 
     # -- Model, objective, optimizer, transforms --
-    model = build_model(config)
+    model = build_model(config, None if resume_step is None else
+                        {p: shape for p, (shape, _) in self.checkpointer.stored().items()})
     if resume_step is None and c.model.normalization != "utterance":
       model.frontend.set_statistics(*estimate_feature_stats(self.source, config, self.tokenizer))
     self.graphdef = nnx.graphdef(model)
@@ -523,14 +541,14 @@ def load_for_inference(workdir: os.PathLike, step: int | None = None):
     raise FileNotFoundError(f"{workdir} holds no config.json: is it a training workdir?")
   config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
   import_plugins(config)
-  model = build_model(config)
-  graphdef = nnx.graphdef(model)
-  transforms = T.build_transforms(dict(config.transforms))
-  like = ts.init_train_state(model, ts.make_optimizer(config.optim.weight_decay,
-                                                      config.optim.clip_norm),
-                             config.seed, transforms)
   ckpt = Checkpointer(workdir / "checkpoints")
   try:
+    model = build_model(config, {p: shape for p, (shape, _) in ckpt.stored(step).items()})
+    graphdef = nnx.graphdef(model)
+    transforms = T.build_transforms(dict(config.transforms))
+    like = ts.init_train_state(model, ts.make_optimizer(config.optim.weight_decay,
+                                                        config.optim.clip_norm),
+                               config.seed, transforms)
     state, _, step = ckpt.restore(like, step)
   finally:
     ckpt.close()
