@@ -12,6 +12,9 @@ UV ?= $(UV_ENV)/bin/uv
 EXTRAS ?= dev
 # Nothing but packages from the registry: uv must use $(PYTHON), never fetch an interpreter.
 export UV_PYTHON_DOWNLOADS := never
+# TLS trusts the system's certificate store, as pip does (uv's own roots know no company or
+# sandbox proxy's authority: without this, such a network refuses every download).
+export UV_SYSTEM_CERTS := 1
 
 .PHONY: demo test notebooks venv lock check-lock clean
 
