@@ -10,6 +10,7 @@ UV_ENV := .uv
 UV ?= $(UV_ENV)/bin/uv
 # The optional extras .venv gets (`make venv EXTRAS="dev cuda"` on a GPU machine).
 EXTRAS ?= dev
+export EXTRAS   # the tests check .venv against the lock with the same extras
 # Nothing but packages from the registry: uv must use $(PYTHON), never fetch an interpreter.
 export UV_PYTHON_DOWNLOADS := never
 # TLS trusts the system's certificate store, as pip does (uv's own roots know no company or

@@ -76,8 +76,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   c.model.joint_dim = {"tiny": 64, "small": 256, "base": 512}[variant]
   c.model.loss_chunk = 16
   # Precision of the products (asr/models/dense.py): "bfloat16" multiplies in bfloat16 with
-  # float32 sums, parameters, optimizer state and loss - a GPU's tensor cores. On a CPU without
-  # bfloat16 units it is no faster; float32 is the reference the tests hold it to.
+  # float32 sums, parameters, optimizer state and loss - a GPU's tensor cores. On this project's
+  # 2-core CPU it is only 1.02-1.05x faster (BENCHMARKS.md); float32 is the reference.
   c.model.matmul_dtype = "float32"
 
   # The objective: a weight per named loss term (asr/training/objective.py); a schedule named
