@@ -26,9 +26,9 @@ METHOD is one of:
                      it, then 60% of the run to recover at full sparsity, while the learning
                      rate is still high). BENCHMARKS.md measured both choices at 50%: the
                      global ranking costs half what cutting every matrix alike did (+5.0%
-                     relative against +9.1% at 1,200 steps), the early ramp +4.5% against
-                     +6.5% for a ramp over 20-70% of the run (2,400 steps,
-                     `experiments/sweeps/compression_pruning.yaml`)
+                     relative against +9.1% at 1,200 steps), the early ramp +3.3% at 1,200
+                     steps (+4.0% ending at 20%), and +4.5% against +6.5% for a ramp over
+                     20-70% of the run at 2,400 (`experiments/sweeps/compression_pruning.yaml`)
   bsparse50          the same at 50%, cutting blocks of 1 x 4 (4 adjacent output units of one
                      input row: what zero-skipping hardware skips at once, and what the
                      compressed format marks with one bit, `hardware.weight_format`)
