@@ -42,7 +42,8 @@ METHOD is one of:
                      (`REG_WEIGHT`): its gradient grows as the grid step shrinks (pi / step,
                      the step 18 times finer at 8 bits), and BENCHMARKS.md measured each
                      weight better at its width (8 bits: +0.9% relative to dense at 0.1, +3.8%
-                     at 1; 4 bits: 0.9% better than PTQ at 1, 5.0% worse at 0.1)
+                     at 1; 4 bits: 0.9% better than PTQ at 1, 5.0% worse at 0.1; the weight-1
+                     rows on an earlier pretrained model)
   act8               every dense layer's input fake-quantized to 8 bits with a moving-average
                      range (model surgery): combine with a weight method, `reg8+act8`, for a
                      model whose products are all 8-bit
