@@ -3,14 +3,26 @@ Orbax checkpoint) teaches a smaller one through a KL term on the joint's output 
 mixed with the student's own RNN-T loss.
 
 At every cell `(t, u)` of the output lattice (frame `t`, `u` labels emitted) both models give a
-distribution over the vocabulary; the term is `KL(teacher || student)` averaged over the valid
-cells of the batch, in nats. Two forms:
+distribution over the vocabulary; the term is `KL(teacher || student)` averaged over the cells
+of the batch, in nats. Two forms:
 
 - `full`: over the whole vocabulary.
 - `collapsed`: over three outcomes, blank, the correct next label `y[u]` and everything else
   (Panchapagesan et al., ICASSP 2021, "Efficient knowledge distillation for RNN-transducer
   models"): it keeps what the transducer's loss depends on and costs O(1) per cell to compare;
   at `u = U` (no next label) the outcomes are blank and the rest.
+
+and two ways to weigh the cells (`cells`):
+
+- `lattice`: every valid cell alike (the paper's sum over the lattice). Most of an utterance's
+  `T (U + 1)` cells lie far from any likely alignment (u labels emitted by frame t where the
+  speech holds far fewer or far more), and the student spends its capacity matching the
+  teacher's guesses there.
+- `alignment`: each cell weighted by the teacher's posterior probability that the alignment
+  passes through it, `gamma(t, u) = exp(alpha(t, u) + beta(t, u) - log P(y | x))` on the
+  teacher's lattice (its RNN-T forward-backward; `gamma` sums to `T + U` over an utterance, one
+  per arc of a path), so the term is the KL per aligned step. Ours: this weighting is not the
+  paper's.
 
 The teacher sees the clean log-mels of the batch's audio (with its own feature settings), never
 the student's augmentation, and runs in inference mode. Teacher and student must share the
@@ -39,9 +51,11 @@ from flax import nnx
 
 from asr import features as F
 from asr.arrays import length_mask
+from asr.losses import rnnt_loss_from_log_probs
 from asr.training.objective import LossInputs, register_loss_term
 
 FORMS = ("full", "collapsed")
+CELLS = ("lattice", "alignment")
 
 
 def kl_full(teacher_logits: jax.Array, student_logits: jax.Array) -> jax.Array:
@@ -78,14 +92,17 @@ class Teacher:
   """A parameter transform that changes nothing: it carries a trained teacher's parameters in
   the train state for the `distill` term."""
 
-  def __init__(self, workdir: str, step: int | None = None, form: str = "collapsed"):
+  def __init__(self, workdir: str, step: int | None = None, form: str = "collapsed",
+               cells: str = "lattice"):
     from asr.training.loop import load_for_inference
     if form not in FORMS:
       raise ValueError(f"distillation: form={form!r} is not one of {', '.join(FORMS)}")
+    if cells not in CELLS:
+      raise ValueError(f"distillation: cells={cells!r} is not one of {', '.join(CELLS)}")
     if not (pathlib.Path(workdir) / "config.json").exists():
       raise FileNotFoundError(f"distillation: teacher workdir {workdir!r} holds no config.json "
                               "(the teacher is a finished training run)")
-    self.workdir, self.form = str(workdir), form
+    self.workdir, self.form, self.cells = str(workdir), form, cells
     self.config, self.graphdef, self._variables, self.step = load_for_inference(workdir, step)
     self.features = F.FeatureConfig(num_mels=self.config.model.num_mels)
 
@@ -112,10 +129,35 @@ def teacher(**options) -> Teacher:
   return Teacher(**options)
 
 
+def alignment_occupancy(blank: jax.Array, label: jax.Array, frames: jax.Array,
+                        label_lengths: jax.Array) -> jax.Array:
+  """A transducer's arc log-probabilities, blank `[B, T, U+1]` and label `[B, T, U]`, with the
+  lengths `[B]` -> `gamma [B, T, U+1]`: the posterior probability that an alignment of the
+  labels passes through each cell (0 off the utterance's lattice). Every path leaves each cell
+  it visits by one arc, so `gamma` is the sum of the posteriors of a cell's two outgoing arcs:
+  minus the gradient of `-log P(y | x)` with respect to their log-probabilities (the loss's
+  backward pass computes exactly that, `exp(alpha + arc + beta - log P)`)."""
+  grad_blank, grad_label = jax.grad(
+      lambda b, l: jnp.sum(rnnt_loss_from_log_probs(b, l, frames, label_lengths)), (0, 1))(
+          blank, label)
+  return -(grad_blank + jnp.pad(grad_label, ((0, 0), (0, 0), (0, 1))))
+
+
+def _arcs(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`logits [B, C, U+1, V]`, `labels [B, U]` -> blank `[B, C, U+1]` and label `[B, C, U]`
+  log-probabilities (the lattice's arcs)."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+  u = labels.shape[1]
+  index = jnp.broadcast_to(labels[:, None, :, None], logp.shape[:2] + (u, 1))
+  return logp[..., 0], jnp.take_along_axis(logp[:, :, :u], index, -1)[..., 0]
+
+
 def lattice_kl(teacher_model, student_model, t_encoded, s_encoded, labels, label_lengths,
-               form: str) -> tuple[jax.Array, jax.Array]:
-  """Summed KL over the valid lattice cells of each utterance `[B]`, and their count `[B]`.
-  Chunked over frames like the RNN-T loss's lean path, so `[B, T, U+1, V]` is never held."""
+               form: str, cells: str = "lattice") -> tuple[jax.Array, jax.Array]:
+  """KL summed over each utterance's lattice `[B]` with every valid cell weighing 1 (`cells=
+  "lattice"`) or the teacher's alignment occupancy (`"alignment"`), and the weights' sum `[B]`
+  (the cell count, or `T + U`). Chunked over frames like the RNN-T loss's lean path, so
+  `[B, T, U+1, V]` is never held."""
   def projected(model, encoded):
     enc = model.joint.project_encoder(encoded.frames)
     pred = model.joint.project_prediction(model.predictor(labels))
@@ -128,17 +170,29 @@ def lattice_kl(teacher_model, student_model, t_encoded, s_encoded, labels, label
   u1 = labels.shape[1] + 1
   next_label = jnp.pad(labels, ((0, 0), (0, 1)))                          # [B, U+1]
   has_label = length_mask(label_lengths, u1)                              # u < U
-  cells = length_mask(label_lengths + 1, u1)                              # u <= U
+  in_lattice = length_mask(label_lengths + 1, u1)                         # u <= U
   chunk = 16
   pad = -frames % chunk
 
   def padded(x):
     return jnp.pad(x, ((0, 0), (0, pad), (0, 0))).reshape(b, -1, chunk, x.shape[-1]) \
         .transpose(1, 0, 2, 3)
-  valid_t = length_mask(s_encoded.lengths, frames + pad).reshape(b, -1, chunk).transpose(1, 0, 2)
+  valid_t = length_mask(s_encoded.lengths, frames + pad)                  # [B, T + pad]
+  weight = (valid_t[:, :, None] & in_lattice[:, None, :]).astype(jnp.float32)
+  if cells == "alignment":
+    def arcs(_, te):
+      return None, _arcs(teacher_model.joint(te, t_pred), labels)
+    _, (blank, label) = jax.lax.scan(arcs, None, padded(t_enc))         # [T / C, B, C, ...]
+    def whole(x):
+      return x.transpose(1, 0, 2, 3).reshape(b, frames + pad, x.shape[-1])
+    weight = weight * jax.lax.stop_gradient(alignment_occupancy(
+        whole(blank), whole(label), s_encoded.lengths, label_lengths))
+  elif cells != "lattice":
+    raise ValueError(f"distillation: cells={cells!r} is not one of {', '.join(CELLS)}")
+  chunked_weight = weight.reshape(b, -1, chunk, u1).transpose(1, 0, 2, 3)
 
   def one(total, xs):
-    te, se, vt = xs
+    te, se, w = xs
     t_logits = teacher_model.joint(te, t_pred)                          # [B, C, U+1, V]
     s_logits = student_model.joint(se, s_pred)
     if form == "full":
@@ -148,16 +202,16 @@ def lattice_kl(teacher_model, student_model, t_encoded, s_encoded, labels, label
       kl = kl_collapsed(jax.lax.stop_gradient(t_logits), s_logits,
                         jnp.broadcast_to(next_label[:, None], shape),
                         jnp.broadcast_to(has_label[:, None], shape))
-    valid = vt[:, :, None] & cells[:, None, :]
-    return total + jnp.sum(jnp.where(valid, kl, 0.0), (1, 2)), None
+    return total + jnp.sum(jnp.where(w > 0, w * kl, 0.0), (1, 2)), None
   total, _ = jax.lax.scan(one, jnp.zeros(b, jnp.float32), (padded(t_enc), padded(s_enc),
-                                                           valid_t))
-  return total, s_encoded.lengths * (label_lengths + 1)
+                                                           chunked_weight))
+  return total, jnp.sum(weight, (1, 2))
 
 
 @register_loss_term("distill")
 def distill_term(x: LossInputs) -> tuple[jax.Array, dict]:
-  """KL(teacher || student) per valid lattice cell over the batch's real utterances."""
+  """KL(teacher || student) per lattice cell (each weighed as `cells` says) over the batch's
+  real utterances."""
   found = [(name, t) for name, t in x.transforms if isinstance(t, Teacher)]
   if len(found) != 1:
     raise ValueError("loss.distill needs exactly one transform with factory "
@@ -174,7 +228,7 @@ def distill_term(x: LossInputs) -> tuple[jax.Array, dict]:
         f"{x.encoded.frames.shape[1]} of {x.encoded.frame_seconds * 1000:g} ms: their lattices "
         "must align (the same frame rate)")
   kl, cells = lattice_kl(teacher_model, x.model, t_encoded, x.encoded, x.batch["labels"],
-                         x.batch["label_lengths"], t.form)
-  real_cells = jnp.sum(jnp.where(x.is_real, cells, 0))
+                         x.batch["label_lengths"], t.form, t.cells)
+  real_cells = jnp.sum(jnp.where(x.is_real, cells, 0.0))
   value = jnp.sum(jnp.where(x.is_real, kl, 0.0)) / jnp.maximum(real_cells, 1)
   return value, {"cells": real_cells}

@@ -5,8 +5,14 @@ The share of zeros follows a polynomial ramp from `initial` at `begin_step` to `
 `end_step` (power 3: fast at first, while the network can still recover, then slowly). Every
 `every` steps inside the ramp, and at its end, the mask is recomputed: the smallest-magnitude
 weights (or blocks of weights) are cut until the ramp's share is reached, either over all the
-selected matrices at once (`scope="global"`: layers with more redundancy give more) or in each
-matrix (`scope="layer"`). Weights once cut stay cut: they are zero, so they rank first again.
+selected matrices at once (`scope="global"`: layers with more redundancy give more), in each
+matrix (`scope="layer"`), or over all of them by layer-adaptive scores (`scope="lamp"`, Lee et
+al., ICLR 2021, "Layer-adaptive sparsity for the magnitude-based pruning"): a weight's score is
+its squared magnitude over the sum of the squares of the weights of its matrix at least as
+large, so scores are comparable across matrices whose scales differ (a global ranking of raw
+magnitudes strips the matrices with the smallest weights first: the transducer's input layer,
+93% zeros when 80% of all weights go) and every matrix keeps its largest weight (score 1).
+Weights once cut stay cut: they are zero, so they rank first again.
 
 As a parameter transform (`asr.training.transforms`), the mask multiplies the weights the
 model sees, so pruned weights get no gradient; after each optimizer update it is applied again,
@@ -33,6 +39,9 @@ from asr.training import schedules as S
 from compression.weights import EXCLUDE, INCLUDE, Selection, leaf_name
 
 
+SCOPES = ("global", "layer", "lamp")
+
+
 def _block_scores(w: jax.Array, block: tuple[int, int]) -> jax.Array:
   """`w [m, n]` -> mean |w| of each block, `[ceil(m / bm), ceil(n / bn)]`."""
   bm, bn = block
@@ -48,6 +57,16 @@ def _expand(block_mask: jax.Array, block: tuple[int, int], shape) -> jax.Array:
   """`[ceil(m / bm), ceil(n / bn)]` block mask -> `[m, n]` weight mask."""
   full = jnp.repeat(jnp.repeat(block_mask, block[0], 0), block[1], 1)
   return full[: shape[0], : shape[1]]
+
+
+def lamp_scores(scores: jax.Array) -> jax.Array:
+  """Flat magnitudes `[N]` of one matrix -> LAMP scores `[N]`: `s[u]^2 / sum(s[v]^2 for v at or
+  after u in ascending order)` (ties ordered by position); 0 where that sum is 0 (all cut)."""
+  order = jnp.argsort(scores, stable=True)
+  sq = jnp.square(scores[order].astype(jnp.float32))
+  tail = jnp.cumsum(sq[::-1])[::-1]                       # sum of squares from u to the end
+  ranked = jnp.where(tail > 0, sq / jnp.where(tail > 0, tail, 1.0), 0.0)
+  return jnp.zeros_like(ranked).at[order].set(ranked)
 
 
 def _keep_largest(scores: jax.Array, share_cut: jax.Array) -> jax.Array:
@@ -70,8 +89,8 @@ class GradualMagnitudePruning:
       raise ValueError(f"sparsity: need 0 <= begin_step ({begin_step}) <= end_step ({end_step})")
     if every < 1:
       raise ValueError(f"sparsity: every={every} must be at least 1")
-    if scope not in ("global", "layer"):
-      raise ValueError(f"sparsity: scope={scope!r} is not 'global' or 'layer'")
+    if scope not in SCOPES:
+      raise ValueError(f"sparsity: scope={scope!r} is not one of {', '.join(SCOPES)}")
     block = tuple(int(b) for b in block)
     if len(block) != 2 or min(block) < 1:
       raise ValueError(f"sparsity: block={block} must be two positive sizes (rows, columns)")
@@ -101,11 +120,14 @@ class GradualMagnitudePruning:
 
   def masks_for(self, params, share) -> object:
     """Masks (a tree with None on the leaves not pruned) that cut `share` of the selected
-    weights (or blocks) by magnitude, over all of them or per matrix."""
+    weights (or blocks) by magnitude, over all of them, per matrix, or over all of them by
+    LAMP scores."""
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     chosen = [i for i, (p, x) in enumerate(flat) if self.select(leaf_name(p), x)]
     scores = [_block_scores(flat[i][1], self.block) for i in chosen]
-    if self.scope == "global":
+    if self.scope == "lamp":
+      scores = [lamp_scores(s.reshape(-1)).reshape(s.shape) for s in scores]
+    if self.scope in ("global", "lamp"):
       keep = _keep_largest(jnp.concatenate([s.reshape(-1) for s in scores]), share)
       sizes = np.cumsum([s.size for s in scores])[:-1]
       keeps = [k.reshape(s.shape) for k, s in zip(jnp.split(keep, sizes), scores)]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from asr import features as F
 from asr.training import transforms as T
 from compression import distillation as D
 from experiments.configs.rnnt import get_config
@@ -36,17 +37,90 @@ def _inputs(*models):
   return [m.encode(feats, lengths) for m in models], labels, label_lengths
 
 
-def _numpy_kl(teacher, student, t_enc, s_enc, labels, label_lengths, form):
+def _paths(t_len, u_len):
+  """Every alignment of a `t_len` x `u_len` lattice as its list of (cell, arc) steps."""
+  def walk(t, u):
+    if t == t_len - 1 and u == u_len:
+      yield [((t, u), "blank")]
+      return
+    if t < t_len - 1:
+      for rest in walk(t + 1, u):
+        yield [((t, u), "blank")] + rest
+    if u < u_len:
+      for rest in walk(t, u + 1):
+        yield [((t, u), "label")] + rest
+  return list(walk(0, 0))
+
+
+def _numpy_occupancy(blank, label, t_len, u_len):
+  """float64 forward-backward over one utterance's lattice: gamma [T, U+1]."""
+  alpha = np.full((t_len, u_len + 1), -np.inf)
+  beta = np.full((t_len, u_len + 1), -np.inf)
+  for t in range(t_len):
+    for u in range(u_len + 1):
+      if t == u == 0:
+        alpha[t, u] = 0.0
+        continue
+      a = alpha[t - 1, u] + blank[t - 1, u] if t > 0 else -np.inf
+      c = alpha[t, u - 1] + label[t, u - 1] if u > 0 else -np.inf
+      alpha[t, u] = np.logaddexp(a, c)
+  for t in reversed(range(t_len)):
+    for u in reversed(range(u_len + 1)):
+      if t == t_len - 1 and u == u_len:
+        beta[t, u] = blank[t, u]
+        continue
+      a = beta[t + 1, u] + blank[t, u] if t < t_len - 1 else -np.inf
+      c = beta[t, u + 1] + label[t, u] if u < u_len else -np.inf
+      beta[t, u] = np.logaddexp(a, c)
+  return np.exp(alpha + beta - beta[0, 0])
+
+
+def test_the_alignment_occupancy_equals_the_sum_over_every_path():
+  rng = np.random.default_rng(5)
+  t_len, u_len = 4, 2
+  logits = rng.standard_normal((t_len, u_len + 1, 2))
+  logp = logits - np.logaddexp(logits[..., :1], logits[..., 1:])   # blank vs label per cell
+  blank, label = logp[..., 0], logp[:, :u_len, 1]
+  prob = {}
+  for path in _paths(t_len, u_len):
+    prob[tuple(path)] = np.exp(sum(blank[c] if a == "blank" else label[c] for c, a in path))
+  z = sum(prob.values())
+  expected = np.zeros((t_len, u_len + 1))
+  for path, p in prob.items():
+    for cell, _ in path:
+      expected[cell] += p / z
+  # One utterance padded to 6 frames and 3 labels beside a second: padding adds nothing.
+  pad_blank = np.full((2, 6, 4), -1.0)
+  pad_label = np.full((2, 6, 3), -1.0)
+  pad_blank[0, :t_len, : u_len + 1], pad_label[0, :t_len, :u_len] = blank, label
+  got = np.asarray(D.alignment_occupancy(jnp.asarray(pad_blank, jnp.float32),
+                                         jnp.asarray(pad_label, jnp.float32),
+                                         jnp.array([t_len, 6]), jnp.array([u_len, 3])))
+  np.testing.assert_allclose(got[0, :t_len, : u_len + 1], expected, rtol=1e-5, atol=1e-6)
+  assert np.abs(got[0]).sum() == pytest.approx(t_len + u_len, rel=1e-5)   # zero off the lattice
+  assert got[1].sum() == pytest.approx(6 + 3, rel=1e-5)                    # T + U cells a path
+  np.testing.assert_allclose(_numpy_occupancy(blank, label, t_len, u_len), expected, rtol=1e-9)
+
+
+def _numpy_kl(teacher, student, t_enc, s_enc, labels, label_lengths, form, cells="lattice"):
   def logp(model, enc):
     logits = model.joint(model.joint.project_encoder(enc.frames),
                          model.joint.project_prediction(model.predictor(labels)))
     return np.asarray(jax.nn.log_softmax(logits, -1), np.float64)   # [B, T, U+1, V]
   lt, ls = logp(teacher, t_enc), logp(student, s_enc)
-  out = []
+  out, weights = [], []
   for b in range(labels.shape[0]):
+    t_len, u_len = int(s_enc.lengths[b]), int(label_lengths[b])
+    if cells == "alignment":
+      label = np.take_along_axis(lt[b, :t_len, :u_len], np.asarray(labels[b, :u_len])[None, :, None],
+                                 -1)[..., 0]
+      gamma = _numpy_occupancy(lt[b, :t_len, :, 0], label, t_len, u_len)
+    else:
+      gamma = np.ones((t_len, u_len + 1))
+    weights.append(gamma.sum())
     total = 0.0
-    for t in range(int(s_enc.lengths[b])):
-      for u in range(int(label_lengths[b]) + 1):
+    for t in range(t_len):
+      for u in range(u_len + 1):
         pt, ps = np.exp(lt[b, t, u]), np.exp(ls[b, t, u])
         if form == "collapsed":
           y = int(labels[b, u]) if u < label_lengths[b] else None
@@ -54,21 +128,26 @@ def _numpy_kl(teacher, student, t_enc, s_enc, labels, label_lengths, form):
             label = p[y] if y is not None else 0.0
             return np.array([p[0], label, 1.0 - p[0] - label])
           pt, ps = three(pt), three(ps)
-        total += sum(a * (np.log(a) - np.log(c)) for a, c in zip(pt, ps) if a > 0)
+        total += gamma[t, u] * sum(a * (np.log(a) - np.log(c)) for a, c in zip(pt, ps) if a > 0)
     out.append(total)
-  return np.array(out)
+  return np.array(out), np.array(weights)
 
 
+@pytest.mark.parametrize("cells", ["lattice", "alignment"])
 @pytest.mark.parametrize("form", ["full", "collapsed"])
-def test_the_lattice_kl_equals_numpy_cell_by_cell_and_is_zero_for_the_teacher_itself(form):
+def test_the_lattice_kl_equals_numpy_cell_by_cell_and_is_zero_for_the_teacher_itself(form, cells):
   teacher, student = _model(1), _model(2)
   (t_enc, s_enc), labels, label_lengths = _inputs(teacher, student)
-  kl, cells = D.lattice_kl(teacher, student, t_enc, s_enc, labels, label_lengths, form)
-  np.testing.assert_allclose(kl, _numpy_kl(teacher, student, t_enc, s_enc, labels,
-                                           label_lengths, form), rtol=1e-3)
-  np.testing.assert_array_equal(cells, np.asarray(s_enc.lengths) * (np.asarray(label_lengths) + 1))
+  kl, weights = D.lattice_kl(teacher, student, t_enc, s_enc, labels, label_lengths, form, cells)
+  expected, expected_weights = _numpy_kl(teacher, student, t_enc, s_enc, labels, label_lengths,
+                                         form, cells)
+  np.testing.assert_allclose(kl, expected, rtol=1e-3)
+  np.testing.assert_allclose(weights, expected_weights, rtol=1e-4)
+  lengths, label_lengths_np = np.asarray(s_enc.lengths), np.asarray(label_lengths)
+  np.testing.assert_allclose(weights, lengths * (label_lengths_np + 1) if cells == "lattice"
+                             else lengths + label_lengths_np, rtol=1e-4)
   assert float(kl.min()) > 0
-  same, _ = D.lattice_kl(teacher, teacher, t_enc, t_enc, labels, label_lengths, form)
+  same, _ = D.lattice_kl(teacher, teacher, t_enc, t_enc, labels, label_lengths, form, cells)
   np.testing.assert_allclose(same, 0.0, atol=1e-4)
 
 
@@ -77,14 +156,15 @@ def teacher_run(tiny_trained_run):
   return tiny_trained_run
 
 
-def _student(teacher_run, **model):
+def _student(teacher_run, cells="lattice", **model):
   c = get_config("tiny")
   c.imports = ["compression.distillation"]
   c.loss.distill = 0.5
   for k, v in model.items():
     setattr(c.model, k, v)
   transforms = T.build_transforms({"teacher": {
-      "factory": "compression.distillation:teacher", "workdir": str(teacher_run)}})
+      "factory": "compression.distillation:teacher", "workdir": str(teacher_run),
+      "cells": cells}})
   return c, transforms
 
 
@@ -106,6 +186,24 @@ def test_a_student_that_is_its_teacher_has_zero_distillation_loss_and_a_student_
   _, m = step(state, batch)
   assert float(m["loss/distill"]) == pytest.approx(0.0, abs=1e-5)
   assert int(m["loss/distill/cells"]) > 0
+
+
+def test_the_alignment_weighted_term_in_the_step_weighs_one_per_aligned_step(teacher_run):
+  c, transforms = _student(teacher_run, cells="alignment")
+  _, state, step, batch, _ = tiny_step(c, transforms)
+  _, m = jax.jit(step)(state, batch)
+  assert float(m["loss/distill"]) > 0.01 and np.isfinite(float(m["loss"]))
+  # gamma sums to T + U over each real utterance's lattice (the student's frames).
+  from asr.training.loop import build_model
+  model = build_model(c)
+  feats, lengths = F.log_mel(batch["audio"], batch["audio_lengths"],
+                             F.FeatureConfig(num_mels=c.model.num_mels))
+  frames = np.asarray(model.encode(feats, lengths, train=False).lengths)
+  real = batch["audio_lengths"] > 0   # the last row is batch padding
+  expected = float(np.sum(np.where(real, frames + np.asarray(batch["label_lengths"]), 0)))
+  assert float(m["loss/distill/cells"]) == pytest.approx(expected, rel=1e-4)
+  with pytest.raises(ValueError, match="cells='path' is not one of lattice, alignment"):
+    D.Teacher(workdir=str(teacher_run), cells="path")
 
 
 def test_a_teacher_of_another_vocabulary_or_frame_rate_is_named(teacher_run):

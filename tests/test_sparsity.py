@@ -9,7 +9,7 @@ import pytest
 
 from asr.training import transforms as T
 from compression.size import model_size
-from compression.sparsity import GradualMagnitudePruning
+from compression.sparsity import GradualMagnitudePruning, lamp_scores
 from compression.weights import Selection
 from tests.helpers import tiny_step
 
@@ -35,14 +35,26 @@ def test_the_ramp_is_exact_at_its_ends_and_cubic_between():
   assert due == list(range(100, 300, 7)) + [300]
 
 
+def _lamp_brute_force(w):
+  """LAMP's definition, one weight at a time: w_u^2 over the sum of w_v^2 for every v ranked at
+  or after u (ascending |w|, ties by position)."""
+  a = np.abs(np.asarray(w, np.float64)).reshape(-1)
+  order = list(np.argsort(a, kind="stable"))
+  out = np.zeros(a.size)
+  for rank, u in enumerate(order):
+    out[u] = a[u] ** 2 / sum(a[v] ** 2 for v in order[rank:])
+  return out.reshape(np.shape(w))
+
+
 def _brute_force_masks(params, names, share, scope):
-  """NumPy: rank |w| over all selected matrices (or per matrix), cut the smallest floor(share
-  * n); ties broken by position in the concatenation, as documented."""
+  """NumPy: rank |w| (or LAMP scores) over all selected matrices (or per matrix), cut the
+  smallest floor(share * n); ties broken by position in the concatenation, as documented."""
   flat = {n: np.asarray(w) for n, w in Selection().items(params)}
-  groups = [names] if scope == "global" else [[n] for n in names]
+  groups = [[n] for n in names] if scope == "layer" else [names]
+  score = _lamp_brute_force if scope == "lamp" else np.abs
   out = {}
   for group in groups:
-    scores = np.concatenate([np.abs(flat[n]).reshape(-1) for n in group])
+    scores = np.concatenate([score(flat[n]).reshape(-1) for n in group])
     order = np.argsort(scores, kind="stable")
     keep = np.ones(scores.size, bool)
     keep[order[: int(np.floor(share * scores.size))]] = False
@@ -51,6 +63,45 @@ def _brute_force_masks(params, names, share, scope):
       out[n] = keep[at: at + flat[n].size].reshape(flat[n].shape)
       at += flat[n].size
   return out
+
+
+def test_lamp_scores_by_hand():
+  # |w| = 1, 2, 3 (given out of order): squares 1, 4, 9, tails 14, 13, 9.
+  got = np.asarray(lamp_scores(jnp.asarray([3.0, 1.0, 2.0])))
+  np.testing.assert_allclose(got, [1.0, 1 / 14, 4 / 13], rtol=1e-6)
+  np.testing.assert_array_equal(np.asarray(lamp_scores(jnp.zeros(3))), 0.0)
+
+
+def test_lamp_ignores_each_matrix_scale_where_global_magnitude_does_not():
+  rng = np.random.default_rng(3)
+  a, b = rng.standard_normal((2, 8, 16)).astype(np.float32)
+  def cut(scope, scale):
+    t = GradualMagnitudePruning(target=0.5, begin_step=0, end_step=0, scope=scope)
+    params = {"a": {"kernel": jnp.asarray(a)}, "b": {"kernel": jnp.asarray(b * scale)}}
+    _, masks = t.update(params, t.init(params), 0, {})
+    return np.asarray(masks["a"]["kernel"]), np.asarray(masks["b"]["kernel"])
+  for x, y in zip(cut("lamp", 1.0), cut("lamp", 1e-4)):
+    np.testing.assert_array_equal(x, y)
+  small_a, small_b = cut("global", 1e-4)
+  assert small_a.all() and not small_b.any()   # raw magnitudes strip the small matrix
+  lamp_a, lamp_b = cut("lamp", 1e-4)
+  assert lamp_a.mean() < 1 and lamp_b.mean() > 0   # LAMP cuts from both, and keeps b's largest
+
+
+def test_lamp_masks_equal_a_brute_force_ranking():
+  # Small matrices of three scales: the brute force is quadratic in a matrix's size.
+  rng = np.random.default_rng(4)
+  params = {f"m{i}": {"kernel": jnp.asarray(rng.standard_normal(shape) * scale, jnp.float32)}
+            for i, (shape, scale) in enumerate([((6, 10), 1.0), ((12, 5), 0.1), ((4, 4), 3.0)])}
+  t = GradualMagnitudePruning(target=0.7, begin_step=0, end_step=0, scope="lamp")
+  names = t.select.names(params)
+  pruned, _ = jax.jit(t.update)(params, t.init(params), 0, {})
+  expected = _brute_force_masks(params, names, 0.7, "lamp")
+  got = dict(t.select.items(pruned))
+  for n in names:
+    np.testing.assert_array_equal(np.asarray(got[n]) != 0, expected[n], err_msg=n)
+  assert sum(int((np.asarray(w) == 0).sum()) for w in got.values()) == int(0.7 * 136)
+  assert all(np.asarray(w).any() for w in got.values())   # every matrix keeps its largest
 
 
 @pytest.mark.parametrize("scope", ["global", "layer"])

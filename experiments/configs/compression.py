@@ -54,8 +54,10 @@ METHOD is one of:
                      29% of the parameters) trained from scratch for 2,400 steps: alone, the
                      reference for distillation
   distill            the loss adds `distill` (KL of the joint's distributions, collapsed form,
-                     weight 1) with the pretrained model as teacher
-                     (`--config.transforms.teacher.workdir` to use another)
+                     every lattice cell alike, weight 1) with the pretrained model as teacher
+                     (`--config.transforms.teacher.workdir` to use another;
+                     `.form=full` for the whole vocabulary; `.cells=alignment` to weigh each
+                     cell by the teacher's alignment posterior, `compression.distillation`)
 
 A distilled student, 50% sparse, with 8-bit weights and activations:
 `compression.py:student+distill+sparse50+reg8+act8`.
@@ -172,5 +174,5 @@ def _add(c: ml_collections.ConfigDict, method: str) -> None:
     c.imports = list(c.get("imports", ())) + ["compression.distillation"]
     c.transforms.teacher = ml_collections.ConfigDict(dict(
         factory="compression.distillation:teacher", order=2, workdir=BASE_RUN,
-        form="collapsed"))
+        form="collapsed", cells="lattice"))
     c.loss.distill = 1.0
