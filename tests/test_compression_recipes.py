@@ -33,7 +33,7 @@ def test_every_method_builds_and_its_ramps_follow_the_run_length(tiny_trained_ru
   c.train.num_steps = 4000
   prune = dict(c.transforms.prune)
   assert (prune["begin_step"], prune["end_step"], prune["target"]) == (0, 1600, 0.9)
-  assert prune["scope"] == "global"
+  assert prune["scope"] == "lamp"
   assert (get_config("reg8").loss.quant_reg, get_config("reg4").loss.quant_reg) == (0.1, 1.0)
   assert dict(get_config("ptq4").transforms.quant)["begin_step"] == 1200   # the last step only
   # The pretrained model is the LSTM hour run of BENCHMARKS.md; the student half as wide.
@@ -75,7 +75,9 @@ def test_a_pruned_quantized_run_ends_sparse_on_the_grid_and_eval_reports_it(
   weights = {name: np.asarray(w) for name, w in Selection().items(params)}
   total = sum(w.size for w in weights.values())
   zeros = sum(int((w == 0).sum()) for w in weights.values())
-  assert zeros == np.floor(0.5 * total)   # the ramp's end, over all the matrices (global)
+  # The ramp's end over all the matrices (floor(50%) cut), plus the few kept weights under half
+  # a step of the 8-bit grid, which round to zero (LAMP keeps small weights of small matrices).
+  assert 0 <= zeros - np.floor(0.5 * total) <= 0.001 * total
   assert len({(w == 0).mean() for w in weights.values()}) > 1   # not every matrix alike
   for name, w in weights.items():
     grid = w / np.asarray(Q.channel_scales(w, 8))
