@@ -30,9 +30,12 @@ METHOD is one of:
                      all matrices costs half what cutting every matrix alike did (+5.0%
                      relative against +9.1% at 1,200 steps); the early ramp +3.3% at 1,200
                      steps (+4.0% ending at 20%, +4.6% at 60%); LAMP's scores against raw
-                     magnitudes, SEEDS_LAMP (`experiments/sweeps/compression_seeds.yaml`); at
-                     80% and 2,400 steps, +31.9% against +38% (raw magnitudes empty the first
-                     LSTM's input matrix to 93% zeros, LAMP 82%)
+                     magnitudes, +4.0% against +6.0% on the mean of three seeds (dense 25.22%,
+                     LAMP 26.22%, raw 26.73%; `experiments/sweeps/compression_seeds.yaml`),
+                     better on every seed; at 80% and 2,400 steps, +31.9% against +38% (raw
+                     magnitudes empty the first LSTM's input matrix to 93% zeros, LAMP 82%).
+                     One seed's dense WER ranges over 0.7 points, so the single-seed figures
+                     resolve differences of about a point, no finer
   bsparse50          the same at 50%, cutting blocks of 1 x 4 (4 adjacent output units of one
                      input row: what zero-skipping hardware skips at once, and what the
                      compressed format marks with one bit, `hardware.weight_format`)
