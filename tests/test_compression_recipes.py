@@ -45,6 +45,7 @@ def test_every_method_builds_and_its_ramps_follow_the_run_length(tiny_trained_ru
   student = get_config("student+distill")
   assert student.model.lstm.hidden == 128 and student.train.num_steps == 2400
   assert student.init_from == "" and student.transforms.teacher.workdir == BASE_RUN
+  assert (student.transforms.teacher.cells, student.loss.distill) == ("alignment", 3.0)
   with pytest.raises(ValueError, match="quantizes twice"):
     get_config("qat8+reg4")
   with pytest.raises(ValueError, match="unknown method 'sparse55'"):
