@@ -52,6 +52,7 @@ from flax import nnx
 from asr import features as F
 from asr.arrays import length_mask
 from asr.losses import rnnt_loss_from_log_probs
+from asr.losses.rnnt import arc_log_probs
 from asr.training.objective import LossInputs, register_loss_term
 
 FORMS = ("full", "collapsed")
@@ -143,15 +144,6 @@ def alignment_occupancy(blank: jax.Array, label: jax.Array, frames: jax.Array,
   return -(grad_blank + jnp.pad(grad_label, ((0, 0), (0, 0), (0, 1))))
 
 
-def _arcs(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """`logits [B, C, U+1, V]`, `labels [B, U]` -> blank `[B, C, U+1]` and label `[B, C, U]`
-  log-probabilities (the lattice's arcs)."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
-  u = labels.shape[1]
-  index = jnp.broadcast_to(labels[:, None, :, None], logp.shape[:2] + (u, 1))
-  return logp[..., 0], jnp.take_along_axis(logp[:, :, :u], index, -1)[..., 0]
-
-
 def lattice_kl(teacher_model, student_model, t_encoded, s_encoded, labels, label_lengths,
                form: str, cells: str = "lattice") -> tuple[jax.Array, jax.Array]:
   """KL summed over each utterance's lattice `[B]` with every valid cell weighing 1 (`cells=
@@ -181,7 +173,7 @@ def lattice_kl(teacher_model, student_model, t_encoded, s_encoded, labels, label
   weight = (valid_t[:, :, None] & in_lattice[:, None, :]).astype(jnp.float32)
   if cells == "alignment":
     def arcs(_, te):
-      return None, _arcs(teacher_model.joint(te, t_pred), labels)
+      return None, arc_log_probs(teacher_model.joint(te, t_pred), labels, 0)
     _, (blank, label) = jax.lax.scan(arcs, None, padded(t_enc))         # [T / C, B, C, ...]
     def whole(x):
       return x.transpose(1, 0, 2, 3).reshape(b, frames + pad, x.shape[-1])

@@ -158,7 +158,7 @@ def rnnt_loss_from_log_probs(blank_log_probs: jax.Array, label_log_probs: jax.Ar
   return _nll(blank, label, logit_lengths, label_lengths)
 
 
-def _arc_log_probs(logits: jax.Array, labels: jax.Array, blank_id: int):
+def arc_log_probs(logits: jax.Array, labels: jax.Array, blank_id: int):
   """`logits [..., U+1, V]`, `labels [B, U]` -> blank `[..., U+1]`, label `[..., U]` log-probs
   (log-softmax in float32)."""
   logits = logits.astype(jnp.float32)
@@ -194,7 +194,7 @@ def rnnt_loss(logits: jax.Array, labels: jax.Array, logit_lengths: jax.Array,
     logit_lengths: `[B]` int, `1 <= T_b <= T`. label_lengths: `[B]` int, `0 <= U_b <= U`.
     reduction: "none" (`[B]`), "sum", "mean", or "mean_per_label".
   """
-  blank, label = _arc_log_probs(logits, labels, blank_id)
+  blank, label = arc_log_probs(logits, labels, blank_id)
   nll = _nll(blank, label, logit_lengths, label_lengths)
   return _reduce(nll, label_lengths, reduction)
 
@@ -220,7 +220,7 @@ def rnnt_loss_lean(encoded: jax.Array, predicted: jax.Array,
 
   @jax.checkpoint
   def arcs(enc_chunk):
-    return _arc_log_probs(joint_fn(enc_chunk, predicted), labels, blank_id)
+    return arc_log_probs(joint_fn(enc_chunk, predicted), labels, blank_id)
 
   blank, label = jax.lax.map(arcs, enc)  # [Nc, B, chunk, U+1], [Nc, B, chunk, U]
   blank = blank.swapaxes(0, 1).reshape(b, t + pad, -1)[:, :t]
