@@ -22,10 +22,15 @@ hypothesis.settings.load_profile("reproducible")
 
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory):
-  """A data dir holding `synth_speech/tiny` (built here: about 20 s on 2 cores)."""
+  """A data dir holding `synth_speech/tiny`, built once for the run (about 20 s on 2 cores):
+  pytest-xdist's workers share it (the builder's file lock lets one build while the others
+  wait), as they share this run's temporary folder."""
   from asr.data import synth_tfds
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
-  synth_tfds.builder("tiny", data_dir=data_dir).download_and_prepare()
+  run_dir = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    run_dir = run_dir.parent   # <pytest-N>/popen-gwK: pytest-N is this run's, every worker's
+  data_dir = str(run_dir / "tfds-tiny")
+  synth_tfds.ensure_built("tiny", data_dir=data_dir, echo=lambda _: None)
   return data_dir
 
 
