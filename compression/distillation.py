@@ -12,6 +12,12 @@ of the batch, in nats. Two forms:
   models"): it keeps what the transducer's loss depends on and costs O(1) per cell to compare;
   at `u = U` (no next label) the outcomes are blank and the rest.
 
+Both may soften the two distributions by a temperature `tau` first (Hinton et al., 2015,
+"Distilling the knowledge in a neural network": logits / tau, the KL scaled by tau^2 so its
+gradients keep their size): at tau = 1 a trained teacher's distribution at a cell is nearly
+one-hot, and the relative probabilities of the wrong outputs, what the student cannot learn
+from the labels, are invisible.
+
 and two ways to weigh the cells (`cells`):
 
 - `lattice`: every valid cell alike (the paper's sum over the lattice). Most of an utterance's
@@ -59,11 +65,13 @@ FORMS = ("full", "collapsed")
 CELLS = ("lattice", "alignment")
 
 
-def kl_full(teacher_logits: jax.Array, student_logits: jax.Array) -> jax.Array:
-  """`[..., V]` logits of both -> `KL(p_teacher || p_student)` `[...]`, nats."""
-  log_t = jax.nn.log_softmax(teacher_logits.astype(jnp.float32), -1)
-  log_s = jax.nn.log_softmax(student_logits.astype(jnp.float32), -1)
-  return jnp.sum(jnp.exp(log_t) * (log_t - log_s), -1)
+def kl_full(teacher_logits: jax.Array, student_logits: jax.Array,
+            temperature: float = 1.0) -> jax.Array:
+  """`[..., V]` logits of both -> `tau^2 KL(p_teacher || p_student)` `[...]`, nats, both
+  distributions at temperature `tau` (softmax of logits / tau)."""
+  log_t = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature, -1)
+  log_s = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, -1)
+  return temperature ** 2 * jnp.sum(jnp.exp(log_t) * (log_t - log_s), -1)
 
 
 def collapse(logits: jax.Array, next_label: jax.Array, has_label: jax.Array) -> jax.Array:
@@ -82,11 +90,13 @@ def collapse(logits: jax.Array, next_label: jax.Array, has_label: jax.Array) -> 
   return jnp.stack([blank, label, rest], -1)
 
 
-def kl_collapsed(teacher_logits, student_logits, next_label, has_label) -> jax.Array:
-  log_t = collapse(teacher_logits, next_label, has_label)
-  log_s = collapse(student_logits, next_label, has_label)
+def kl_collapsed(teacher_logits, student_logits, next_label, has_label,
+                 temperature: float = 1.0) -> jax.Array:
+  """`kl_full` over the three collapsed outcomes of each distribution at temperature `tau`."""
+  log_t = collapse(teacher_logits.astype(jnp.float32) / temperature, next_label, has_label)
+  log_s = collapse(student_logits.astype(jnp.float32) / temperature, next_label, has_label)
   p_t = jnp.exp(log_t)
-  return jnp.sum(jnp.where(p_t > 0, p_t * (log_t - log_s), 0.0), -1)
+  return temperature ** 2 * jnp.sum(jnp.where(p_t > 0, p_t * (log_t - log_s), 0.0), -1)
 
 
 class Teacher:
@@ -94,16 +104,19 @@ class Teacher:
   the train state for the `distill` term."""
 
   def __init__(self, workdir: str, step: int | None = None, form: str = "collapsed",
-               cells: str = "lattice"):
+               cells: str = "lattice", temperature: float = 1.0):
     from asr.training.loop import load_for_inference
     if form not in FORMS:
       raise ValueError(f"distillation: form={form!r} is not one of {', '.join(FORMS)}")
     if cells not in CELLS:
       raise ValueError(f"distillation: cells={cells!r} is not one of {', '.join(CELLS)}")
+    if not temperature > 0:
+      raise ValueError(f"distillation: temperature={temperature!r} must be above 0")
     if not (pathlib.Path(workdir) / "config.json").exists():
       raise FileNotFoundError(f"distillation: teacher workdir {workdir!r} holds no config.json "
                               "(the teacher is a finished training run)")
     self.workdir, self.form, self.cells = str(workdir), form, cells
+    self.temperature = float(temperature)
     self.config, self.graphdef, self._variables, self.step = load_for_inference(workdir, step)
     self.features = F.FeatureConfig(num_mels=self.config.model.num_mels)
 
@@ -145,11 +158,13 @@ def alignment_occupancy(blank: jax.Array, label: jax.Array, frames: jax.Array,
 
 
 def lattice_kl(teacher_model, student_model, t_encoded, s_encoded, labels, label_lengths,
-               form: str, cells: str = "lattice") -> tuple[jax.Array, jax.Array]:
+               form: str, cells: str = "lattice",
+               temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
   """KL summed over each utterance's lattice `[B]` with every valid cell weighing 1 (`cells=
-  "lattice"`) or the teacher's alignment occupancy (`"alignment"`), and the weights' sum `[B]`
-  (the cell count, or `T + U`). Chunked over frames like the RNN-T loss's lean path, so
-  `[B, T, U+1, V]` is never held."""
+  "lattice"`) or the teacher's alignment occupancy (`"alignment"`, from the teacher's own
+  distributions, at temperature 1 whatever `temperature` softens the KL's), and the weights'
+  sum `[B]` (the cell count, or `T + U`). Chunked over frames like the RNN-T loss's lean path,
+  so `[B, T, U+1, V]` is never held."""
   def projected(model, encoded):
     enc = model.joint.project_encoder(encoded.frames)
     pred = model.joint.project_prediction(model.predictor(labels))
@@ -188,12 +203,12 @@ def lattice_kl(teacher_model, student_model, t_encoded, s_encoded, labels, label
     t_logits = teacher_model.joint(te, t_pred)                          # [B, C, U+1, V]
     s_logits = student_model.joint(se, s_pred)
     if form == "full":
-      kl = kl_full(jax.lax.stop_gradient(t_logits), s_logits)
+      kl = kl_full(jax.lax.stop_gradient(t_logits), s_logits, temperature)
     else:
       shape = t_logits.shape[:3]
       kl = kl_collapsed(jax.lax.stop_gradient(t_logits), s_logits,
                         jnp.broadcast_to(next_label[:, None], shape),
-                        jnp.broadcast_to(has_label[:, None], shape))
+                        jnp.broadcast_to(has_label[:, None], shape), temperature)
     return total + jnp.sum(jnp.where(w > 0, w * kl, 0.0), (1, 2)), None
   total, _ = jax.lax.scan(one, jnp.zeros(b, jnp.float32), (padded(t_enc), padded(s_enc),
                                                            chunked_weight))
@@ -220,7 +235,7 @@ def distill_term(x: LossInputs) -> tuple[jax.Array, dict]:
         f"{x.encoded.frames.shape[1]} of {x.encoded.frame_seconds * 1000:g} ms: their lattices "
         "must align (the same frame rate)")
   kl, cells = lattice_kl(teacher_model, x.model, t_encoded, x.encoded, x.batch["labels"],
-                         x.batch["label_lengths"], t.form, t.cells)
+                         x.batch["label_lengths"], t.form, t.cells, t.temperature)
   real_cells = jnp.sum(jnp.where(x.is_real, cells, 0.0))
   value = jnp.sum(jnp.where(x.is_real, kl, 0.0)) / jnp.maximum(real_cells, 1)
   return value, {"cells": real_cells}

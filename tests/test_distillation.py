@@ -102,19 +102,22 @@ def test_the_alignment_occupancy_equals_the_sum_over_every_path():
   np.testing.assert_allclose(_numpy_occupancy(blank, label, t_len, u_len), expected, rtol=1e-9)
 
 
-def _numpy_kl(teacher, student, t_enc, s_enc, labels, label_lengths, form, cells="lattice"):
-  def logp(model, enc):
+def _numpy_kl(teacher, student, t_enc, s_enc, labels, label_lengths, form, cells="lattice",
+              tau=1.0):
+  def logp(model, enc, tau):
     logits = model.joint(model.joint.project_encoder(enc.frames),
                          model.joint.project_prediction(model.predictor(labels)))
-    return np.asarray(jax.nn.log_softmax(logits, -1), np.float64)   # [B, T, U+1, V]
-  lt, ls = logp(teacher, t_enc), logp(student, s_enc)
+    logits = np.asarray(logits, np.float64) / tau
+    return logits - np.log(np.exp(logits).sum(-1, keepdims=True))   # [B, T, U+1, V]
+  lt, ls = logp(teacher, t_enc, tau), logp(student, s_enc, tau)
+  lt1 = logp(teacher, t_enc, 1.0)   # the alignment: the teacher's own distributions
   out, weights = [], []
   for b in range(labels.shape[0]):
     t_len, u_len = int(s_enc.lengths[b]), int(label_lengths[b])
     if cells == "alignment":
-      label = np.take_along_axis(lt[b, :t_len, :u_len], np.asarray(labels[b, :u_len])[None, :, None],
+      label = np.take_along_axis(lt1[b, :t_len, :u_len], np.asarray(labels[b, :u_len])[None, :, None],
                                  -1)[..., 0]
-      gamma = _numpy_occupancy(lt[b, :t_len, :, 0], label, t_len, u_len)
+      gamma = _numpy_occupancy(lt1[b, :t_len, :, 0], label, t_len, u_len)
     else:
       gamma = np.ones((t_len, u_len + 1))
     weights.append(gamma.sum())
@@ -129,7 +132,7 @@ def _numpy_kl(teacher, student, t_enc, s_enc, labels, label_lengths, form, cells
             return np.array([p[0], label, 1.0 - p[0] - label])
           pt, ps = three(pt), three(ps)
         total += gamma[t, u] * sum(a * (np.log(a) - np.log(c)) for a, c in zip(pt, ps) if a > 0)
-    out.append(total)
+    out.append(tau ** 2 * total)
   return np.array(out), np.array(weights)
 
 
@@ -148,6 +151,24 @@ def test_the_lattice_kl_equals_numpy_cell_by_cell_and_is_zero_for_the_teacher_it
                              else lengths + label_lengths_np, rtol=1e-4)
   assert float(kl.min()) > 0
   same, _ = D.lattice_kl(teacher, teacher, t_enc, t_enc, labels, label_lengths, form, cells)
+  np.testing.assert_allclose(same, 0.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("form", ["full", "collapsed"])
+def test_a_temperature_softens_both_distributions_and_scales_the_kl_by_its_square(form):
+  teacher, student = _model(1), _model(2)
+  (t_enc, s_enc), labels, label_lengths = _inputs(teacher, student)
+  kl, weights = D.lattice_kl(teacher, student, t_enc, s_enc, labels, label_lengths, form,
+                             "alignment", temperature=3.0)
+  expected, expected_weights = _numpy_kl(teacher, student, t_enc, s_enc, labels, label_lengths,
+                                         form, "alignment", tau=3.0)
+  np.testing.assert_allclose(kl, expected, rtol=1e-3)
+  np.testing.assert_allclose(weights, expected_weights, rtol=1e-4)   # gamma at temperature 1
+  plain, _ = D.lattice_kl(teacher, student, t_enc, s_enc, labels, label_lengths, form,
+                          "alignment")
+  assert not np.allclose(kl, plain, rtol=0.05)
+  same, _ = D.lattice_kl(teacher, teacher, t_enc, t_enc, labels, label_lengths, form,
+                         "alignment", temperature=3.0)
   np.testing.assert_allclose(same, 0.0, atol=1e-4)
 
 
@@ -204,6 +225,8 @@ def test_the_alignment_weighted_term_in_the_step_weighs_one_per_aligned_step(tea
   assert float(m["loss/distill/cells"]) == pytest.approx(expected, rel=1e-4)
   with pytest.raises(ValueError, match="cells='path' is not one of lattice, alignment"):
     D.Teacher(workdir=str(teacher_run), cells="path")
+  with pytest.raises(ValueError, match="temperature=0 must be above 0"):
+    D.Teacher(workdir=str(teacher_run), temperature=0)
 
 
 def test_a_teacher_of_another_vocabulary_or_frame_rate_is_named(teacher_run):

@@ -185,5 +185,5 @@ def _add(c: ml_collections.ConfigDict, method: str) -> None:
     c.imports = list(c.get("imports", ())) + ["compression.distillation"]
     c.transforms.teacher = ml_collections.ConfigDict(dict(
         factory="compression.distillation:teacher", order=2, workdir=BASE_RUN,
-        form="collapsed", cells="alignment"))
+        form="collapsed", cells="alignment", temperature=1.0))
     c.loss.distill = 3.0
