@@ -12,12 +12,6 @@ of the batch, in nats. Two forms:
   models"): it keeps what the transducer's loss depends on and costs O(1) per cell to compare;
   at `u = U` (no next label) the outcomes are blank and the rest.
 
-Both may soften the two distributions by a temperature `tau` first (Hinton et al., 2015,
-"Distilling the knowledge in a neural network": logits / tau, the KL scaled by tau^2 so its
-gradients keep their size): at tau = 1 a trained teacher's distribution at a cell is nearly
-one-hot, and the relative probabilities of the wrong outputs, what the student cannot learn
-from the labels, are invisible.
-
 and two ways to weigh the cells (`cells`):
 
 - `lattice`: every valid cell alike (the paper's sum over the lattice). Most of an utterance's
@@ -29,6 +23,12 @@ and two ways to weigh the cells (`cells`):
   teacher's lattice (its RNN-T forward-backward; `gamma` sums to `T + U` over an utterance, one
   per arc of a path), so the term is the KL per aligned step. Ours: this weighting is not the
   paper's.
+
+Either form may soften both distributions by a temperature `tau` first (`temperature`; Hinton
+et al., 2015, "Distilling the knowledge in a neural network": logits / tau, the KL scaled by
+tau^2 so its gradients keep their size), to show the student the relative probabilities of
+the outputs a confident teacher gives almost none; the alignment weights stay the teacher's
+own distributions, at tau = 1.
 
 The teacher sees the clean log-mels of the batch's audio (with its own feature settings), never
 the student's augmentation, and runs in inference mode. Teacher and student must share the
