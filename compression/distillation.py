@@ -30,6 +30,14 @@ tau^2 so its gradients keep their size), to show the student the relative probab
 the outputs a confident teacher gives almost none; the alignment weights stay the teacher's
 own distributions, at tau = 1.
 
+A second term, `distill_ctc`, teaches the encoder directly: `KL(teacher || student)` of the
+auxiliary CTC heads' distributions at every frame below the time reduction (where the heads
+read), averaged over the batch's real frames, at the same temperature. The joint's KL reaches
+the encoder only through the joint and the lattice; this one gives the lower encoder a target
+at each 30 ms frame (the frame-level distillation of hybrid and CTC acoustic models: Hinton et
+al., 2015; Takashima et al., ICASSP 2018, "An investigation of a knowledge distillation method
+for CTC acoustic models"). Both terms share one teacher pass per step (`teacher_pass`).
+
 The teacher sees the clean log-mels of the batch's audio (with its own feature settings), never
 the student's augmentation, and runs in inference mode. Teacher and student must share the
 vocabulary (checked against the student's joint at start) and the frame rate (checked when the
@@ -37,10 +45,11 @@ step is traced: the lattices must align).
 
 As a run declares it:
 
-  c.imports = ["compression.distillation"]          # registers the loss term `distill`
+  c.imports = ["compression.distillation"]          # registers the terms `distill`, `distill_ctc`
   c.transforms.teacher = ml_collections.ConfigDict(dict(
       factory="compression.distillation:teacher", workdir="workdirs/big", form="collapsed"))
   c.loss.distill = 1.0
+  c.loss.distill_ctc = 1.0                          # optional; needs a CTC head in both
 
 The teacher's parameters live in the student's train state (`transforms/teacher`), so a resumed
 student needs nothing but its own checkpoint to continue exactly; building the state (training,
@@ -215,27 +224,74 @@ def lattice_kl(teacher_model, student_model, t_encoded, s_encoded, labels, label
   return total, jnp.sum(weight, (1, 2))
 
 
+def teacher_pass(x: LossInputs) -> tuple[Teacher, nnx.Module, object]:
+  """The run's teacher, its model and its encoder's output on the batch's clean audio, computed
+  once per step for every term that needs them (`x.memo`)."""
+  if "distillation/teacher" not in x.memo:
+    found = [(name, t) for name, t in x.transforms if isinstance(t, Teacher)]
+    if len(found) != 1:
+      raise ValueError("loss.distill and loss.distill_ctc need exactly one transform with "
+                       f"factory 'compression.distillation:teacher' (found {len(found)})")
+    name, t = found[0]
+    teacher_model = t.model(x.transform_states[name])
+    feats, lengths = F.log_mel(x.batch["audio"], x.batch["audio_lengths"], t.features)
+    x.memo["distillation/teacher"] = t, teacher_model, teacher_model.encode(
+        feats, lengths, train=False)
+  return x.memo["distillation/teacher"]
+
+
+def _check_frames(t: Teacher, teacher_frames: jax.Array, student_frames: jax.Array,
+                  teacher_unit: str, student_unit: str) -> None:
+  """Fails, naming the teacher, when its frames `[B, T, ...]` and the student's do not align."""
+  if teacher_frames.shape[1] != student_frames.shape[1]:
+    raise ValueError(
+        f"distillation: the teacher ({t.workdir}) gives {teacher_frames.shape[1]} frames"
+        f"{teacher_unit} where the student gives {student_frames.shape[1]}{student_unit}: "
+        "they must align (the same frame rate)")
+
+
+def ctc_kl(teacher_model, student_model, t_encoded, s_encoded,
+           temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
+  """KL(teacher || student) of the CTC heads' distributions summed over each utterance's frames
+  below the time reduction (where the heads read; the encoder's output frames where it has
+  none) `[B]`, and those frames' count `[B]`."""
+  t_frames = t_encoded.aux.get("pre_reduction", t_encoded.frames)
+  s_frames = s_encoded.aux.get("pre_reduction", s_encoded.frames)
+  lengths = s_encoded.aux.get("pre_reduction_lengths", s_encoded.lengths)
+  kl = kl_full(jax.lax.stop_gradient(teacher_model.ctc_head(t_frames)),
+               student_model.ctc_head(s_frames), temperature)             # [B, T]
+  valid = length_mask(lengths, s_frames.shape[1])
+  return jnp.sum(jnp.where(valid, kl, 0.0), 1), lengths.astype(jnp.float32)
+
+
 @register_loss_term("distill")
 def distill_term(x: LossInputs) -> tuple[jax.Array, dict]:
   """KL(teacher || student) per lattice cell (each weighed as `cells` says) over the batch's
   real utterances."""
-  found = [(name, t) for name, t in x.transforms if isinstance(t, Teacher)]
-  if len(found) != 1:
-    raise ValueError("loss.distill needs exactly one transform with factory "
-                     f"'compression.distillation:teacher' (found {len(found)})")
-  name, t = found[0]
-  state = x.transform_states[name]
-  teacher_model = t.model(state)
-  feats, lengths = F.log_mel(x.batch["audio"], x.batch["audio_lengths"], t.features)
-  t_encoded = teacher_model.encode(feats, lengths, train=False)
-  if t_encoded.frames.shape[1] != x.encoded.frames.shape[1]:
-    raise ValueError(
-        f"distillation: the teacher ({t.workdir}) gives {t_encoded.frames.shape[1]} frames of "
-        f"{t_encoded.frame_seconds * 1000:g} ms where the student gives "
-        f"{x.encoded.frames.shape[1]} of {x.encoded.frame_seconds * 1000:g} ms: their lattices "
-        "must align (the same frame rate)")
+  t, teacher_model, t_encoded = teacher_pass(x)
+  _check_frames(t, t_encoded.frames, x.encoded.frames,
+                f" of {t_encoded.frame_seconds * 1000:g} ms",
+                f" of {x.encoded.frame_seconds * 1000:g} ms")
   kl, cells = lattice_kl(teacher_model, x.model, t_encoded, x.encoded, x.batch["labels"],
                          x.batch["label_lengths"], t.form, t.cells, t.temperature)
   real_cells = jnp.sum(jnp.where(x.is_real, cells, 0.0))
   value = jnp.sum(jnp.where(x.is_real, kl, 0.0)) / jnp.maximum(real_cells, 1)
   return value, {"cells": real_cells}
+
+
+@register_loss_term("distill_ctc")
+def distill_ctc_term(x: LossInputs) -> tuple[jax.Array, dict]:
+  """KL(teacher || student) of the auxiliary CTC heads' distributions at each real frame below
+  the time reduction (where the heads read), nats per frame, at the teacher's temperature."""
+  t, teacher_model, t_encoded = teacher_pass(x)
+  if teacher_model.ctc_head is None or x.model.ctc_head is None:
+    who = "the teacher" if teacher_model.ctc_head is None else "the student"
+    raise ValueError(f"loss.distill_ctc: {who} has no CTC head (a run trained with "
+                     "loss.ctc > 0 has one)")
+  _check_frames(t, t_encoded.aux.get("pre_reduction", t_encoded.frames),
+                x.encoded.aux.get("pre_reduction", x.encoded.frames),
+                " below its time reduction", "")
+  kl, frames = ctc_kl(teacher_model, x.model, t_encoded, x.encoded, t.temperature)
+  real_frames = jnp.sum(jnp.where(x.is_real, frames, 0.0))
+  value = jnp.sum(jnp.where(x.is_real, kl, 0.0)) / jnp.maximum(real_frames, 1)
+  return value, {"frames": real_frames}

@@ -1,6 +1,7 @@
 """Teacher-student distillation: the lattice KL against NumPy on every cell (full and collapsed
-forms), zero when the student is the teacher, and the term in the real training step with a
-teacher loaded from a run's checkpoint; a teacher of another vocabulary or frame rate is named."""
+forms) and the CTC heads' KL on every frame, both zero when the student is the teacher, and the
+terms in the real training step with a teacher loaded from a run's checkpoint; a teacher of
+another vocabulary or frame rate, and a student without a CTC head, are named."""
 
 import json
 
@@ -22,7 +23,10 @@ def _model(seed, **model):
   from asr.training.loop import build_model
   c = get_config("tiny")
   for k, v in model.items():
-    setattr(c.model, k, v)
+    if isinstance(v, dict):
+      c.model[k].update(v)
+    else:
+      setattr(c.model, k, v)
   c.seed = seed
   return randomize(build_model(c), seed=seed)
 
@@ -172,15 +176,39 @@ def test_a_temperature_softens_both_distributions_and_scales_the_kl_by_its_squar
   np.testing.assert_allclose(same, 0.0, atol=1e-4)
 
 
+@pytest.mark.parametrize("reduce", [1, 2])
+def test_the_ctc_kl_equals_numpy_frame_by_frame_and_is_zero_for_the_teacher_itself(reduce):
+  # reduce=2: the heads read the 30 ms frames below the time reduction, not the encoder's output.
+  lstm = dict(layers=2, reduce=reduce, reduce_after=1)
+  teacher, student = _model(1, lstm=lstm), _model(2, lstm=lstm)
+  (t_enc, s_enc), _, _ = _inputs(teacher, student)
+  kl, frames = D.ctc_kl(teacher, student, t_enc, s_enc, temperature=2.0)
+  below = s_enc.aux.get("pre_reduction", s_enc.frames)
+  lengths = np.asarray(s_enc.aux.get("pre_reduction_lengths", s_enc.lengths))
+  assert below.shape[1] == 14 and (reduce == 1 or s_enc.frames.shape[1] == 7)
+  def logp(model, enc):
+    x = np.asarray(model.ctc_head(enc.aux.get("pre_reduction", enc.frames)), np.float64) / 2.0
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+  lt, ls = logp(teacher, t_enc), logp(student, s_enc)
+  expected = [4.0 * np.sum(np.exp(lt[b, :n]) * (lt[b, :n] - ls[b, :n])) for b, n in
+              enumerate(lengths)]
+  np.testing.assert_allclose(kl, expected, rtol=1e-4)
+  np.testing.assert_array_equal(frames, lengths)
+  assert float(np.min(kl)) > 0
+  same, _ = D.ctc_kl(teacher, teacher, t_enc, t_enc)
+  np.testing.assert_allclose(same, 0.0, atol=1e-5)
+
+
 @pytest.fixture
 def teacher_run(tiny_trained_run):
   return tiny_trained_run
 
 
-def _student(teacher_run, cells="lattice", **model):
+def _student(teacher_run, cells="lattice", ctc=0.0, **model):
   c = get_config("tiny")
   c.imports = ["compression.distillation"]
   c.loss.distill = 0.5
+  c.loss.distill_ctc = ctc
   for k, v in model.items():
     setattr(c.model, k, v)
   transforms = T.build_transforms({"teacher": {
@@ -207,6 +235,35 @@ def test_a_student_that_is_its_teacher_has_zero_distillation_loss_and_a_student_
   _, m = step(state, batch)
   assert float(m["loss/distill"]) == pytest.approx(0.0, abs=1e-5)
   assert int(m["loss/distill/cells"]) > 0
+
+
+def test_the_ctc_term_in_the_step_is_zero_for_the_teacher_and_leaves_the_joint_term_alone(
+    teacher_run):
+  c, transforms = _student(teacher_run, ctc=2.0)
+  _, state, step, batch, _ = tiny_step(c, transforms)
+  step = jax.jit(step)
+  _, m = step(state, batch)
+  assert float(m["loss/distill_ctc"]) > 0.01 and float(m["weight/distill_ctc"]) == 2.0
+  real = np.asarray(batch["audio_lengths"]) > 0
+  from asr.training.loop import build_model
+  feats, lengths = F.log_mel(batch["audio"], batch["audio_lengths"],
+                             F.FeatureConfig(num_mels=c.model.num_mels))
+  frames = np.asarray(build_model(c).encode(feats, lengths, train=False).lengths)
+  assert float(m["loss/distill_ctc/frames"]) == float(np.sum(frames[real]))
+  # The joint's term is what it is alone (the two share the teacher's pass, nothing else).
+  c_alone, transforms_alone = _student(teacher_run)
+  _, state_alone, step_alone, _, _ = tiny_step(c_alone, transforms_alone)
+  _, m_alone = jax.jit(step_alone)(state_alone, batch)
+  assert float(m["loss/distill"]) == pytest.approx(float(m_alone["loss/distill"]), rel=1e-5)
+  state["params"] = jax.tree.map(jnp.asarray, state["transforms"]["teacher"]["params"])
+  state["model_state"] = jax.tree.map(jnp.asarray, state["transforms"]["teacher"]["model_state"])
+  _, m = step(state, batch)
+  assert float(m["loss/distill_ctc"]) == pytest.approx(0.0, abs=1e-5)
+  c, transforms = _student(teacher_run, ctc=1.0)
+  c.loss.ctc = 0.0   # the student has no CTC head
+  _, state, step, batch, _ = tiny_step(c, transforms)
+  with pytest.raises(ValueError, match="distill_ctc: the student has no CTC head"):
+    jax.eval_shape(step, state, batch)
 
 
 def test_the_alignment_weighted_term_in_the_step_weighs_one_per_aligned_step(teacher_run):

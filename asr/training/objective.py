@@ -37,6 +37,9 @@ class LossInputs:
   transforms: tuple = ()   # the run's parameter transforms, [(name, transform)]: a term
                            # that needs one (`quant_reg`, `distill`) finds it here
   transform_states: dict = dataclasses.field(default_factory=dict)   # their states, by name
+  memo: dict = dataclasses.field(default_factory=dict)   # what one term computed that another
+                           # of the same step reuses (a teacher's encoder pass), by a key the
+                           # terms' module owns
 
 
 def register_loss_term(name: str):

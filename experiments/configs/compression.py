@@ -189,3 +189,4 @@ def _add(c: ml_collections.ConfigDict, method: str) -> None:
         factory="compression.distillation:teacher", order=2, workdir=BASE_RUN,
         form="collapsed", cells="alignment", temperature=1.0))
     c.loss.distill = 3.0
+    c.loss.distill_ctc = 0.0   # the CTC heads' per-frame KL (`compression.distillation`)
