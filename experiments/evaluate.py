@@ -13,9 +13,13 @@ utterance's frames as they arrive and queue, from the work the model did on each
 
 `--backend int8` runs the model as the int8 processor does (`hardware/int8_backend.py`: scales
 calibrated on `--calibration-batches` training batches, integer encoder, prediction network and
-joint; greedy or beam search) and adds `model_bytes` (its weights in the compressed format), `macs_per_frame_dense`
-and `macs_per_frame_executed` (the encoder's, zero weights skipped); the latency is simulated on
-the NPU profile by default. Written to `W/eval/<split>_<decoder>_int8.json`.
+joint; greedy or beam search) and adds `model_bytes` (its weights in the compressed format),
+`macs_per_frame_dense` and `macs_per_frame_executed` (the encoder's per output frame, averaged
+over the split's frames as `flops_per_frame` is; executed: zero weights skipped); the latency is
+simulated on the NPU profile by default, and `stage_errors`: the relative RMS error of the
+integer encoder against the float one after each stage (LSTM layer and norm; a Transformer's
+sub-blocks), each fed its own outputs, on the split's first batch. Written to
+`W/eval/<split>_<decoder>_int8.json`.
 
 `--diagnose` separates memorizing utterances from failing on new speech: WER on the first
 `--utterances` of (a) the training split, (b) new sentences spoken by the training speakers
@@ -59,8 +63,9 @@ def main(argv=None) -> int:
   p.add_argument("--utterances", type=int, default=192,
                  help="with --diagnose: utterances per set")
   p.add_argument("--backend", choices=["float", "int8"], default="float",
-                 help="int8: run the model as the int8 processor does (hardware/int8_backend.py;"
-                      " LSTM transducers), scales calibrated on training audio")
+                 help="int8: run the model as the int8 processor does (hardware/int8_backend.py:"
+                      " LSTM, Transformer and Conformer transducers), scales calibrated on "
+                      "training audio")
   p.add_argument("--calibration-batches", type=int, default=4,
                  help="with --backend int8: training batches the activation scales come from")
   p.add_argument("--profile", default=None,
@@ -114,10 +119,13 @@ def main(argv=None) -> int:
     finally:
       calibration.close()
     model_bytes = compressed_bytes(recognize.model)
+    stages = first_batch_stage_errors(source, args.split, tokenizer, config, graphdef,
+                                      variables, recognize.model)
+    # MACs on zero weights, per encoder frame: what skipping them saves on every frame.
+    skipped = (model_work(recognize.model).encoder_frame
+               - model_work(recognize.model, True).encoder_frame)
     int8_fields = dict(model_bytes=model_bytes, weight_group=weight_group(recognize.model),
-                       macs_per_frame_dense=model_work(recognize.model).encoder_frame,
-                       macs_per_frame_executed=model_work(recognize.model, True).encoder_frame,
-                       calibration_batches=args.calibration_batches)
+                       calibration_batches=args.calibration_batches, stage_errors=stages)
   latency = model_latency(graphdef, variables, profile, model_bytes)
   batches = Batches.from_source(source, args.split, tokenizer, pipeline_config(config, False),
                                 shuffle=False, num_epochs=1, features=None)
@@ -132,6 +140,9 @@ def main(argv=None) -> int:
                            progress=lambda n: bar.update(n - bar.n))
   bar.close()
   summary.update(latency_summary([r["latency_ms"] / 1000 for r in rows]), profile=profile.name)
+  if int8_fields:
+    macs = summary["flops_per_frame"] / 2
+    int8_fields.update(macs_per_frame_dense=macs, macs_per_frame_executed=macs - skipped)
   summary.update(split=args.split, dataset=config.data.dataset, step=step,
                  skipped=batches.problems.as_metrics(),
                  beam=args.beam if args.decoder == "beam" else None, **model_size(variables[0]),
@@ -156,12 +167,35 @@ def main(argv=None) -> int:
         f"sparse int8 {summary['model_bytes_int8_sparse']}")
   if int8_fields:
     print(f"int8 model in the compressed format: {summary['model_bytes']} bytes; encoder MACs "
-          f"per frame {summary['macs_per_frame_dense']} dense, "
-          f"{summary['macs_per_frame_executed']} executed (zeros skipped)")
+          f"per frame {summary['macs_per_frame_dense']:.0f} dense, "
+          f"{summary['macs_per_frame_executed']:.0f} executed (zeros skipped)")
+    print("int8 encoder's error against the float one (relative RMS, first batch): " + ", ".join(
+        f"{k} {v:.2%}" for k, v in summary["stage_errors"].items()))
   for accent, wer in summary["per_accent"].items():
     print(f"  {accent:<16} WER {wer:.4f}")
   print(f"wrote {out} and {hyps}")
   return 0
+
+
+def first_batch_stage_errors(source, split, tokenizer, config, graphdef, variables, int_model):
+  """`hardware.int8_backend.stage_errors` on the first batch of `split`."""
+  import dataclasses
+  import jax.numpy as jnp
+  from flax import nnx
+  from asr import features as F
+  from asr.data.pipeline import Batches
+  from asr.training.loop import pipeline_config
+  from hardware.int8_backend import stage_errors
+  batches = Batches.from_source(source, split, tokenizer, pipeline_config(config, False),
+                                shuffle=False, num_epochs=1, features=None)
+  try:
+    batch = next(iter(batches))
+  finally:
+    batches.close()
+  model = nnx.merge(graphdef, *variables)
+  feats, lengths = F.log_mel(jnp.asarray(batch["audio"]), jnp.asarray(batch["audio_lengths"]),
+                             dataclasses.replace(F.FeatureConfig(), num_mels=model.cfg.num_mels))
+  return stage_errors(model, int_model, feats, lengths)
 
 
 def model_latency(graphdef, variables, profile, model_bytes=None):

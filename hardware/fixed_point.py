@@ -20,6 +20,11 @@ symmetrically, `compression.quantization`):
 64-bit integers need JAX's x64 mode: `integer_jit` traces and runs a function with it on, so the
 rest of the program keeps its 32-bit defaults. `hardware.int8_reference` is the same arithmetic
 in plain Python integers, the reference the tests hold this to bit for bit.
+
+Products of 8-bit values are computed as float32 matrix products (exact: `int_matmul`). That is
+only true of 8-bit operands, so every product checks its operands (`check_operand`, a
+`checkify` check that `integer_jit` turns into an error naming the layer): a conversion that
+wired a wider value into a product fails instead of computing something else.
 """
 
 from __future__ import annotations
@@ -30,26 +35,31 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 
 
-def quantize_multiplier(real: float) -> tuple[int, int]:
+def quantize_multiplier(real: float, name: str = "") -> tuple[int, int]:
   """A positive real multiplier -> `(m0, n)` with `m0` in `[2^30, 2^31)` and `real ~ m0 * 2^-n`
-  (31 significant bits: relative error below 2^-31). `n` must land in 1..62."""
+  (31 significant bits: relative error below 2^-31). `n` must land in 1..62; errors name the
+  layer `name`."""
+  where = f" (layer {name!r})" if name else ""
   if not (real > 0 and math.isfinite(real)):
-    raise ValueError(f"a requantization multiplier must be positive and finite, got {real}")
+    raise ValueError(f"a requantization multiplier must be positive and finite, got {real}"
+                     f"{where}")
   mantissa, exponent = math.frexp(real)          # real = mantissa 2^exponent, mantissa in [.5, 1)
   m0 = round(mantissa * (1 << 31))
   if m0 == 1 << 31:                              # rounded up to the next power of two
     m0, exponent = m0 // 2, exponent + 1
   n = 31 - exponent
   if not 1 <= n <= 62:
-    raise ValueError(f"multiplier {real:g} is out of the fixed-point range (shift {n})")
+    raise ValueError(f"multiplier {real:g} is out of the fixed-point range (shift {n}){where}")
   return m0, n
 
 
-def quantize_multipliers(reals) -> tuple[np.ndarray, np.ndarray]:
+def quantize_multipliers(reals, name: str = "") -> tuple[np.ndarray, np.ndarray]:
   """Per-channel `quantize_multiplier`: `[C]` reals -> `m0 [C]` int64, `n [C]` int64."""
-  pairs = [quantize_multiplier(float(r)) for r in np.asarray(reals, np.float64).reshape(-1)]
+  pairs = [quantize_multiplier(float(r), name)
+           for r in np.asarray(reals, np.float64).reshape(-1)]
   m0, n = (np.array(v, np.int64).reshape(np.shape(reals)) for v in zip(*pairs))
   return m0, n
 
@@ -73,11 +83,30 @@ def requantize(acc: jax.Array, m0, n, bits: int = 8) -> jax.Array:
 # float32 matrix product of 8-bit values, K <= 1024 at a time, is the exact int32 accumulator.
 # It runs on the CPU's float GEMM, several times faster than XLA's integer dot.
 EXACT_K = 1024
+INT8 = (-128, 127)
+UINT8 = (0, 255)
 
 
-def int_matmul(x: jax.Array, w: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+def check_operand(x: jax.Array, name: str, bounds: tuple[int, int] = INT8) -> None:
+  """Fails where `x` (an operand of an exact product) leaves `bounds`, naming `name`: at once
+  on concrete values, as a `checkify` error under `integer_jit`. An array stored as int8
+  (uint8 for `UINT8`) needs no check."""
+  if jnp.dtype(x.dtype) == (jnp.int8 if bounds == INT8 else jnp.uint8):
+    return
+  lo, hi = bounds
+  checkify.check(jnp.all((x >= lo) & (x <= hi)),
+                 f"{name or 'an int8 product'}: an operand lies outside {lo}..{hi} (min {{lo}}, "
+                 "max {hi}); the exact float32 product needs 8-bit values",
+                 lo=jnp.min(x), hi=jnp.max(x))
+
+
+def int_matmul(x: jax.Array, w: jax.Array, bias: jax.Array | None = None,
+               name: str = "") -> jax.Array:
   """8-bit `x [..., K]` @ 8-bit `w [K, N]` (+ int32 `bias [N]`), accumulated exactly in int32
-  (computed in float32 over slices of `EXACT_K`, exact by the bound above)."""
+  (computed in float32 over slices of `EXACT_K`, exact by the bound above). Operands outside
+  8 bits fail, naming the layer `name`."""
+  check_operand(x, name)
+  check_operand(w, name)
   acc = None
   for start in range(0, x.shape[-1], EXACT_K):
     part = jnp.matmul(x[..., start:start + EXACT_K].astype(jnp.float32),
@@ -127,14 +156,18 @@ def round_div(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def integer_jit(fn=None, **jit_kwargs):
-  """`jax.jit` whose tracing and calls run with 64-bit integers on (`requantize` needs them).
+  """`jax.jit` whose tracing and calls run with 64-bit integers on (`requantize` needs them),
+  and whose operand checks (`check_operand`) raise `checkify.JaxRuntimeError` after the call.
   Pass int64 values as NumPy arrays: `jnp.asarray` outside the x64 mode truncates to int32."""
   if fn is None:
     return functools.partial(integer_jit, **jit_kwargs)
-  jitted = jax.jit(fn, **jit_kwargs)
+  # fn's signature on the checked function, so static_argnames find positional arguments.
+  jitted = jax.jit(functools.wraps(fn)(checkify.checkify(fn)), **jit_kwargs)
 
   @functools.wraps(fn)
   def call(*args, **kwargs):
     with jax.enable_x64(True):
-      return jitted(*args, **kwargs)
+      error, out = jitted(*args, **kwargs)
+    error.throw()
+    return out
   return call

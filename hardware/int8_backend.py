@@ -8,9 +8,9 @@ compressed format.
 
 The recognizer (greedy or beam search) returns what the float one does (tokens, lengths,
 scores for beam search, frame lengths, per-frame `flops` and `frame_flops`, `decoding_flops`),
-counted as 2 x the MACs of the integer model, and
-`frame_macs_executed [B, T']`: the MACs on non-zero weights, what a processor that skips zeros
-spends (`hardware.profiles.NPUProfile`).
+counted as 2 x the MACs of the integer model (equal to the float model's count: a Transformer's
+attention over the keys each frame sees), and `frame_macs_executed [B, T']`: the MACs on
+non-zero weights, what a processor that skips zeros spends (`hardware.profiles.NPUProfile`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from flax import nnx
 from asr import features as F
 from hardware import fixed_point as fp
 from hardware.int8_layers import IntDense, IntLayerNorm, IntLSTM
-from hardware.int8_transducer import (IntLSTMEncoder, IntTransducer, calibrate, convert, greedy,
-                                      quantize_features)
+from hardware.int8_lstm import IntLSTMEncoder, quantize_features
+from hardware.int8_transducer import IntTransducer, calibrate, convert, greedy
 from hardware.int8_transformer import IntActDense
 from hardware.int8_transducer import beam as beam_search
 from hardware.weight_format import packed_bytes
@@ -34,12 +34,18 @@ from hardware.weight_format import packed_bytes
 
 @dataclasses.dataclass(frozen=True)
 class Work:
-  """MACs of the integer model: per encoder output frame, per decoded frame (the joint's
-  encoder projection and one output distribution) and per emitted label (the prediction
-  network, its projection and one more distribution)."""
+  """MACs of the integer model: per encoder output frame (`encoder_frame`, plus
+  `attention_key` for each key the frame attends to, summed over a Transformer's blocks), per
+  decoded frame (the joint's encoder projection and one output distribution) and per emitted
+  label (the prediction network, its projection and one more distribution)."""
   encoder_frame: int
   decode_frame: int
   token: int
+  attention_key: int = 0
+
+  def encoder(self, keys):
+    """MACs of an encoder frame that attends to `keys` keys (an array, or a number)."""
+    return self.encoder_frame + self.attention_key * keys
 
 
 def _macs(w, executed: bool) -> int:
@@ -48,19 +54,21 @@ def _macs(w, executed: bool) -> int:
 
 def model_work(m: IntTransducer, executed: bool = False) -> Work:
   """Dense MACs (`executed=False`) or those on non-zero weights only. A Transformer's
-  attention is counted at a full window (`(left_chunks + 1) * chunk` keys; the first frames of
-  an utterance see fewer) and never skipped (its operands are activations)."""
+  attention scores and weighted values cost `2 x dim` MACs a visible key (`attention_key`), as
+  the float model counts them, never skipped (their operands are activations)."""
   out = _macs(m.out.kernel, executed)
   if m.predictor_kind == "lstm":
     pred = _macs(m.pred.w_in, executed) + _macs(m.pred.w_rec, executed)
   else:
     pred = _macs(m.pred.kernel, executed)
+  per_key = sum(2 * b.attention.out.kernel.shape[0] for b in getattr(m.encoder, "blocks", ()))
   return Work(_encoder_macs(m.encoder, executed), _macs(m.enc_proj.kernel, executed) + out,
-              pred + _macs(m.pred_proj.kernel, executed) + out)
+              pred + _macs(m.pred_proj.kernel, executed) + out, per_key)
 
 
 def _encoder_macs(enc, executed: bool) -> int:
-  """MACs per encoder output frame."""
+  """MACs per encoder output frame on weights (a Transformer's attention over its keys is
+  `Work.attention_key`'s)."""
   if isinstance(enc, IntLSTMEncoder):
     total = 0
     for i, layer in enumerate(enc.layers):
@@ -76,9 +84,6 @@ def _encoder_macs(enc, executed: bool) -> int:
       total += _macs(getattr(layer, "dense", layer).kernel, executed)
     elif name.endswith("/depthwise"):
       total += _macs(layer, executed)
-  for block in enc.blocks:
-    a = block.attention
-    total += 2 * a.out.kernel.shape[0] * (a.left + 1) * a.chunk
   return total
 
 
@@ -196,7 +201,8 @@ def int8_recognizer(graphdef, variables, calibration, *, decoder: str = "greedy"
     frames, frame_lengths = im.encode(x, lengths)
     max_len = frames.shape[1] * max_symbols
     out = {"frame_lengths": frame_lengths,
-           "valid": jnp.arange(frames.shape[1])[None, :] < frame_lengths[:, None]}
+           "valid": jnp.arange(frames.shape[1])[None, :] < frame_lengths[:, None],
+           "keys": im.encoder.visible_keys(frame_lengths, frames.shape[1])}
     if decoder == "greedy":
       out["tokens"], out["lengths"], out["emitted"] = greedy(im, frames, frame_lengths,
                                                              max_symbols, max_len)
@@ -205,55 +211,90 @@ def int8_recognizer(graphdef, variables, calibration, *, decoder: str = "greedy"
           im, frames, frame_lengths, beam, max_symbols, max_len)
     return out
 
-  def work(per_frame: Work, valid, emitted, hypotheses: int = 1):
+  def work(per_frame: Work, valid, keys, emitted, hypotheses: int = 1):
     return hypotheses * (valid * per_frame.decode_frame + emitted * per_frame.token) + (
-        valid * per_frame.encoder_frame)
+        valid * per_frame.encoder(keys))
 
   def recognize(variables, audio, audio_lengths):
     x, lengths = front(variables, audio, audio_lengths)
     out = jax.device_get(back(int_model, x, lengths))
-    frame_lengths, valid = out["frame_lengths"], out.pop("valid")
+    frame_lengths, valid, keys = out["frame_lengths"], out.pop("valid"), out.pop("keys")
     if decoder == "greedy":
       best, emitted, hypotheses = out["lengths"], out.pop("emitted"), 1
     else:   # as the float recognizer: the best hypothesis's labels spread over its frames
       best, hypotheses = out["lengths"][:, 0], beam
       emitted = valid * (best / np.maximum(frame_lengths, 1))[:, None]
-    out.update(flops=2.0 * valid * dense.encoder_frame,
+    out.update(flops=2.0 * valid * dense.encoder(keys),
                decoding_flops=2.0 * (frame_lengths * dense.decode_frame + best * dense.token),
-               frame_flops=2.0 * work(dense, valid, emitted, hypotheses),
-               frame_macs_executed=1.0 * work(executed, valid, emitted, hypotheses))
+               frame_flops=2.0 * work(dense, valid, keys, emitted, hypotheses),
+               frame_macs_executed=1.0 * work(executed, valid, keys, emitted, hypotheses))
     return out
 
   recognize.model = int_model
   return recognize
 
 
+_apply = fp.integer_jit(lambda layer, *args: layer.apply(*args))
+
+
 def compare_layers(model, int_model: IntTransducer, features, lengths) -> list[tuple]:
-  """The float and the int8 encoder side by side on the same log-mel `features [B, T, F]`:
-  `[(stage, float output [B, T', H], int8 output as reals [B, T', H], lengths [B])]` for the
-  stacked input and every LSTM layer and layer norm (LSTM encoders)."""
+  """The float and the int8 encoder side by side on the same log-mel `features [B, T, F]`,
+  each fed its own outputs: `[(stage, float output [B, T', H], int8 output as reals
+  [B, T', H], lengths [B])]` for the stacked input and every LSTM layer and layer norm (LSTM
+  encoders), or the residual stream after the subsampling and after every sub-block, and the
+  output frames (Transformer and Conformer encoders: T' of the input padded to whole streamed
+  chunks)."""
   from asr.features import stack_frames
   from hardware.int8_layers import H_FRAC
   enc = model.encoder
   if not isinstance(int_model.encoder, IntLSTMEncoder):
-    raise ValueError("compare_layers compares LSTM encoders stage by stage; this model's is "
-                     f"{type(int_model.encoder).__name__}")
+    return _compare_transformer(model, int_model, features, lengths)
   x = model.frontend(jnp.asarray(features), jnp.asarray(lengths))
   xf, n = stack_frames(x, jnp.asarray(lengths), enc.stack)
   xi, _ = quantize_features(x, jnp.asarray(lengths), enc.stack, int_model.in_scale)
   stages = [("input", xf, xi * int_model.in_scale, n)]
-  with jax.enable_x64(True):
-    for i, (layer, int_layer) in enumerate(zip(enc.layers, int_model.encoder.layers)):
-      if i and i == enc.reduce_after and enc.reduce > 1:
-        xf, _ = stack_frames(xf, n, enc.reduce)
-        xi, n = stack_frames(xi, n, enc.reduce)
-      xf, _ = layer(xf.astype(jnp.float32), n)
-      xi, _ = int_layer.apply(xi.astype(jnp.int32), n)
-      stages.append((f"layer {i} LSTM", xf, xi * 2.0 ** -H_FRAC, n))
-      if enc.norms:
-        xf = enc.norms[i](xf)
-        norm = int_model.encoder.norms[i]
-        xi = norm.apply(xi)
-        stages.append((f"layer {i} norm", xf, xi * norm.out_scale, n))
+  for i, (layer, int_layer) in enumerate(zip(enc.layers, int_model.encoder.layers)):
+    if i and i == enc.reduce_after and enc.reduce > 1:
+      xf, _ = stack_frames(xf, n, enc.reduce)
+      xi, n = stack_frames(xi, n, enc.reduce)
+    xf, _ = layer(xf.astype(jnp.float32), n)
+    xi, _ = _apply(int_layer, xi.astype(jnp.int32), n)
+    stages.append((f"layer {i} LSTM", xf, xi * 2.0 ** -H_FRAC, n))
+    if enc.norms:
+      xf = enc.norms[i](xf)
+      norm = int_model.encoder.norms[i]
+      xi = _apply(norm, xi)
+      stages.append((f"layer {i} norm", xf, xi * norm.out_scale, n))
   return [(name, np.asarray(f, np.float32), np.asarray(q, np.float32), np.asarray(k))
           for name, f, q, k in stages]
+
+
+def stage_errors(model, int_model: IntTransducer, features, lengths) -> dict[str, float]:
+  """`{stage: RMS(int8 - float) / RMS(float)}` over valid frames, for `compare_layers`'
+  stages: where the integer encoder's error enters and how it grows."""
+  out = {}
+  for name, f, q, n in compare_layers(model, int_model, features, lengths):
+    valid = np.arange(f.shape[1])[None, :] < n[:, None]
+    out[name] = float(np.sqrt(np.mean((q - f)[valid] ** 2) / np.mean(f[valid] ** 2)))
+  return out
+
+
+def _compare_transformer(model, int_model: IntTransducer, features, lengths) -> list[tuple]:
+  """`compare_layers` of a Transformer or Conformer encoder: the float residual stream as
+  `hardware.int8_transformer.float_frames` notes it, beside the integer encoder's (run eagerly:
+  a diagnostic, and its stage names are Python values)."""
+  from hardware.int8_transformer import float_frames
+  features, lengths = jnp.asarray(features), jnp.asarray(lengths)
+  floats = []
+  frames = float_frames(model, features, lengths,
+                        lambda name, v: floats.append(v) if name == "encoder/residual" else 0)
+  if model.encoder.final_norm is not None:
+    floats.append(frames)
+  ints = []
+  x, xl = int_model.prepare(model.frontend(features, lengths), lengths)
+  with jax.enable_x64(True):
+    _, n = int_model.encoder.encode(x, xl, tap=lambda name, v, scale: ints.append(
+        (name, np.asarray(v, np.float64) * scale)))
+  assert len(ints) == len(floats), (len(ints), len(floats))
+  return [(name, np.asarray(f, np.float32), q.astype(np.float32), np.asarray(n))
+          for (name, q), f in zip(ints, floats)]

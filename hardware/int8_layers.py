@@ -15,7 +15,13 @@ Number formats (`Qm.f`: a signed integer worth `q * 2^-f`):
 - LSTM cell state: int16 Q3.12; `c' = f c + i g` as `(f c) >> 15 + (i g) >> 18` rounded;
 - LSTM output `h = o tanh(c)`: int8 Q0.7 (scale 1/128), saturated at 127/128;
 - layer normalization: exact integer mean and variance of the int8 input, an integer square
-  root, and one rounded division per element, into the next layer's int8 scale.
+  root, and one rounded division per element, into the next layer's int8 scale;
+- biases: int32 at the accumulator's scale, with room for the products beside them
+  (`int32_bias`: one too large for that is saturated where the output saturates whatever the
+  products are, and refused, naming the layer, where it would not).
+
+Every layer that multiplies carries its name in the model (`encoder/layers/0/input`), so an
+error at conversion or at run time (`hardware.fixed_point.check_operand`) says which layer.
 """
 
 from __future__ import annotations
@@ -55,6 +61,50 @@ def quantize_activation_scale(max_abs: float) -> float:
   return float(max_abs) / 127 if max_abs > 0 else 1.0
 
 
+def calibrated_scale(scales: dict[str, float], name: str) -> float:
+  """The int8 scale of layer `name`'s input from calibrated largest magnitudes
+  (`hardware.int8_transducer.calibrate`), naming a missing one."""
+  if name not in scales:
+    raise ValueError(f"no calibrated scale for {name}'s input: calibrate the model "
+                     f"(hardware.int8_transducer.calibrate) on training batches first")
+  return quantize_activation_scale(scales[name])
+
+
+def dense_arrays(layer, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+  """A float `asr.models.dense.Dense`'s (kernel, bias); any other layer in its place is refused
+  by name."""
+  from asr.models.dense import Dense
+  if not isinstance(layer, Dense):
+    raise ValueError(f"the int8 executor cannot run layer {name!r} ({type(layer).__name__}): "
+                     "it runs dense layers")
+  return np.asarray(layer.kernel[...]), None if layer.bias is None else np.asarray(layer.bias[...])
+
+
+def int32_bias(bias, acc_scale, terms: int, multiplier, out_bits: int, name: str) -> np.ndarray:
+  """Float `bias [N]` -> int32 at the accumulator's scale `acc_scale [N]`, leaving room for
+  `terms` products of 8-bit values (each at most 128 x 127) so the accumulator never wraps.
+  A bias beyond that room is saturated to it where the output (the accumulator times
+  `multiplier [N]`, into `out_bits` bits) saturates whatever the products are, so the result is
+  the same; otherwise it is refused, naming layer `name`."""
+  room = 2 ** 31 - 1 - 128 * 127 * terms
+  if room <= 0:
+    raise ValueError(f"layer {name!r}: {terms} products of 8-bit values can exceed int32")
+  b = np.round(np.asarray(bias, np.float64) / acc_scale)
+  over = np.abs(b) > room
+  # With the bias at +-room, |accumulator| >= room - 128 * 127 * terms: saturated if that,
+  # times the multiplier, is past the output's largest value.
+  least = (room - 128 * 127 * terms) * np.broadcast_to(multiplier, b.shape)
+  wrong = over & (least < 2 ** (out_bits - 1))
+  if wrong.any():
+    c = int(np.flatnonzero(wrong)[0])
+    raise ValueError(
+        f"layer {name!r}: the bias of output channel {c} ({float(np.asarray(bias)[c]):.4g}) is "
+        f"{abs(b[c]):.4g} accumulator steps, more than int32 holds beside the products, and its "
+        "output would not saturate; the int8 executor cannot run it (calibrate on audio that "
+        "gives the layer's input a realistic range)")
+  return np.clip(b, -room, room).astype(np.int32)
+
+
 def quantize(x, scale: float) -> jax.Array:
   """Float activations -> int8 values (int32) at `scale`, rounded half to even and saturated:
   the processor's input from the float front end (NumPy or traced arrays)."""
@@ -75,17 +125,22 @@ class IntDense:
   m0: jax.Array              # [N] int64: accumulator -> output scale
   shift: jax.Array           # [N] int64
   out_bits: int = dataclasses.field(default=8, metadata=dict(static=True))
+  name: str = dataclasses.field(default="", metadata=dict(static=True))
 
   @classmethod
-  def from_float(cls, kernel, bias, in_scale: float, out_scale: float, out_bits: int = 8):
+  def from_float(cls, kernel, bias, in_scale: float, out_scale, out_bits: int = 8,
+                 name: str = ""):
+    """`out_scale`: a number, or one per output channel `[N]`."""
     w, s_w = quantize_weights(kernel)
     acc_scale = in_scale * s_w
-    b = np.zeros(w.shape[1]) if bias is None else np.asarray(bias, np.float64)
-    m0, shift = fp.quantize_multipliers(acc_scale / out_scale)
-    return cls(w, np.round(b / acc_scale).astype(np.int32), m0, shift, out_bits)
+    b = np.zeros(w.shape[1]) if bias is None else bias
+    multiplier = acc_scale / out_scale
+    m0, shift = fp.quantize_multipliers(multiplier, name)
+    return cls(w, int32_bias(b, acc_scale, w.shape[0], multiplier, out_bits, name), m0, shift,
+               out_bits, name)
 
   def apply(self, x: jax.Array) -> jax.Array:
-    acc = fp.int_matmul(x, self.kernel, self.bias)
+    acc = fp.int_matmul(x, self.kernel, self.bias, self.name)
     return fp.requantize(acc, self.m0, self.shift, self.out_bits)
 
 
@@ -100,15 +155,18 @@ class IntLSTM:
   w_rec: jax.Array           # [H, 4H] int8
   m_rec: jax.Array           # [4H] int64: recurrent products (h at 2^-7) -> Q3.12
   n_rec: jax.Array
+  name: str = dataclasses.field(default="", metadata=dict(static=True))
 
   @classmethod
-  def from_float(cls, kernel_in, bias_in, kernel_rec, in_scale: float):
+  def from_float(cls, kernel_in, bias_in, kernel_rec, in_scale: float, name: str = ""):
     w_in, s_in = quantize_weights(kernel_in)
     w_rec, s_rec = quantize_weights(kernel_rec)
-    m_in, n_in = fp.quantize_multipliers(in_scale * s_in / 2.0 ** -GATE_FRAC)
-    m_rec, n_rec = fp.quantize_multipliers(2.0 ** -H_FRAC * s_rec / 2.0 ** -GATE_FRAC)
-    b_in = np.round(np.asarray(bias_in, np.float64) / (in_scale * s_in)).astype(np.int32)
-    return cls(w_in, b_in, m_in, n_in, w_rec, m_rec, n_rec)
+    to_gates = in_scale * s_in / 2.0 ** -GATE_FRAC
+    m_in, n_in = fp.quantize_multipliers(to_gates, f"{name}/input")
+    m_rec, n_rec = fp.quantize_multipliers(2.0 ** -H_FRAC * s_rec / 2.0 ** -GATE_FRAC,
+                                           f"{name}/recurrent")
+    b_in = int32_bias(bias_in, in_scale * s_in, w_in.shape[0], to_gates, 16, f"{name}/input")
+    return cls(w_in, b_in, m_in, n_in, w_rec, m_rec, n_rec, name)
 
   @property
   def hidden(self) -> int:
@@ -121,7 +179,7 @@ class IntLSTM:
 
   def cell(self, g_in: jax.Array, h: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One frame: input gates `g_in [B, 4H]` (Q3.12), state -> new (h, c)."""
-    acc = fp.int_matmul(h, self.w_rec)
+    acc = fp.int_matmul(h, self.w_rec, name=f"{self.name}/recurrent")
     g = fp.saturate(g_in + fp.requantize(acc, self.m_rec, self.n_rec, 16), 16)
     i, f, gg, o = jnp.split(table_index(g), 4, axis=-1)
     si, sf, so = (fp.lookup(SIGMOID, v) for v in (i, f, o))
@@ -137,7 +195,8 @@ class IntLSTM:
     state after each utterance's last frame."""
     b, t, _ = x.shape
     h, c = state if state is not None else self.init_state(b)
-    g_in = fp.requantize(fp.int_matmul(x, self.w_in, self.b_in), self.m_in, self.n_in, 16)
+    g_in = fp.requantize(fp.int_matmul(x, self.w_in, self.b_in, f"{self.name}/input"),
+                         self.m_in, self.n_in, 16)
     valid = jnp.arange(t)[None, :] < lengths[:, None]
 
     def frame(carry, inputs):

@@ -126,7 +126,7 @@ def _tanh_to_int8(g: int) -> int:
 
 
 def lstm_encoder(enc, x):
-  """`hardware.int8_transducer.IntLSTMEncoder.encode` of one utterance `[1, T, F']` (no
+  """`hardware.int8_lstm.IntLSTMEncoder.encode` of one utterance `[1, T, F']` (no
   padding) -> its frames `[1, T'', H]`."""
   for i, layer in enumerate(enc.layers):
     if i and i == enc.reduce_after and enc.reduce > 1:
@@ -245,7 +245,7 @@ def greedy(model, features, lengths, max_symbols: int) -> list[list[int]]:
   """`hardware.int8_transducer`'s encoder and greedy search, one utterance at a time: the
   encoder's int8 input `[B, T, F']` (`IntTransducer.prepare`), `lengths [B]` -> each
   utterance's tokens."""
-  from hardware.int8_transducer import IntLSTMEncoder
+  from hardware.int8_lstm import IntLSTMEncoder
   results = []
   for u in range(len(lengths)):
     if isinstance(model.encoder, IntLSTMEncoder):

@@ -1,14 +1,16 @@
-"""A trained LSTM transducer in integer form, and greedy search run as the int8 processor would.
+"""A trained transducer in integer form, and greedy search run as the int8 processor would.
 
-`convert(model, scales)` turns an `asr.models.Transducer` (LSTM encoder, LSTM or stateless
-prediction network) into an `IntTransducer` of `hardware.int8_layers`; `scales` are the int8
-scales of the activations that are not bounded by construction, from `calibrate` (the largest
-magnitude seen at each layer's input on a few training batches). What runs where:
+`convert(model, scales)` turns an `asr.models.Transducer` into an `IntTransducer` of
+`hardware.int8_layers`; `scales` are the int8 scales of the activations that are not bounded by
+construction, from `calibrate` (the largest magnitude seen at each layer's input on a few
+training batches, over valid frames only). This module is the container; each encoder family
+converts in its own module (`FAMILIES`): `hardware.int8_lstm`, `hardware.int8_transformer`
+(Transformer and Conformer). What runs where:
 
 - the front end (log-mel features, causal normalization) stays float, on the device's DSP;
-  the normalized, stacked features enter the processor as int8 at a calibrated scale;
-- the encoder: integer LSTM layers, integer layer norms (into the next layer's calibrated
-  scale), frame stacking and time reduction (moving int8 values);
+  the normalized features enter the processor as int8 at a calibrated scale (stacked, for an
+  LSTM encoder; padded to a whole streamed chunk, for a Transformer);
+- the encoder: its family's integer layers;
 - the joint: the encoder and prediction projections to Q3.12, their sum's tanh by table
   (Q0.15, then Q0.7 int8), the output layer to logits in Q7.8 int16 (a common scale for every
   output, so the argmax of the integers is the argmax of the logits);
@@ -17,10 +19,7 @@ magnitude seen at each layer's input on a few training batches). What runs where
 - greedy and beam search: `asr.decoding`'s own, through `DecodingView` (greedy takes the argmax
   of the integer logits; beam search scores their log-softmax in float).
 
-A Transformer encoder runs as `hardware.int8_transformer` describes (integer products, fixed-point
-softmax and layer norm, SiLU by table); its input is the normalized features as int8, padded to
-a whole streamed chunk. Layers this executor cannot run (a factorized layer, a Conformer's
-convolution module) fail `convert` with their name.
+Layers this executor cannot run (a factorized layer, say) fail `convert` with their name.
 """
 
 from __future__ import annotations
@@ -32,24 +31,27 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from asr.arrays import mask_padding
+from asr.arrays import length_mask
 from asr.decoding.beam import beam_decode
 from asr.decoding.greedy import greedy_decode
 from asr.models.dense import Dense, intercept_dense
 from hardware import fixed_point as fp
-from hardware.int8_layers import (ACT_FRAC, GATE_FRAC, H_FRAC, TANH, IntDense, IntLayerNorm,
-                                  IntLSTM, quantize, quantize_activation_scale, table_index)
-from hardware.int8_transformer import convert_encoder
+from hardware import int8_lstm, int8_transformer
+from hardware.int8_layers import (ACT_FRAC, GATE_FRAC, H_FRAC, TANH, IntDense, IntLSTM,
+                                  dense_arrays, quantize_activation_scale, table_index)
 
 LOGIT_FRAC = 8     # logits in Q7.8 int16
 
+# The integer form of each float encoder family (`model.encoder`): its module's
+# `stage_lengths`, `float_frames`, `note_output` and `convert_encoder`.
+FAMILIES = {"lstm": int8_lstm, "transformer": int8_transformer, "conformer": int8_transformer}
 
-def _kernel(layer, name: str):
-  """A dense layer's (kernel, bias); any other layer in its place is refused by name."""
-  if not isinstance(layer, Dense):
-    raise ValueError(f"the int8 executor cannot run layer {name!r} ({type(layer).__name__}): "
-                     "it runs dense layers")
-  return np.asarray(layer.kernel[...]), None if layer.bias is None else np.asarray(layer.bias[...])
+
+def _family(cfg):
+  if cfg.encoder not in FAMILIES:
+    raise ValueError(f"the int8 executor runs {', '.join(FAMILIES)} encoders; this model's "
+                     f"encoder is {cfg.encoder!r}")
+  return FAMILIES[cfg.encoder]
 
 
 def dense_names(model) -> dict[int, str]:
@@ -63,38 +65,40 @@ def calibrate(model, feature_batches) -> dict[str, float]:
   """The largest input magnitude of each dense layer called outside a scan (the LSTM input
   matrices, every product of a Transformer, the joint's encoder projection), over
   `feature_batches` of `(log-mel [B, T, F], lengths [B])`, run eagerly through the float model:
-  `{layer name: max |x|}` over valid frames (padding is zero, so it never raises a maximum).
-  A Transformer adds what its integer form needs: `<name>/output` (the product before SiLU),
-  `<qkv>/q`, `/k`, `/v`, and `encoder/residual` (between blocks). Layers that carry a trained
-  range (`act_range`, activation-quantized training) give that range instead."""
+  `{layer name: max |x|}` over valid frames only, so the scales do not depend on how the
+  batches were padded (a LayerNorm maps a padded frame to its bias, which can be the largest
+  value of a tensor). The encoder's family adds what its integer form needs (a Transformer:
+  `<name>/output`, the product before SiLU; `<qkv>/q`, `/k`, `/v`; `encoder/residual`, between
+  sub-blocks). Layers that carry a trained range (`act_range`, activation-quantized training)
+  give that range instead."""
+  family = _family(model.cfg)
   names = dense_names(model)
   seen: dict[str, float] = {}
-  transformer = model.cfg.encoder in ("transformer", "conformer")
+  valid: dict[int, jax.Array] = {}       # frames at a rate -> [B, frames] of the batch
 
   def note(name, values):
-    seen[name] = max(seen.get(name, 0.0), float(jnp.max(jnp.abs(values))))
+    if values.shape[1] not in valid:
+      raise ValueError(f"calibration: {name} has {values.shape[1]} frames, a frame rate of "
+                       f"none of the encoder's stages ({sorted(valid)})")
+    top = jnp.max(jnp.where(valid[values.shape[1]][..., None], jnp.abs(values), 0.0))
+    seen[name] = max(seen.get(name, 0.0), float(top))
 
   def observe(layer, x, apply):
     y = apply(x)
     if not isinstance(x, jax.core.Tracer):     # inside a scan (recurrent matrices): not needed
       name = names[id(layer)]
       note(name, x)
-      if transformer and name.endswith("/qkv"):
-        for part, values in zip("qkv", jnp.split(y, 3, axis=-1)):
-          note(f"{name}/{part}", values)
-      elif transformer and name.endswith("/pointwise_in"):     # a GLU's values, not its gates
-        note(f"{name}/values", jnp.split(y, 2, axis=-1)[0])
-      elif transformer and name.startswith("encoder/"):
-        note(f"{name}/output", y)
+      family.note_output(name, y, note)
     return y
 
   with intercept_dense(observe):
     for feats, lengths in feature_batches:
       feats, lengths = jnp.asarray(feats), jnp.asarray(lengths)
-      if transformer:
-        frames = _transformer_frames(model, feats, lengths, note)
-      else:
-        frames = model.encode(feats, lengths).frames
+      valid.clear()
+      for frames, at_rate in family.stage_lengths(model.encoder, feats.shape[1],
+                                                  lengths).items():
+        valid[frames] = length_mask(at_rate, frames)
+      frames = family.float_frames(model, feats, lengths, note)
       model.joint.project_encoder(frames)
   # A model trained with its activations on an 8-bit grid (`compression.quantization`'s
   # `act_range`, a moving average of the largest input) runs on the grid it trained with.
@@ -105,67 +109,6 @@ def calibrate(model, feature_batches) -> dict[str, float]:
         and float(trained[...]) > 0):                     # 0: never seen in training
       seen[name] = float(trained[...])
   return seen
-
-
-def _transformer_frames(model, feats, lengths, note):
-  """The float Transformer or Conformer encoder's frames on whole utterances, sub-block by
-  sub-block (as `TransformerEncoder.step` and `Block.__call__` compose them), noting the
-  residual stream's largest magnitude on valid frames after each sub-block."""
-  enc = model.encoder
-  x = model.frontend(feats, lengths)
-  x = jnp.pad(x, ((0, 0), (0, -x.shape[1] % enc.stream_multiple), (0, 0)))
-  state = enc.init_state(x.shape[0])
-  for layer, cache in zip(enc.subsampling, state.subsample):
-    x, lengths, _ = layer(cache, x, lengths)
-  residual = lambda v: note("encoder/residual", mask_padding(v, lengths))
-  residual(x)
-  positions = jnp.broadcast_to(jnp.arange(x.shape[1])[None], x.shape[:2])
-  for block, cache in zip(enc.blocks, state.layers):
-    if block.conformer:
-      x = x + 0.5 * block.ffn1(x)
-      residual(x)
-    y, _, _ = block.attention(x, lengths, positions, (cache.keys, cache.values, cache.valid))
-    x = x + y
-    residual(x)
-    if block.conformer:
-      x = x + block.conv(x, cache.conv)[0]
-      residual(x)
-      x = x + 0.5 * block.ffn2(x)
-      residual(x)
-      x = block.norm(x)
-    else:
-      x = x + block.ffn(x)
-    x = mask_padding(x, lengths)
-    residual(x)
-  return x if enc.final_norm is None else mask_padding(enc.final_norm(x), lengths)
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass
-class IntLSTMEncoder:
-  """`asr.models.lstm_encoder.LSTMEncoder` in integers: LSTM layers, layer norms, stacking."""
-  layers: list                    # [IntLSTM]
-  norms: list                     # [IntLayerNorm], or none
-  stack: int = dataclasses.field(metadata=dict(static=True))
-  reduce: int = dataclasses.field(metadata=dict(static=True))
-  reduce_after: int = dataclasses.field(metadata=dict(static=True))
-
-  def prepare(self, features: jax.Array, lengths: jax.Array, scale: float):
-    """Normalized float log-mels `[B, T, F]` -> int8 stacked frames, lengths."""
-    return quantize_features(features, lengths, self.stack, scale)
-
-  def encode(self, features: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """int8 stacked features `[B, T', F * stack]` (`prepare`) -> int8 encoder frames
-    `[B, T'', H]` at the enc_proj's input scale, and their lengths."""
-    x = features
-    for i, layer in enumerate(self.layers):
-      if i and i == self.reduce_after and self.reduce > 1:
-        x, lengths = _stack(x, lengths, self.reduce)
-      x, _ = layer.apply(x, lengths)
-      if self.norms:
-        x = self.norms[i].apply(x)
-        x = mask_padding(x, lengths, 0)
-    return x, lengths
 
 
 @jax.tree_util.register_dataclass
@@ -255,79 +198,34 @@ def _tanh_to_int8(g: jax.Array) -> jax.Array:
   return fp.saturate(fp.rounding_shift(fp.lookup(TANH, table_index(g)), ACT_FRAC - H_FRAC), 8)
 
 
-def _stack(x, lengths, factor):
-  b, t, f = x.shape
-  x = mask_padding(x, lengths, 0)
-  x = jnp.pad(x, ((0, 0), (0, -t % factor), (0, 0)))
-  return x.reshape(b, -1, f * factor), (lengths + factor - 1) // factor
-
-
 def convert(model, scales: dict[str, float]) -> IntTransducer:
   """The float `model` in integers, with the calibrated input `scales` (`calibrate`)."""
-  enc, cfg = model.encoder, model.cfg
-  if cfg.encoder == "lstm":
-    in_scale = _scale(scales, "encoder/layers/0/input")
-    s_enc = _scale(scales, "joint/enc_proj") if enc.norms else 2.0 ** -H_FRAC
-    encoder = _convert_lstm(enc, scales, in_scale)
-  elif cfg.encoder in ("transformer", "conformer"):
-    in_scale = _scale(scales, "encoder/subsampling/0/proj")
-    s_enc = _scale(scales, "joint/enc_proj")
-    encoder = convert_encoder(enc, scales, s_enc, _kernel, _scale)
-  else:
-    raise ValueError(f"the int8 executor runs LSTM and Transformer encoders; this model's "
-                     f"encoder is {cfg.encoder!r}")
+  cfg = model.cfg
+  encoder, in_scale, s_enc = _family(cfg).convert_encoder(model.encoder, scales)
   q316 = 2.0 ** -GATE_FRAC
   j = model.joint
-  enc_proj = IntDense.from_float(*_kernel(j.enc_proj, "joint/enc_proj"), s_enc, q316, 16)
-  pred_proj = IntDense.from_float(*_kernel(j.pred_proj, "joint/pred_proj"), 2.0 ** -H_FRAC,
-                                  q316, 16)
-  out = IntDense.from_float(*_kernel(j.out, "joint/out"), 2.0 ** -H_FRAC, 2.0 ** -LOGIT_FRAC,
-                            16)
+  enc_proj = IntDense.from_float(*dense_arrays(j.enc_proj, "joint/enc_proj"), s_enc, q316, 16,
+                                 name="joint/enc_proj")
+  pred_proj = IntDense.from_float(*dense_arrays(j.pred_proj, "joint/pred_proj"),
+                                  2.0 ** -H_FRAC, q316, 16, name="joint/pred_proj")
+  out = IntDense.from_float(*dense_arrays(j.out, "joint/out"), 2.0 ** -H_FRAC,
+                            2.0 ** -LOGIT_FRAC, 16, name="joint/out")
   p = model.predictor
   table = np.asarray(p.embed.embedding[...])
   s_e = quantize_activation_scale(np.abs(table).max())
   embed = np.clip(np.round(table / s_e), -127, 127).astype(np.int8)
   if cfg.predictor == "lstm":
-    k_in, b_in = _kernel(p.lstm.input, "predictor/lstm/input")
-    pred = IntLSTM.from_float(k_in, b_in, _kernel(p.lstm.recurrent, "predictor/lstm/recurrent")[0],
-                              s_e)
+    k_in, b_in = dense_arrays(p.lstm.input, "predictor/lstm/input")
+    pred = IntLSTM.from_float(k_in, b_in,
+                              dense_arrays(p.lstm.recurrent, "predictor/lstm/recurrent")[0], s_e,
+                              name="predictor/lstm")
     context = 0
   else:
-    pred = IntDense.from_float(*_kernel(p.proj, "predictor/proj"), s_e, q316, out_bits=16)
+    pred = IntDense.from_float(*dense_arrays(p.proj, "predictor/proj"), s_e, q316, out_bits=16,
+                               name="predictor/proj")
     context = p.context
   return IntTransducer(in_scale, cfg.predictor, context, encoder, enc_proj, embed, pred,
                        pred_proj, out)
-
-
-def _convert_lstm(enc, scales, in_scale: float) -> IntLSTMEncoder:
-  layers, norms = [], []
-  for i, layer in enumerate(enc.layers):
-    s_x = in_scale if i == 0 else (_scale(scales, f"encoder/layers/{i}/input") if enc.norms
-                                   else 2.0 ** -H_FRAC)
-    name = f"encoder/layers/{i}"
-    k_in, b_in = _kernel(layer.input, f"{name}/input")
-    k_rec = _kernel(layer.recurrent, f"{name}/recurrent")[0]
-    layers.append(IntLSTM.from_float(k_in, b_in, k_rec, s_x))
-    if enc.norms:
-      nxt = (f"encoder/layers/{i + 1}/input" if i + 1 < len(enc.layers) else "joint/enc_proj")
-      norm = enc.norms[i]
-      norms.append(IntLayerNorm.from_float(np.asarray(norm.scale[...]),
-                                           np.asarray(norm.bias[...]), _scale(scales, nxt)))
-  return IntLSTMEncoder(layers, norms, enc.stack, enc.reduce, enc.reduce_after)
-
-
-def _scale(scales, name):
-  if name not in scales:
-    raise ValueError(f"no calibrated scale for {name}'s input: calibrate the model "
-                     f"(hardware.int8_transducer.calibrate) on training batches first")
-  return quantize_activation_scale(scales[name])
-
-
-def quantize_features(features: jax.Array, lengths: jax.Array, stack: int, scale: float):
-  """Normalized float log-mels `[B, T, F]` -> int8 stacked frames (the processor's input)."""
-  from asr.features import stack_frames
-  x, lengths = stack_frames(features, lengths, stack)
-  return quantize(x, scale), lengths
 
 
 def greedy(model: IntTransducer, frames: jax.Array, frame_lengths: jax.Array,

@@ -30,7 +30,8 @@ Number formats (`Qm.f` as in `hardware.int8_layers`; scales from
 
 Streaming positions beyond `MAX_POSITIONS` output frames (5.5 minutes of 40 ms frames) reuse
 the last table row; evaluation utterances are far shorter. Calibration sees the residual after
-every sub-block; its 2x headroom is for audio calibration did not hear.
+every sub-block (`float_frames` walks the float encoder sub-block by sub-block), on valid
+frames only; its 2x headroom is for audio calibration did not hear.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ from asr.arrays import length_mask, mask_padding
 from asr.models.conformer import chunk_visibility
 from hardware import fixed_point as fp
 from hardware.int8_layers import (ACT_FRAC, GATE_FRAC, SIGMOID, IntDense, IntLayerNorm,
-                                  quantize, quantize_weights, table_index)
+                                  calibrated_scale, dense_arrays, int32_bias, quantize,
+                                  quantize_weights, table_index)
 
 PRE_BITS = 12          # pre-activations of SiLU: the table's index
 RESIDUAL_BITS = 16
@@ -70,10 +72,15 @@ def rotary_tables(head_dim: int, positions: int = MAX_POSITIONS) -> tuple[np.nda
   return tuple(np.round(f(angle) * 2 ** ROT_FRAC).astype(np.int32) for f in (np.cos, np.sin))
 
 
-def exact_einsum(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+def exact_einsum(spec: str, a: jax.Array, b: jax.Array, name: str,
+                 a_bounds=fp.INT8, b_bounds=fp.INT8) -> jax.Array:
   """An integer contraction computed in float32: exact while every partial sum stays below
-  2^24 (int8 scores over a head of at most 1,024 channels; uint8 probabilities times int8
-  values, whose non-zero terms are the at most `(left_chunks + 1) * chunk` visible keys)."""
+  2^24. Scores: int8 q and k over a head of at most `EXACT_K` channels (each product at most
+  2^14). Context: uint8 probabilities (`a_bounds=UINT8`) times int8 values; the probabilities
+  are non-negative and a row's sum at most 256 plus half a step per key, so no partial sum
+  exceeds 128 x (256 + keys / 2). Operands outside their bounds fail, naming `name`."""
+  fp.check_operand(a, name, a_bounds)
+  fp.check_operand(b, name, b_bounds)
   return jnp.einsum(spec, a.astype(jnp.float32), b.astype(jnp.float32)).astype(jnp.int32)
 
 
@@ -87,9 +94,9 @@ class IntActDense:
 
   @classmethod
   def from_float(cls, kernel, bias, in_scale: float, pre_max: float, out_scale: float,
-                 out_bits: int = 8, fn=silu):
+                 out_bits: int = 8, fn=silu, name: str = ""):
     pre_scale = pre_max / (2 ** (PRE_BITS - 1) - 1) if pre_max > 0 else 1.0
-    dense = IntDense.from_float(kernel, bias, in_scale, pre_scale, out_bits=PRE_BITS)
+    dense = IntDense.from_float(kernel, bias, in_scale, pre_scale, out_bits=PRE_BITS, name=name)
     return cls(dense, fp.lookup_table(fn, pre_scale, out_scale, out_bits=out_bits,
                                       in_bits=PRE_BITS), out_bits)
 
@@ -134,6 +141,7 @@ class IntAttention:
   heads: int = dataclasses.field(metadata=dict(static=True))
   chunk: int = dataclasses.field(metadata=dict(static=True))
   left: int = dataclasses.field(metadata=dict(static=True))
+  name: str = dataclasses.field(default="", metadata=dict(static=True))
 
   def rotate(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     """int8 `x [B, T, H, Dh]`, `positions [B, T]` -> rotated, int8 at sqrt(2) x's scale."""
@@ -160,11 +168,15 @@ class IntAttention:
     q, k, v = jnp.split(self.qkv.apply(self.norm.apply(r)).reshape(b, t, 3 * h, d // h), 3,
                         axis=2)
     q, k = self.rotate(q, positions), self.rotate(k, positions)
-    seen = (chunk_visibility(t, t, self.chunk, self.left)[None]
-            & length_mask(lengths, t)[:, None, :])[:, None]                   # [B, 1, T, T]
-    p = self.probabilities(exact_einsum("bqhd,bkhd->bhqk", q, k), seen)
-    ctx = exact_einsum("bhqk,bkhd->bqhd", p, v).reshape(b, t, d)
-    return self.out.apply(fp.requantize(ctx, self.ctx_m0, self.ctx_n, 8))
+    seen = self.visible(lengths, t)[:, None]                                  # [B, 1, T, T]
+    p = self.probabilities(exact_einsum("bqhd,bkhd->bhqk", q, k, f"{self.name}/scores"), seen)
+    ctx = exact_einsum("bhqk,bkhd->bqhd", p, v, f"{self.name}/context", a_bounds=fp.UINT8)
+    return self.out.apply(fp.requantize(ctx.reshape(b, t, d), self.ctx_m0, self.ctx_n, 8))
+
+  def visible(self, lengths: jax.Array, t: int) -> jax.Array:
+    """`[B, T, T]` bool: may frame `i` attend to frame `j` (its own and `left` chunks back,
+    within the utterance's length), as `asr.models.conformer.ChunkedSelfAttention` sees."""
+    return chunk_visibility(t, t, self.chunk, self.left)[None] & length_mask(lengths, t)[:, None]
 
 
 @jax.tree_util.register_dataclass
@@ -221,16 +233,24 @@ class IntBlock:
   conv: IntConvModule | None = None
   norm: IntLayerNorm | None = None   # into the int16 residual (the last block's: int8 out)
 
-  def apply(self, r: jax.Array, lengths: jax.Array, positions: jax.Array) -> jax.Array:
+  def apply(self, r: jax.Array, lengths: jax.Array, positions: jax.Array,
+            tap=lambda name, r: None) -> jax.Array:
+    """The int16 residual `[B, T, D]` -> the block's output; `tap(sub-block, r)` sees the
+    residual after each sub-block (`compare_layers`)."""
     add = lambda a, b: fp.saturate(a + b, RESIDUAL_BITS)
     if self.ffn1 is not None:
       r = add(r, self.ffn1.apply(r))
+      tap("ffn1", r)
     r = add(r, self.attention.apply(r, lengths, positions))
+    tap("attention", r)
     if self.conv is not None:
       r = add(r, self.conv.apply(r))
+      tap("conv", r)
     r = add(r, self.ffn.apply(r))
+    tap("ffn" if self.conv is None else "ffn2", r)
     if self.norm is not None:
       r = self.norm.apply(r)
+      tap("norm", r)
     return mask_padding(r, lengths, 0)
 
 
@@ -242,6 +262,7 @@ class IntTransformerEncoder:
   final_norm: IntLayerNorm | None   # -> int8 at the joint's encoder projection input scale
                                     # (a Conformer's last block norm does it instead)
   multiple: int = dataclasses.field(metadata=dict(static=True))   # input frames per chunk
+  residual_scale: float = dataclasses.field(default=1.0, metadata=dict(static=True))
 
   def prepare(self, features: jax.Array, lengths: jax.Array, scale: float):
     """Normalized float log-mels `[B, T, F]` -> int8 `[B, T', F]` (T' the next multiple of a
@@ -250,25 +271,100 @@ class IntTransformerEncoder:
     x = jnp.pad(features, ((0, 0), (0, -t % self.multiple), (0, 0)))
     return quantize(x, scale), lengths
 
-  def encode(self, x: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """int8 input (`prepare`) -> int8 encoder frames `[B, T'', D]`, their lengths."""
+  def encode(self, x: jax.Array, lengths: jax.Array,
+             tap=lambda name, x, scale: None) -> tuple[jax.Array, jax.Array]:
+    """int8 input (`prepare`) -> int8 encoder frames `[B, T'', D]`, their lengths.
+    `tap(stage, x, scale)` sees the integers after the subsampling and after each sub-block,
+    with the scale they are at (`compare_layers`)."""
     for layer in self.subsampling:
       x, lengths = layer.apply(x, lengths)
+    tap("subsampling", x, self.residual_scale)
     positions = jnp.broadcast_to(jnp.arange(x.shape[1])[None], x.shape[:2])
-    for block in self.blocks:
-      x = block.apply(x, lengths, positions)
+    for i, block in enumerate(self.blocks):
+      scale = lambda name: block.norm.out_scale if name == "norm" else self.residual_scale
+      x = block.apply(x, lengths, positions,
+                      lambda name, r: tap(f"block {i} {name}", r, scale(name)))
     if self.final_norm is not None:
       x = mask_padding(self.final_norm.apply(x), lengths, 0)
+      tap("final norm", x, self.final_norm.out_scale)
     return x, lengths
 
+  def visible_keys(self, lengths: jax.Array, frames: int) -> jax.Array:
+    """Keys each output frame attends to in every block, `[B, frames]` (0 past a length): what
+    its attention costs, counted as `ChunkedSelfAttention.macs_per_frame` counts it."""
+    seen = self.blocks[0].attention.visible(lengths, frames).sum(-1)
+    return jnp.where(length_mask(lengths, frames), seen, 0)
 
-def convert_encoder(enc, scales: dict[str, float], out_scale: float, kernel, scale
-                    ) -> IntTransformerEncoder:
-  """A float `TransformerEncoder` or `ConformerEncoder` in integers. `scales`: calibrated
-  largest magnitudes (`calibrate`); `out_scale`: the int8 scale its frames leave in;
-  `kernel(layer, name)` and `scale(scales, name)` are `hardware.int8_transducer`'s (a dense
-  layer's arrays, refusing any other layer by name; a calibrated int8 scale, naming a missing
-  one)."""
+
+# ---- calibration and conversion (`hardware.int8_transducer`) ----
+
+def stage_lengths(enc, frames: int, lengths: jax.Array) -> dict[int, jax.Array]:
+  """`{frames at a rate: lengths [B] at that rate}` for every rate the float encoder `enc`
+  multiplies at: the input padded to whole streamed chunks (as `float_frames` pads it), then
+  after each subsampling layer."""
+  t = frames + -frames % enc.stream_multiple
+  out = {}
+  for layer in enc.subsampling:
+    t, lengths = t // layer.stride, (lengths + layer.stride - 1) // layer.stride
+    out[t] = lengths
+  return out
+
+
+def float_frames(model, feats: jax.Array, lengths: jax.Array, note) -> jax.Array:
+  """The float Transformer or Conformer encoder's frames on whole utterances `[B, T'', D]`
+  (T'' of the input padded to whole streamed chunks), sub-block by sub-block as
+  `TransformerEncoder.step` and `Block.__call__` compose them, noting the residual stream's
+  largest magnitude on valid frames after each sub-block (`note("encoder/residual", x)`, x
+  zero past each length)."""
+  enc = model.encoder
+  x = model.frontend(feats, lengths)
+  x = jnp.pad(x, ((0, 0), (0, -x.shape[1] % enc.stream_multiple), (0, 0)))
+  state = enc.init_state(x.shape[0])
+  for layer, cache in zip(enc.subsampling, state.subsample):
+    x, lengths, _ = layer(cache, x, lengths)
+  residual = lambda v: note("encoder/residual", mask_padding(v, lengths))
+  residual(x)
+  positions = jnp.broadcast_to(jnp.arange(x.shape[1])[None], x.shape[:2])
+  for block, cache in zip(enc.blocks, state.layers):
+    if block.conformer:
+      x = x + 0.5 * block.ffn1(x)
+      residual(x)
+    y, _, _ = block.attention(x, lengths, positions, (cache.keys, cache.values, cache.valid))
+    x = x + y
+    residual(x)
+    if block.conformer:
+      x = x + block.conv(x, cache.conv)[0]
+      residual(x)
+      x = x + 0.5 * block.ffn2(x)
+      residual(x)
+      x = block.norm(x)
+    else:
+      x = x + block.ffn(x)
+    x = mask_padding(x, lengths)
+    residual(x)
+  return x if enc.final_norm is None else mask_padding(enc.final_norm(x), lengths)
+
+
+def note_output(name: str, y: jax.Array, note) -> None:
+  """The ranges the integer form needs of a product's output `y`: `<qkv>/q`, `/k`, `/v` (each
+  requantized at its own scale), a GLU's values (`<pointwise_in>/values`, not its gates), and
+  `<name>/output` of every encoder product (a SiLU table's input range)."""
+  if name.endswith("/qkv"):
+    for part, values in zip("qkv", jnp.split(y, 3, axis=-1)):
+      note(f"{name}/{part}", values)
+  elif name.endswith("/pointwise_in"):
+    note(f"{name}/values", jnp.split(y, 2, axis=-1)[0])
+  elif name.startswith("encoder/"):
+    note(f"{name}/output", y)
+
+
+def convert_encoder(enc, scales: dict[str, float]
+                    ) -> tuple[IntTransformerEncoder, float, float]:
+  """A float `TransformerEncoder` or `ConformerEncoder` in integers, with calibrated `scales`
+  (`hardware.int8_transducer.calibrate`) -> (the integer encoder, its input's int8 scale, its
+  output frames' int8 scale: the joint's encoder projection input)."""
+  scale, kernel = calibrated_scale, dense_arrays
+  in_scale, out_scale = scale(scales, "encoder/subsampling/0/proj"), scale(scales, "joint/enc_proj")
   if "encoder/residual" not in scales:
     scale(scales, "encoder/residual")          # the calibration error, with its advice
   s_r = 2 * scales["encoder/residual"] / (2 ** (RESIDUAL_BITS - 1) - 1)
@@ -280,7 +376,7 @@ def convert_encoder(enc, scales: dict[str, float], out_scale: float, kernel, sca
     last = i + 1 == len(enc.subsampling)
     s_out = s_r if last else scale(scales, f"encoder/subsampling/{i + 1}/proj")
     proj = IntActDense.from_float(*kernel(layer.proj, name), scale(scales, name), pre(name),
-                                  s_out, out_bits=RESIDUAL_BITS if last else 8)
+                                  s_out, out_bits=RESIDUAL_BITS if last else 8, name=name)
     sub.append(IntSubsampling(proj, layer.stride, layer.kernel))
 
   def norm(layer, s_out, bits=8):
@@ -291,9 +387,10 @@ def convert_encoder(enc, scales: dict[str, float], out_scale: float, kernel, sca
     up, down = f"{name}/up", f"{name}/down"
     s_up, s_down = scale(scales, up), scale(scales, down)
     return IntFeedForward(
-        norm(ffn.norm, s_up), IntActDense.from_float(*kernel(ffn.up, up), s_up, pre(up), s_down),
+        norm(ffn.norm, s_up),
+        IntActDense.from_float(*kernel(ffn.up, up), s_up, pre(up), s_down, name=up),
         IntDense.from_float(*kernel(ffn.down, down), s_down, s_r * (2 if half else 1),
-                            RESIDUAL_BITS))
+                            RESIDUAL_BITS, name=down))
 
   cos, sin = rotary_tables(enc.cfg.dim // enc.cfg.heads)
   blocks = []
@@ -302,15 +399,19 @@ def convert_encoder(enc, scales: dict[str, float], out_scale: float, kernel, sca
     s_x = scale(scales, f"{at}/qkv")
     s_q, s_k, s_v = (scale(scales, f"{at}/qkv/{part}") for part in "qkv")
     qkv = IntDense.from_float(*kernel(a.qkv, f"{at}/qkv"), s_x,
-                              np.repeat([s_q, s_k, s_v], a.dim))
+                              np.repeat([s_q, s_k, s_v], a.dim), name=f"{at}/qkv")
     rot = fp.quantize_multiplier(2.0 ** -ROT_FRAC / np.sqrt(2))
     head = a.dim // a.heads
+    if head > fp.EXACT_K:
+      raise ValueError(f"{at}: heads of {head} channels; float32 scores are exact over at most "
+                       f"{fp.EXACT_K}")
     score = fp.quantize_multiplier(2 * s_q * s_k / np.sqrt(head) * 2 ** EXP_FRAC)
     s_ctx = scale(scales, f"{at}/out")
     ctx = fp.quantize_multiplier(2.0 ** -PROB_FRAC * s_v / s_ctx)
-    out = IntDense.from_float(*kernel(a.out, f"{at}/out"), s_ctx, s_r, RESIDUAL_BITS)
+    out = IntDense.from_float(*kernel(a.out, f"{at}/out"), s_ctx, s_r, RESIDUAL_BITS,
+                              name=f"{at}/out")
     attention = IntAttention(norm(a.norm, s_x), qkv, *(np.int64(v) for v in rot + score + ctx),
-                             out, cos, sin, a.heads, a.chunk, a.left)
+                             out, cos, sin, a.heads, a.chunk, a.left, at)
     name = f"encoder/blocks/{i}"
     if not block.conformer:
       blocks.append(IntBlock(attention, feed_forward(block.ffn, f"{name}/ffn")))
@@ -319,29 +420,36 @@ def convert_encoder(enc, scales: dict[str, float], out_scale: float, kernel, sca
     blocks.append(IntBlock(
         attention, feed_forward(block.ffn2, f"{name}/ffn2", half=True),
         feed_forward(block.ffn1, f"{name}/ffn1", half=True),
-        _conv_module(block.conv, f"{name}/conv", scales, s_r, kernel, scale, norm),
+        _conv_module(block.conv, f"{name}/conv", scales, s_r, norm),
         norm(block.norm, out_scale if last else s_r, 8 if last else RESIDUAL_BITS)))
   final = None if enc.final_norm is None else norm(enc.final_norm, out_scale)
-  return IntTransformerEncoder(sub, blocks, final, enc.stream_multiple)
+  return (IntTransformerEncoder(sub, blocks, final, enc.stream_multiple, s_r), in_scale,
+          out_scale)
 
 
-def _conv_module(conv, name: str, scales, s_r: float, kernel, scale, norm) -> IntConvModule:
+def _conv_module(conv, name: str, scales, s_r: float, norm) -> IntConvModule:
+  scale, kernel = calibrated_scale, dense_arrays
   s_in = scale(scales, f"{name}/pointwise_in")
   k_in, b_in = kernel(conv.pointwise_in, f"{name}/pointwise_in")
   d = k_in.shape[1] // 2
   s_a = scale(scales, f"{name}/pointwise_in/values")
-  values = IntDense.from_float(k_in[:, :d], b_in[:d], s_in, s_a)
-  gates = IntDense.from_float(k_in[:, d:], b_in[d:], s_in, 2.0 ** -GATE_FRAC, out_bits=16)
+  values = IntDense.from_float(k_in[:, :d], b_in[:d], s_in, s_a,
+                               name=f"{name}/pointwise_in/values")
+  gates = IntDense.from_float(k_in[:, d:], b_in[d:], s_in, 2.0 ** -GATE_FRAC, out_bits=16,
+                              name=f"{name}/pointwise_in/gates")
   w, s_w = quantize_weights(np.asarray(conv.depthwise[...]))       # [K, D], scales [D]
   acc_scale = s_a * s_w
-  bias = np.round(np.asarray(conv.depthwise_bias[...], np.float64) / acc_scale).astype(np.int32)
+  float_bias = np.asarray(conv.depthwise_bias[...], np.float64)
   # The largest |acc| the int8 values allow, per channel; one int16 scale for all channels.
-  bound = (127 * np.abs(w.astype(np.int64)).sum(0) + np.abs(bias)) * acc_scale
+  bound = (128 * np.abs(w.astype(np.int64)).sum(0) + np.abs(np.round(float_bias / acc_scale))
+           ) * acc_scale
   s_dw = bound.max() / (2 ** 15 - 1)
   m0, n = fp.quantize_multipliers(acc_scale / s_dw)
+  bias = int32_bias(float_bias, acc_scale, w.shape[0], acc_scale / s_dw, 16,
+                    f"{name}/depthwise")
   s_out = scale(scales, f"{name}/pointwise_out")
   silu_table = fp.lookup_table(silu, 2.0 ** -DEPTH_FRAC, s_out, out_bits=8, in_bits=PRE_BITS)
   out = IntDense.from_float(*kernel(conv.pointwise_out, f"{name}/pointwise_out"), s_out, s_r,
-                            RESIDUAL_BITS)
+                            RESIDUAL_BITS, name=f"{name}/pointwise_out")
   return IntConvModule(norm(conv.norm, s_in), values, gates, w, bias, m0, n,
                        norm(conv.depth_norm, 2.0 ** -DEPTH_FRAC, PRE_BITS), silu_table, out)

@@ -1,11 +1,13 @@
 """Test helpers: models with random (not freshly initialized) parameters, a FLOP count read
-off the program itself rather than from the formulas under test, and the tiny model's training
-step on a synthetic batch."""
+off the program itself rather than from the formulas under test, a float model whose products
+see 8-bit operands, and the tiny model's training step on a synthetic batch."""
 
+import contextlib
 import math
 
 import jax
 import jax.extend as jex
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -55,6 +57,29 @@ def _count(jaxpr) -> int:
 def matmul_flops(fn, *args) -> int:
   """2 x multiply-accumulates of every matrix product `fn(*args)` executes, scans unrolled."""
   return _count(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+@contextlib.contextmanager
+def on_int8_grids(model: nnx.Module, scales: dict[str, float]):
+  """Within the block, every `Dense` of `model` multiplies its input rounded to its int8 grid
+  (step `scales[name] / 127`, from calibrated largest magnitudes; the LSTM's recurrent inputs,
+  bounded by construction, at 2^-7) by its kernel rounded per output channel (step
+  `max |w| / 127`), in float: what 8-bit operands alone cost the float model. Computed from the
+  float model and the calibrated magnitudes only, never from a converted layer."""
+  from asr.models.dense import intercept_dense
+  from hardware.int8_transducer import dense_names
+  names = dense_names(model)
+
+  def on_grids(layer, x, apply):
+    name = names[id(layer)]
+    step = 2.0 ** -7 if name.split("/")[-1] == "recurrent" else scales[name] / 127
+    kernel = layer.kernel[...]
+    w_step = jnp.where(jnp.abs(kernel).max(0) > 0, jnp.abs(kernel).max(0) / 127, 1.0)
+    return apply(jnp.clip(jnp.round(x / step), -128, 127) * step,
+                 jnp.round(kernel / w_step) * w_step)
+
+  with intercept_dense(on_grids):
+    yield
 
 
 def numpy_lstm(x, lengths, w_in, b, w_rec):

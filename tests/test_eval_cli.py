@@ -112,14 +112,23 @@ def test_eval_on_the_int8_backend(tiny_run, tiny_source, capsys):
   summary = json.loads((tiny_run / "eval" / "test_greedy_int8.json").read_text())
   assert summary["backend"] == "int8" and summary["profile"] == "npu"
   assert summary["num_utterances"] == tiny_source.splits["test"]
-  # The integer model's MACs are the float model's FLOPs / 2, counted by another module.
-  assert 2 * summary["macs_per_frame_dense"] == pytest.approx(summary["flops_per_frame"])
+  # The integer model's MACs are the float encoder's own count / 2.
+  from flax import nnx
+  from asr.training.loop import load_for_inference
+  _, graphdef, variables, _ = load_for_inference(str(tiny_run))
+  float_flops = nnx.merge(graphdef, *variables).encoder.flops_per_frame()
+  assert 2 * summary["macs_per_frame_dense"] == pytest.approx(float_flops)
+  assert summary["flops_per_frame"] == pytest.approx(float_flops)
   assert 0 < summary["macs_per_frame_executed"] <= summary["macs_per_frame_dense"]
   # Its weights as int8 in the compressed format: about a quarter of float32, and more than
   # one byte a non-zero weight.
   assert summary["num_weights"] * (1 - summary["sparsity"]) < summary["model_bytes"]
   assert summary["model_bytes"] < 0.35 * summary["model_bytes_float32"]
   assert summary["latency_ms_p50"] > 0
+  # The tiny recipe's one LSTM layer and its norm, stage by stage: errors of 8-bit values.
+  errors = summary["stage_errors"]
+  assert list(errors) == ["input", "layer 0 LSTM", "layer 0 norm"]
+  assert all(0 < e < 0.2 for e in errors.values()), errors
   lines = (tiny_run / "eval" / "test_greedy_int8.hyps.tsv").read_text().splitlines()
   assert len(lines) == 1 + summary["num_utterances"]
   assert "backend int8" in capsys.readouterr().out

@@ -94,3 +94,45 @@ def test_layer_norm_equals_reference_and_the_float_norm():
   want = gamma * (x - mean) / np.maximum(std, 1e-9) + beta
   assert np.abs(got * s_out - np.clip(want, -128 * s_out, 127 * s_out)).max() < 1.5 * s_out
   np.testing.assert_array_equal(got[0, 0], np.round(beta / s_out))
+
+
+def test_an_operand_wider_than_8_bits_fails_naming_the_layer():
+  from jax.experimental import checkify
+  from hardware.int8_transformer import exact_einsum
+  rng = np.random.default_rng(6)
+  layer = IntDense.from_float(rng.normal(0, 0.3, (8, 4)), np.zeros(4), 0.05, 0.1,
+                              name="encoder/blocks/0/ffn/up")
+  x = rng.integers(-128, 128, (2, 8)).astype(np.int32)
+  np.testing.assert_array_equal(np.asarray(_apply(layer, jnp.asarray(x))), ref.dense(layer, x))
+  x[1, 3] = 200                                   # an int16 value wired into an int8 product
+  with pytest.raises(checkify.JaxRuntimeError, match="encoder/blocks/0/ffn/up: an operand lies "
+                                                     "outside -128..127 .*max 200"):
+    _apply(layer, jnp.asarray(x))
+  # Attention's products: int8 scores, uint8 probabilities times int8 values.
+  einsum = fp.integer_jit(exact_einsum, static_argnames=("spec", "name", "a_bounds"))
+  p, v = rng.integers(0, 256, (3, 5)), rng.integers(-128, 128, (5, 4))
+  np.testing.assert_array_equal(einsum("qk,kd->qd", p, v, "att/context", fp.UINT8), p @ v)
+  with pytest.raises(checkify.JaxRuntimeError, match="att/context: an operand lies outside "
+                                                     "-128..127"):
+    einsum("qk,kd->qd", p, v, "att/context")      # probabilities are not signed 8-bit
+
+
+def test_a_bias_beyond_int32_saturates_where_the_output_does_or_is_refused_by_name():
+  rng = np.random.default_rng(7)
+  kernel = rng.normal(0, 0.3, (16, 3))
+  # Channel 1's bias is 10^7 output steps: the output saturates whatever the products, so the
+  # saturated bias gives the same result (127), and nothing wraps.
+  bias = np.array([0.1, 1e5, -0.2])
+  layer = IntDense.from_float(kernel, bias, 1e-3, 0.01, name="joint/enc_proj")
+  assert int(layer.bias[1]) == 2 ** 31 - 1 - 128 * 127 * 16
+  x = rng.integers(-128, 128, (5, 16))
+  got = np.asarray(_apply(layer, jnp.asarray(x, jnp.int32)))
+  np.testing.assert_array_equal(got, ref.dense(layer, x))
+  assert (got[:, 1] == 127).all()
+  # A channel of tiny weights: its bias is 6 x 10^10 accumulator steps but a small output (0.5
+  # at a scale of 0.01, 50 steps), which a saturated bias would get wrong.
+  kernel[:, 2] = 1e-6
+  with pytest.raises(ValueError, match="layer 'encoder/layers/0/input': the bias of output "
+                                       "channel 2 .*would not saturate"):
+    IntDense.from_float(kernel, np.array([0.1, 0.2, 0.5]), 1e-3, 0.01,
+                        name="encoder/layers/0/input")

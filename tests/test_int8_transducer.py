@@ -11,7 +11,8 @@ from asr.decoding import beam_search, greedy_search
 from asr.models import LSTMEncoderConfig, Transducer, TransducerConfig
 from hardware import fixed_point as fp
 from hardware import int8_reference as ref
-from hardware.int8_transducer import beam, calibrate, convert, greedy, quantize_features
+from hardware.int8_lstm import quantize_features
+from hardware.int8_transducer import beam, calibrate, convert, greedy
 from tests.helpers import randomize
 
 
@@ -73,6 +74,22 @@ def _edit_distance(a, b):
     for j, y in enumerate(b, 1):
       prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (x != y))
   return d[len(b)]
+
+
+def test_calibration_of_a_padded_batch_equals_one_utterance_at_a_time():
+  """As for the Transformer (`test_int8_transformer`): a padded batch's scales are the largest
+  over its utterances calibrated alone, each a whole number of stacked and reduced frames (4
+  feature frames) long, so unpadded."""
+  model = _model("lstm")
+  feats, _ = _features()
+  lengths = jnp.asarray([48, 32, 16, 4])
+  batch = calibrate(model, [(feats, lengths)])
+  alone = calibrate(model, [(feats[u:u + 1, :n], lengths[u:u + 1])
+                            for u, n in enumerate(np.asarray(lengths))])
+  assert set(batch) == set(alone) == {"encoder/layers/0/input", "encoder/layers/1/input",
+                                      "joint/enc_proj"}
+  for name in batch:
+    assert batch[name] == pytest.approx(alone[name], rel=1e-5), name
 
 
 def test_layers_it_cannot_run_and_a_missing_calibration_are_named():

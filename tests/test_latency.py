@@ -69,6 +69,33 @@ def test_simulator_and_backlog_equal_a_frame_by_frame_simulation(chunk):
   assert np.asarray(tl.latency).max() > 0.1  # some utterances queue well behind real time
 
 
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_latency_is_never_negative_when_the_audio_ends_after_its_last_frame(chunk):
+  """Audio a little longer than its frames (samples too few for one more frame): the last frame
+  arrives when the audio ends, not at `lengths * hop`, so the latency is at least that frame's
+  work, never negative. With work far below real time and a frame at a time, nothing queues:
+  the latency is exactly the last frame's cost plus the final work (a chunk's frames arrive
+  together and queue behind each other)."""
+  rng = np.random.default_rng(4)
+  b, t, hop = 16, 30, 0.04
+  cost = rng.uniform(0.0005, 0.003, (b, t)).astype(np.float32)
+  lengths = rng.integers(1, t + 1, b)
+  audio = (lengths + rng.uniform(0.05, 0.95, b)) * hop
+  final = rng.uniform(0, 0.001, b)
+  args = dict(chunk=chunk, audio_seconds=jnp.asarray(audio, jnp.float32),
+              final_cost=jnp.asarray(final))
+  hard = np.asarray(simulate(jnp.asarray(cost), jnp.asarray(lengths), hop, **args).latency)
+  soft = np.asarray(backlog_latency(jnp.asarray(cost), jnp.asarray(lengths), hop, **args))
+  last = cost[np.arange(b), lengths - 1]
+  np.testing.assert_allclose(soft, hard, atol=2e-6)
+  assert (hard >= last + final - 1e-6).all()
+  if chunk == 1:
+    np.testing.assert_allclose(hard, last + final, atol=2e-6)
+  for i in range(b):
+    assert float(hard[i]) == pytest.approx(_events(cost[i], lengths[i], hop, chunk, audio[i],
+                                                   final[i])[1], abs=2e-6)
+
+
 def test_padding_changes_nothing():
   rng = np.random.default_rng(0)
   cost = rng.exponential(0.01, (3, 12)).astype(np.float32)
