@@ -22,9 +22,11 @@ rest of the program keeps its 32-bit defaults. `hardware.int8_reference` is the 
 in plain Python integers, the reference the tests hold this to bit for bit.
 
 Products of 8-bit values are computed as float32 matrix products (exact: `int_matmul`). That is
-only true of 8-bit operands, so every product checks its operands (`check_operand`, a
-`checkify` check that `integer_jit` turns into an error naming the layer): a conversion that
-wired a wider value into a product fails instead of computing something else.
+only true of 8-bit operands, so 8-bit values are stored as int8 (uint8 for probabilities) from
+the step that makes them (`requantize` and `saturate` to 8 bits, 8-bit tables), and every
+product takes only those types (`check_operand`): a conversion that wires a wider value into a
+product fails when it is traced, naming the layer, instead of computing something else, and
+the guard costs nothing at run time.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import checkify
 
 
 def quantize_multiplier(real: float, name: str = "") -> tuple[int, int]:
@@ -68,14 +69,21 @@ def int_range(bits: int) -> tuple[int, int]:
   return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
 
+def storage(bits: int):
+  """The dtype values of `bits` signed bits are kept in: int8 for 8 (what a product takes),
+  int32 for wider ones."""
+  return jnp.int8 if bits == 8 else jnp.int32
+
+
 def requantize(acc: jax.Array, m0, n, bits: int = 8) -> jax.Array:
   """`acc` int32 (any shape, channels last) times `m0 2^-n` (scalars or per channel `[C]`),
-  rounded half up, saturated to `bits` bits -> int32 values in range. Needs x64."""
+  rounded half up, saturated to `bits` bits -> values in range, as `storage(bits)`. Needs
+  x64."""
   prod = acc.astype(jnp.int64) * jnp.asarray(m0, jnp.int64)
   n = jnp.asarray(n, jnp.int64)
   y = jnp.right_shift(prod + jnp.left_shift(jnp.int64(1), n - 1), n)
   lo, hi = int_range(bits)
-  return jnp.clip(y, lo, hi).astype(jnp.int32)
+  return jnp.clip(y, lo, hi).astype(storage(bits))
 
 
 # Products of 8-bit integers (|x w| <= 2^14) summed over at most 2^10 terms never exceed 2^24,
@@ -83,28 +91,23 @@ def requantize(acc: jax.Array, m0, n, bits: int = 8) -> jax.Array:
 # float32 matrix product of 8-bit values, K <= 1024 at a time, is the exact int32 accumulator.
 # It runs on the CPU's float GEMM, several times faster than XLA's integer dot.
 EXACT_K = 1024
-INT8 = (-128, 127)
-UINT8 = (0, 255)
 
 
-def check_operand(x: jax.Array, name: str, bounds: tuple[int, int] = INT8) -> None:
-  """Fails where `x` (an operand of an exact product) leaves `bounds`, naming `name`: at once
-  on concrete values, as a `checkify` error under `integer_jit`. An array stored as int8
-  (uint8 for `UINT8`) needs no check."""
-  if jnp.dtype(x.dtype) == (jnp.int8 if bounds == INT8 else jnp.uint8):
-    return
-  lo, hi = bounds
-  checkify.check(jnp.all((x >= lo) & (x <= hi)),
-                 f"{name or 'an int8 product'}: an operand lies outside {lo}..{hi} (min {{lo}}, "
-                 "max {hi}); the exact float32 product needs 8-bit values",
-                 lo=jnp.min(x), hi=jnp.max(x))
+def check_operand(x, name: str, dtype=jnp.int8) -> None:
+  """Refuses, naming layer `name`, an operand of an exact product that is not stored as
+  `dtype` (int8, or uint8 for probabilities): only 8-bit values keep the float32 product
+  exact, and only a step that saturates to 8 bits makes that type. Checked when traced."""
+  if jnp.dtype(x.dtype) != jnp.dtype(dtype):
+    raise ValueError(f"{name or 'an int8 product'}: an operand of type {jnp.dtype(x.dtype)}, "
+                     f"where the exact float32 product takes {jnp.dtype(dtype)} (8-bit values, "
+                     "from a step that saturates to 8 bits)")
 
 
 def int_matmul(x: jax.Array, w: jax.Array, bias: jax.Array | None = None,
                name: str = "") -> jax.Array:
-  """8-bit `x [..., K]` @ 8-bit `w [K, N]` (+ int32 `bias [N]`), accumulated exactly in int32
-  (computed in float32 over slices of `EXACT_K`, exact by the bound above). Operands outside
-  8 bits fail, naming the layer `name`."""
+  """int8 `x [..., K]` @ int8 `w [K, N]` (+ int32 `bias [N]`), accumulated exactly in int32
+  (computed in float32 over slices of `EXACT_K`, exact by the bound above). Operands of any
+  other type are refused, naming the layer `name`."""
   check_operand(x, name)
   check_operand(w, name)
   acc = None
@@ -118,12 +121,13 @@ def int_matmul(x: jax.Array, w: jax.Array, bias: jax.Array | None = None,
 def lookup_table(fn, in_scale: float, out_scale: float, out_bits: int = 8,
                  in_bits: int = 8) -> np.ndarray:
   """`fn` (a NumPy function of reals) on every `in_bits`-bit input `q` (worth `q * in_scale`),
-  on the output grid `out_scale`, saturated to `out_bits` bits: `[2^in_bits]` int32, entry
-  `q + 2^(in_bits - 1)`."""
+  on the output grid `out_scale`, saturated to `out_bits` bits: `[2^in_bits]` of
+  `storage(out_bits)`, entry `q + 2^(in_bits - 1)`."""
   lo_in, hi_in = int_range(in_bits)
   q = np.arange(lo_in, hi_in + 1)
   lo, hi = int_range(out_bits)
-  return np.clip(np.round(fn(q * np.float64(in_scale)) / out_scale), lo, hi).astype(np.int32)
+  return np.clip(np.round(fn(q * np.float64(in_scale)) / out_scale), lo, hi).astype(
+      storage(out_bits))
 
 
 def lookup(table: jax.Array, q: jax.Array) -> jax.Array:
@@ -138,8 +142,10 @@ def rounding_shift(x: jax.Array, k: int) -> jax.Array:
 
 
 def saturate(x: jax.Array, bits: int) -> jax.Array:
+  """`x` clipped to `bits` signed bits: int8 for 8 bits (`storage`), x's type otherwise."""
   lo, hi = int_range(bits)
-  return jnp.clip(x, lo, hi)
+  y = jnp.clip(x, lo, hi)
+  return y.astype(jnp.int8) if bits == 8 else y
 
 
 def isqrt(n: jax.Array) -> jax.Array:
@@ -156,18 +162,14 @@ def round_div(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def integer_jit(fn=None, **jit_kwargs):
-  """`jax.jit` whose tracing and calls run with 64-bit integers on (`requantize` needs them),
-  and whose operand checks (`check_operand`) raise `checkify.JaxRuntimeError` after the call.
+  """`jax.jit` whose tracing and calls run with 64-bit integers on (`requantize` needs them).
   Pass int64 values as NumPy arrays: `jnp.asarray` outside the x64 mode truncates to int32."""
   if fn is None:
     return functools.partial(integer_jit, **jit_kwargs)
-  # fn's signature on the checked function, so static_argnames find positional arguments.
-  jitted = jax.jit(functools.wraps(fn)(checkify.checkify(fn)), **jit_kwargs)
+  jitted = jax.jit(fn, **jit_kwargs)
 
   @functools.wraps(fn)
   def call(*args, **kwargs):
     with jax.enable_x64(True):
-      error, out = jitted(*args, **kwargs)
-    error.throw()
-    return out
+      return jitted(*args, **kwargs)
   return call

@@ -258,7 +258,7 @@ def compare_layers(model, int_model: IntTransducer, features, lengths) -> list[t
       xf, _ = stack_frames(xf, n, enc.reduce)
       xi, n = stack_frames(xi, n, enc.reduce)
     xf, _ = layer(xf.astype(jnp.float32), n)
-    xi, _ = _apply(int_layer, xi.astype(jnp.int32), n)
+    xi, _ = _apply(int_layer, xi.astype(jnp.int8), n)     # stack_frames makes it float
     stages.append((f"layer {i} LSTM", xf, xi * 2.0 ** -H_FRAC, n))
     if enc.norms:
       xf = enc.norms[i](xf)

@@ -106,9 +106,9 @@ def int32_bias(bias, acc_scale, terms: int, multiplier, out_bits: int, name: str
 
 
 def quantize(x, scale: float) -> jax.Array:
-  """Float activations -> int8 values (int32) at `scale`, rounded half to even and saturated:
-  the processor's input from the float front end (NumPy or traced arrays)."""
-  return jnp.clip(jnp.round(x / scale), -128, 127).astype(jnp.int32)
+  """Float activations -> int8 at `scale`, rounded half to even and saturated: the processor's
+  input from the float front end (NumPy or traced arrays)."""
+  return jnp.clip(jnp.round(x / scale), -128, 127).astype(jnp.int8)
 
 
 def table_index(g):
@@ -173,9 +173,9 @@ class IntLSTM:
     return self.w_rec.shape[0]
 
   def init_state(self, batch: int) -> tuple[jax.Array, jax.Array]:
-    """(h int8-valued Q0.7, c int16-valued Q3.12), as int32 arrays `[B, H]`."""
-    zeros = jnp.zeros((batch, self.hidden), jnp.int32)
-    return zeros, zeros
+    """(h int8 Q0.7, c int16-valued Q3.12 as int32), each `[B, H]`."""
+    return (jnp.zeros((batch, self.hidden), jnp.int8),
+            jnp.zeros((batch, self.hidden), jnp.int32))
 
   def cell(self, g_in: jax.Array, h: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One frame: input gates `g_in [B, 4H]` (Q3.12), state -> new (h, c)."""
@@ -234,4 +234,4 @@ class IntLayerNorm:
     var = jnp.sum(d * d, axis=-1, keepdims=True) // n              # n^2 var
     std = jnp.maximum(fp.isqrt(var), 1)                            # n std
     y = fp.round_div(d * self.gamma, std << NORM_FRAC) + self.beta
-    return fp.saturate(y, self.out_bits).astype(jnp.int32)
+    return fp.saturate(y, self.out_bits).astype(fp.storage(self.out_bits))

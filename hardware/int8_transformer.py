@@ -73,14 +73,15 @@ def rotary_tables(head_dim: int, positions: int = MAX_POSITIONS) -> tuple[np.nda
 
 
 def exact_einsum(spec: str, a: jax.Array, b: jax.Array, name: str,
-                 a_bounds=fp.INT8, b_bounds=fp.INT8) -> jax.Array:
+                 a_type=jnp.int8) -> jax.Array:
   """An integer contraction computed in float32: exact while every partial sum stays below
   2^24. Scores: int8 q and k over a head of at most `EXACT_K` channels (each product at most
-  2^14). Context: uint8 probabilities (`a_bounds=UINT8`) times int8 values; the probabilities
-  are non-negative and a row's sum at most 256 plus half a step per key, so no partial sum
-  exceeds 128 x (256 + keys / 2). Operands outside their bounds fail, naming `name`."""
-  fp.check_operand(a, name, a_bounds)
-  fp.check_operand(b, name, b_bounds)
+  2^14). Context: uint8 probabilities (`a_type=jnp.uint8`) times int8 values; the
+  probabilities are non-negative and a row's sum at most 256 plus half a step per key, so no
+  partial sum exceeds 128 x (256 + keys / 2). Operands of other types are refused, naming
+  `name` (`hardware.fixed_point.check_operand`)."""
+  fp.check_operand(a, name, a_type)
+  fp.check_operand(b, name)
   return jnp.einsum(spec, a.astype(jnp.float32), b.astype(jnp.float32)).astype(jnp.int32)
 
 
@@ -158,7 +159,7 @@ class IntAttention:
     z = fp.requantize(jnp.where(seen, scores - top, 0), self.score_m0, self.score_n, 12)
     e = jnp.where(seen, fp.lookup(EXP, z), 0)
     total = jnp.maximum(jnp.sum(e, axis=-1, keepdims=True), 1)
-    return jnp.minimum(fp.round_div(e << PROB_FRAC, total), 2 ** PROB_FRAC - 1)
+    return jnp.minimum(fp.round_div(e << PROB_FRAC, total), 2 ** PROB_FRAC - 1).astype(jnp.uint8)
 
   def apply(self, r: jax.Array, lengths: jax.Array, positions: jax.Array) -> jax.Array:
     """int16 residual `[B, T, D]` (T a multiple of `chunk`) -> the attention output in the
@@ -170,7 +171,7 @@ class IntAttention:
     q, k = self.rotate(q, positions), self.rotate(k, positions)
     seen = self.visible(lengths, t)[:, None]                                  # [B, 1, T, T]
     p = self.probabilities(exact_einsum("bqhd,bkhd->bhqk", q, k, f"{self.name}/scores"), seen)
-    ctx = exact_einsum("bhqk,bkhd->bqhd", p, v, f"{self.name}/context", a_bounds=fp.UINT8)
+    ctx = exact_einsum("bhqk,bkhd->bqhd", p, v, f"{self.name}/context", a_type=jnp.uint8)
     return self.out.apply(fp.requantize(ctx.reshape(b, t, d), self.ctx_m0, self.ctx_n, 8))
 
   def visible(self, lengths: jax.Array, t: int) -> jax.Array:
