@@ -20,8 +20,9 @@ Number formats (`Qm.f`: a signed integer worth `q * 2^-f`):
   (`int32_bias`: one too large for that is saturated where the output saturates whatever the
   products are, and refused, naming the layer, where it would not).
 
-Every layer that multiplies carries its name in the model (`encoder/layers/0/input`), so an
-error at conversion or at run time (`hardware.fixed_point.check_operand`) says which layer.
+8-bit values are stored as int8, the only type a product takes (`hardware.fixed_point`). Every
+layer that multiplies carries its name in the model (`encoder/layers/0/input`), so an error at
+conversion or when a product is traced (`hardware.fixed_point.check_operand`) says which layer.
 """
 
 from __future__ import annotations
