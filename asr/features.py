@@ -45,6 +45,11 @@ class FeatureConfig:
   def hop(self) -> int:
     return int(round(self.sample_rate * self.hop_ms / 1000))
 
+  @property
+  def hop_seconds(self) -> float:
+    """The time between feature frames: an encoder's input frame."""
+    return self.hop_ms / 1000
+
 
 def num_frames(num_samples, cfg: FeatureConfig = FeatureConfig()):
   """Frames for `num_samples` samples (NumPy or JAX ints; 0 when shorter than one window)."""

@@ -114,7 +114,7 @@ class Teacher:
 
   def __init__(self, workdir: str, step: int | None = None, form: str = "collapsed",
                cells: str = "lattice", temperature: float = 1.0):
-    from asr.training.loop import load_for_inference
+    from asr.training.loop import load_for_inference, model_config
     if form not in FORMS:
       raise ValueError(f"distillation: form={form!r} is not one of {', '.join(FORMS)}")
     if cells not in CELLS:
@@ -127,7 +127,7 @@ class Teacher:
     self.workdir, self.form, self.cells = str(workdir), form, cells
     self.temperature = float(temperature)
     self.config, self.graphdef, self._variables, self.step = load_for_inference(workdir, step)
-    self.features = F.FeatureConfig(num_mels=self.config.model.num_mels)
+    self.features = model_config(self.config).features
 
   def init(self, params):
     teacher_vocab = self.config.model.vocab

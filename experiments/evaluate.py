@@ -179,7 +179,6 @@ def main(argv=None) -> int:
 
 def first_batch_stage_errors(source, split, tokenizer, config, graphdef, variables, int_model):
   """`hardware.int8_backend.stage_errors` on the first batch of `split`."""
-  import dataclasses
   import jax.numpy as jnp
   from flax import nnx
   from asr import features as F
@@ -194,7 +193,7 @@ def first_batch_stage_errors(source, split, tokenizer, config, graphdef, variabl
     batches.close()
   model = nnx.merge(graphdef, *variables)
   feats, lengths = F.log_mel(jnp.asarray(batch["audio"]), jnp.asarray(batch["audio_lengths"]),
-                             dataclasses.replace(F.FeatureConfig(), num_mels=model.cfg.num_mels))
+                             model.cfg.features)
   return stage_errors(model, int_model, feats, lengths)
 
 

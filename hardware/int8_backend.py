@@ -173,8 +173,7 @@ def compressed_bytes(m: IntTransducer, block: int = 64, group: int | None = None
 
 
 def int8_recognizer(graphdef, variables, calibration, *, decoder: str = "greedy",
-                    beam: int = 4, max_symbols: int = 4,
-                    features: F.FeatureConfig = F.FeatureConfig()):
+                    beam: int = 4, max_symbols: int = 4):
   """`recognize(variables, audio [B, S], audio_lengths [B]) -> dict` running the int8 model
   made from `nnx.merge(graphdef, *variables)` with scales calibrated on `calibration` (audio
   batches: dicts with `audio`, `audio_lengths`), decoding greedily or with a beam (the same
@@ -183,8 +182,7 @@ def int8_recognizer(graphdef, variables, calibration, *, decoder: str = "greedy"
   if decoder not in ("greedy", "beam"):
     raise ValueError(f"decoder must be 'greedy' or 'beam', got {decoder!r}")
   model = nnx.merge(graphdef, *variables)
-  features = dataclasses.replace(features, num_mels=model.cfg.num_mels)
-  log_mel = jax.jit(lambda audio, n: F.log_mel(audio, n, features))
+  log_mel = jax.jit(lambda audio, n: F.log_mel(audio, n, model.cfg.features))
   int_model = convert(model, calibrate(
       model, (log_mel(jnp.asarray(b["audio"]), jnp.asarray(b["audio_lengths"]))
               for b in calibration)))

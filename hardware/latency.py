@@ -90,7 +90,8 @@ def streaming_latency(profile, frame_seconds: float, chunk: int = 1,
   return latency
 
 
-def encoder_chunk(encoder, input_frame_seconds: float = 0.01) -> int:
+def encoder_chunk(encoder) -> int:
   """Output frames an encoder releases at once: its streaming chunk (`stream_multiple` input
   frames) in output frames; 1 for a frame-by-frame encoder."""
-  return max(1, round(encoder.stream_multiple * input_frame_seconds / encoder.frame_seconds))
+  return max(1, round(encoder.stream_multiple * encoder.input_frame_seconds
+                      / encoder.frame_seconds))

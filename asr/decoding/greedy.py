@@ -112,16 +112,15 @@ def init_streaming(model, batch: int, max_len: int) -> StreamingState:
   return StreamingState(None, model.init_stream(batch), init_greedy_state(model, batch, max_len))
 
 
-@functools.partial(nnx.jit, static_argnames=("max_symbols", "features"))
+@functools.partial(nnx.jit, static_argnames=("max_symbols",))
 def streaming_greedy_step(model, state: StreamingState, audio: jax.Array,
-                          audio_lengths: jax.Array, *, max_symbols: int = 4,
-                          features: F.FeatureConfig = F.FeatureConfig()) -> StreamingState:
+                          audio_lengths: jax.Array, *, max_symbols: int = 4) -> StreamingState:
   """One chunk of streaming recognition from raw audio `[B, S]` (int16 or float), `[B]` real
   samples (0 once an utterance has ended): features, normalization, encoder and greedy search,
   all carried across chunks. Size chunks with `F.stream_chunk_samples(n)`, `n` a multiple of
   `model.encoder.stream_multiple`; the tokens equal full-utterance greedy search."""
-  features = dataclasses.replace(features, num_mels=model.cfg.num_mels)
-  feats, lengths, audio_state = F.stream_log_mel(state.audio, audio, audio_lengths, features)
+  feats, lengths, audio_state = F.stream_log_mel(state.audio, audio, audio_lengths,
+                                                 model.cfg.features)
   out, model_state = model.stream_step(state.model, feats, lengths)
   decoder, _ = greedy_frames(model, state.decoder, model.joint.project_encoder(out.frames),
                           out.lengths, max_symbols)

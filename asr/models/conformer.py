@@ -40,6 +40,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from asr.arrays import NEG_INF, length_mask, mask_padding, tree_where
+from asr.features import FeatureConfig
 from asr.models.dense import Dense, mixed_einsum
 from asr.models.encoder import EncoderOutput, register_encoder
 
@@ -271,8 +272,8 @@ class TransformerEncoder(nnx.Module):
 
   family = "transformer"
 
-  def __init__(self, num_mels: int, cfg: TransformerConfig, *, input_frame_seconds: float = 0.01,
-               rngs: nnx.Rngs):
+  def __init__(self, num_mels: int, cfg: TransformerConfig, *,
+               input_frame_seconds: float = FeatureConfig().hop_seconds, rngs: nnx.Rngs):
     conv_kernel = getattr(cfg, "conv_kernel", 0)
     name = f"model.{self.family}"
     if not cfg.subsample or any(s < 1 or s > cfg.subsample_kernel for s in cfg.subsample):
@@ -287,6 +288,7 @@ class TransformerEncoder(nnx.Module):
       raise ValueError(f"{name}.dropout={cfg.dropout} must be in [0, 1)")
     self.cfg = cfg
     self.subsample_factor = math.prod(cfg.subsample)
+    self.input_frame_seconds = input_frame_seconds
     self.frame_seconds = input_frame_seconds * self.subsample_factor
     dims = [num_mels] + [cfg.dim] * len(cfg.subsample)
     self.subsampling = nnx.List([CausalSubsampling(a, b, s, cfg.subsample_kernel, rngs=rngs)

@@ -17,7 +17,9 @@ output:
 
 `rng` (a PRNG key, training randomness such as dropout or Gumbel noise) and `schedules` (a dict
 of values computed from the step: temperatures, penalty weights) may be None outside training.
-Causal encoders also stream: `init_state(batch)` and `step(state, features, lengths)`, fed
+Every encoder knows `input_frame_seconds`, the hop of the features it takes (the model's
+`TransducerConfig.features`). Causal encoders also stream: `init_state(batch)` and
+`step(state, features, lengths)`, fed
 chunks of a multiple of `stream_multiple` input frames (an utterance's last chunk may hold
 fewer real frames); the streamed output equals the full-utterance output.
 

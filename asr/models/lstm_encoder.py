@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from asr.arrays import length_mask, mask_padding
-from asr.features import stack_frames
+from asr.features import FeatureConfig, stack_frames
 from asr.models.encoder import EncoderOutput, register_encoder
 from asr.models.lstm import LSTM, LSTMState
 
@@ -40,8 +40,8 @@ class LSTMEncoder(nnx.Module):
   """Streaming: `step` takes chunks whose length is a multiple of `stack * reduce` (the last
   chunk of an utterance may be shorter); the output equals the full-utterance output."""
 
-  def __init__(self, num_mels: int, cfg: LSTMEncoderConfig, *, input_frame_seconds: float = 0.01,
-               rngs: nnx.Rngs):
+  def __init__(self, num_mels: int, cfg: LSTMEncoderConfig, *,
+               input_frame_seconds: float = FeatureConfig().hop_seconds, rngs: nnx.Rngs):
     if cfg.reduce > 1 and not 1 <= cfg.reduce_after < cfg.layers:
       raise ValueError(f"model.lstm.reduce_after={cfg.reduce_after} must leave layers on both "
                        f"sides of the time reduction (1 <= reduce_after < layers={cfg.layers})")
@@ -50,6 +50,7 @@ class LSTMEncoder(nnx.Module):
     self.cfg = cfg
     self.stack, self.hidden, self.reduce = cfg.stack, cfg.hidden, cfg.reduce
     self.reduce_after = cfg.reduce_after if cfg.reduce > 1 else 0
+    self.input_frame_seconds = input_frame_seconds
     self.frame_seconds = input_frame_seconds * cfg.stack * cfg.reduce
     dims = [num_mels * cfg.stack] + [cfg.hidden] * cfg.layers
     in_dims = [d * (cfg.reduce if i == self.reduce_after and i > 0 else 1)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from asr import features as F
 from asr.arrays import length_mask
 from asr.losses import rnnt_loss_lean
 from asr.models import conformer, lstm_encoder  # noqa: F401  (register their families)
@@ -33,7 +34,6 @@ PREDICTORS = ("lstm", "stateless")
 class TransducerConfig:
   vocab: int = 29
   num_mels: int = 80
-  feature_hop_seconds: float = 0.01
   normalization: str = "causal"     # asr.models.frontend: causal, global or utterance
   norm_prior_frames: float = 100.0  # weight of the training statistics in causal normalization
   encoder: str = "lstm"             # a registered family (asr.models.encoder)
@@ -47,6 +47,12 @@ class TransducerConfig:
   loss_chunk: int = 16              # frames per joint chunk in the lean RNN-T loss
   matmul_dtype: str = "float32"     # or "bfloat16": products only (asr.models.dense)
 
+  @property
+  def features(self) -> F.FeatureConfig:
+    """The log-mel features the model takes: the one place the training step, evaluation,
+    streaming and the int8 path get them from."""
+    return F.FeatureConfig(num_mels=self.num_mels)
+
 
 class Transducer(nnx.Module):
   def __init__(self, cfg: TransducerConfig, *, rngs: nnx.Rngs):
@@ -57,7 +63,7 @@ class Transducer(nnx.Module):
     self.cfg = cfg
     self.frontend = FeatureNormalizer(cfg.num_mels, cfg.normalization, cfg.norm_prior_frames)
     self.encoder = build_encoder(cfg.encoder, cfg.encoder_config, cfg.num_mels,
-                                 input_frame_seconds=cfg.feature_hop_seconds, rngs=rngs)
+                                 input_frame_seconds=cfg.features.hop_seconds, rngs=rngs)
     if cfg.predictor == "lstm":
       self.predictor = LSTMPredictor(cfg.vocab, cfg.pred_embed, cfg.pred_hidden, rngs=rngs)
     else:

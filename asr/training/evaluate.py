@@ -15,7 +15,6 @@ frame rates compare. Beam search spends more than that; the figure describes the
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 
@@ -32,8 +31,7 @@ from asr.training.metrics import error_rates, grouped_wer, utterance_word_errors
 
 
 @functools.lru_cache(maxsize=16)
-def make_recognizer(graphdef, decoder: str = "greedy", beam: int = 4, max_symbols: int = 4,
-                    features: F.FeatureConfig = F.FeatureConfig()):
+def make_recognizer(graphdef, decoder: str = "greedy", beam: int = 4, max_symbols: int = 4):
   """`recognize(variables, audio [B, S], audio_lengths [B]) -> dict` of tokens `[B, (K,) L]`,
   lengths, scores (beam), frame lengths, per-frame encoder flops `flops [B, T']`, decoding
   flops `[B]`, and the whole work of each frame `frame_flops [B, T']` (encoder, joint, and the
@@ -45,8 +43,7 @@ def make_recognizer(graphdef, decoder: str = "greedy", beam: int = 4, max_symbol
   @jax.jit
   def recognize(variables, audio, audio_lengths):
     model = nnx.merge(graphdef, *variables)
-    feats, lengths = F.log_mel(audio, audio_lengths,
-                               dataclasses.replace(features, num_mels=model.cfg.num_mels))
+    feats, lengths = F.log_mel(audio, audio_lengths, model.cfg.features)
     enc = model.encode(feats, lengths)
     out = {"frame_lengths": enc.lengths, "flops": enc.flops}
     valid = enc.flops > 0
@@ -71,9 +68,8 @@ def make_recognizer(graphdef, decoder: str = "greedy", beam: int = 4, max_symbol
 
 
 def evaluate(graphdef, variables, batches, tokenizer, *, decoder: str = "greedy",
-             beam: int = 4, max_symbols: int = 4, max_batches: int = 0, sample_rate: int = 16000,
-             progress=None, latency=None, recognize=None,
-             backend: str = "float") -> tuple[dict, list[dict]]:
+             beam: int = 4, max_symbols: int = 4, max_batches: int = 0, progress=None,
+             latency=None, recognize=None, backend: str = "float") -> tuple[dict, list[dict]]:
   """Decodes every batch of `batches` (audio batches: `features=None`) and scores them.
   `variables`: as `make_recognizer`'s. The batches are closed when this returns.
 
@@ -84,7 +80,7 @@ def evaluate(graphdef, variables, batches, tokenizer, *, decoder: str = "greedy"
   recognize = recognize or make_recognizer(graphdef, decoder, beam, max_symbols)
   try:
     summary, rows = _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches,
-                              sample_rate, progress, latency)
+                              batches.cfg.sample_rate, progress, latency)
     summary["backend"] = backend
     return summary, rows
   finally:

@@ -164,7 +164,8 @@ def pipeline_config(config, train: bool) -> PipelineConfig:
   return PipelineConfig(
       batch_size=d.batch_size if train else d.eval_batch_size,
       bucket_seconds=tuple(d.bucket_seconds), max_chars_per_second=d.max_chars_per_second,
-      shuffle_buffer=d.shuffle_buffer, on_bad_example=d.on_bad_example)
+      shuffle_buffer=d.shuffle_buffer, on_bad_example=d.on_bad_example,
+      sample_rate=model_config(config).features.sample_rate)
 
 
 def open_dataset(config):
@@ -194,7 +195,7 @@ def build_step(config, graphdef, transforms=()):
   schedules = S.make_schedules(schedule_specs(c))
   tx = ts.make_optimizer(c.optim.weight_decay, c.optim.clip_norm)
   step_cfg = ts.StepConfig(terms=tuple(loss_weights(c).items()), augment=augment_config(c),
-                           features=F.FeatureConfig(num_mels=c.model.num_mels),
+                           features=model_config(c).features,
                            nonfinite_limit=c.train.max_nonfinite_in_a_row)
   return ts.make_train_step(graphdef, tx, step_cfg, schedules, transforms), tx, schedules
 
@@ -215,8 +216,7 @@ def estimate_feature_stats(source, config, tokenizer) -> tuple[np.ndarray, np.nd
   utterances in file order (the same on every host and every restart)."""
   cfg = dataclasses.replace(pipeline_config(config, False), on_bad_example="skip")
   batches = Batches.from_source(source, config.data.train_split, tokenizer, cfg, shuffle=False,
-                                num_epochs=1, features=F.FeatureConfig(
-                                    num_mels=config.model.num_mels))
+                                num_epochs=1, features=model_config(config).features)
   needed = config.data.stats_utterances
 
   def take():
@@ -467,7 +467,7 @@ class Trainer:
       step += 1
       done_here += 1
       recent_ids[step] = batch["ids"]
-      audio_s += batch["audio_lengths"].sum() / 16000
+      audio_s += batch["audio_lengths"].sum() / self.train_batches.cfg.sample_rate
       window.append(metrics)
       window_steps += 1
       if len(window) > LOOKAHEAD:  # the host stays at most LOOKAHEAD steps ahead
