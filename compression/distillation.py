@@ -235,8 +235,7 @@ def teacher_pass(x: LossInputs) -> tuple[Teacher, nnx.Module, object]:
     name, t = found[0]
     teacher_model = t.model(x.transform_states[name])
     feats, lengths = F.log_mel(x.batch["audio"], x.batch["audio_lengths"], t.features)
-    x.memo["distillation/teacher"] = t, teacher_model, teacher_model.encode(
-        feats, lengths, train=False)
+    x.memo["distillation/teacher"] = t, teacher_model, teacher_model.encode(feats, lengths)
   return x.memo["distillation/teacher"]
 
 

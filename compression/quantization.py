@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from asr.models.dense import Dense, in_training_pass
+from asr.models.dense import Dense, statistics_updating
 from asr.training.objective import LossInputs, register_loss_term
 from compression.surgery import dense_layers, replace
 from compression.weights import EXCLUDE, INCLUDE, Selection
@@ -202,7 +202,7 @@ class ActivationQuantizedDense(Dense):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     top = self.act_range[...]
-    if in_training_pass() and not self.bounded:
+    if statistics_updating() and not self.bounded:
       seen = jax.lax.stop_gradient(jnp.max(jnp.abs(x))).astype(jnp.float32)
       top = jnp.where(top > 0, self.momentum * top + (1 - self.momentum) * seen, seen)
       self.act_range[...] = top

@@ -248,7 +248,7 @@ def test_the_ctc_term_in_the_step_is_zero_for_the_teacher_and_leaves_the_joint_t
   from asr.training.loop import build_model
   feats, lengths = F.log_mel(batch["audio"], batch["audio_lengths"],
                              F.FeatureConfig(num_mels=c.model.num_mels))
-  frames = np.asarray(build_model(c).encode(feats, lengths, train=False).lengths)
+  frames = np.asarray(build_model(c).encode(feats, lengths).lengths)
   assert float(m["loss/distill_ctc/frames"]) == float(np.sum(frames[real]))
   # The joint's term is what it is alone (the two share the teacher's pass, nothing else).
   c_alone, transforms_alone = _student(teacher_run)
@@ -276,7 +276,7 @@ def test_the_alignment_weighted_term_in_the_step_weighs_one_per_aligned_step(tea
   model = build_model(c)
   feats, lengths = F.log_mel(batch["audio"], batch["audio_lengths"],
                              F.FeatureConfig(num_mels=c.model.num_mels))
-  frames = np.asarray(model.encode(feats, lengths, train=False).lengths)
+  frames = np.asarray(model.encode(feats, lengths).lengths)
   real = batch["audio_lengths"] > 0   # the last row is batch padding
   expected = float(np.sum(np.where(real, frames + np.asarray(batch["label_lengths"]), 0)))
   assert float(m["loss/distill/cells"]) == pytest.approx(expected, rel=1e-4)

@@ -143,7 +143,8 @@ def _act_model():
 
 def test_activation_ranges_follow_a_moving_average_of_training_inputs_only():
   from flax import nnx
-  from asr.models.dense import Dense, intercept_dense, training_pass
+  from asr.models.context import Context
+  from asr.models.dense import Dense, intercept_dense
   model = _act_model()
   layers = {"/".join(map(str, p)): m for p, m in nnx.iter_graph(model)
             if isinstance(m, Q.ActivationQuantizedDense)}
@@ -167,16 +168,24 @@ def test_activation_ranges_follow_a_moving_average_of_training_inputs_only():
     if layer is layers[name]:
       seen.setdefault(id(layer), []).append(float(jnp.max(jnp.abs(x))))
     return apply(x)
-  with training_pass(), intercept_dense(record):
-    model.encode(feats, lengths)
+  training = Context(train=True, statistics=True)
+  with intercept_dense(record):
+    model.encode(feats, lengths, training)
   first = float(layers[name].act_range[...])
   # The first observation is the range; the input's largest magnitude lands on its edge.
   assert first > 0 and seen[id(layers[name])][-1] == pytest.approx(first, rel=1e-6)
-  model.encode(feats * 5.0, lengths)     # outside a training pass: ranges stay
+  model.encode(feats * 5.0, lengths)     # an inference pass: ranges stay
   assert float(layers[name].act_range[...]) == first
   assert float(layers["encoder/layers/0/recurrent"].act_range[...]) == 1.0
-  with training_pass(), intercept_dense(record):
-    model.encode(feats * 0.5, lengths)   # inside: a moving average with momentum 0.99
+  # Decoding runs the joint and the prediction network outside the model's own passes (as a
+  # loss term that decodes in the training step does): it never writes their ranges.
+  from asr.decoding import beam_search
+  enc = model.encode(feats, lengths, training)
+  joint = {k: float(layers[k].act_range[...]) for k in ("joint/enc_proj", "joint/pred_proj")}
+  beam_search(model, enc.frames * 3.0, enc.lengths, beam=2, max_symbols=2, max_len=40)
+  assert {k: float(layers[k].act_range[...]) for k in joint} == joint
+  with intercept_dense(record):
+    model.encode(feats * 0.5, lengths, training)   # a moving average with momentum 0.99
   second_max = seen[id(layers[name])][-1]  # the quantized input's max, within half a step
   step = first / 127
   assert float(layers[name].act_range[...]) == pytest.approx(

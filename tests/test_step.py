@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from asr.models.context import Context
 from asr.training import schedules as S
 from asr.training import train_step as ts
 from asr.training import transforms as T
@@ -79,7 +80,7 @@ def _loss(c, params, state, batch):
   from asr.training.loop import build_model
   model = nnx.merge(ts.split_model(build_model(c))[0], params, state["model_state"])
   feats, lengths = F.log_mel(batch["audio"], batch["audio_lengths"])
-  nll = model.score(model.encode(feats, lengths, train=True), batch["labels"],
+  nll = model.score(model.encode(feats, lengths, Context(train=True)), batch["labels"],
                     batch["label_lengths"])
   real = batch["audio_lengths"] > 0
   labels = jnp.sum(batch["label_lengths"] * real)

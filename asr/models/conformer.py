@@ -41,6 +41,7 @@ from flax import nnx
 
 from asr.arrays import NEG_INF, length_mask, mask_padding, tree_where
 from asr.features import FeatureConfig
+from asr.models.context import Context
 from asr.models.dense import Dense, mixed_einsum
 from asr.models.encoder import EncoderOutput, register_encoder
 
@@ -323,9 +324,8 @@ class TransformerEncoder(nnx.Module):
     return ConformerState(jnp.zeros(batch, jnp.int32),
                           [s.init_state(batch) for s in self.subsampling], caches)
 
-  def step(self, state: ConformerState, features: jax.Array, lengths: jax.Array, *,
-           train: bool = False, rng: jax.Array | None = None
-           ) -> tuple[EncoderOutput, ConformerState]:
+  def step(self, state: ConformerState, features: jax.Array, lengths: jax.Array,
+           ctx: Context = Context()) -> tuple[EncoderOutput, ConformerState]:
     """`features [B, C, F]` (normalized; C a multiple of `stream_multiple`), `lengths [B]` ->
     this chunk's `C / subsample_factor` output frames and the new state."""
     if features.shape[1] % self.stream_multiple:
@@ -336,13 +336,13 @@ class TransformerEncoder(nnx.Module):
       x, out_lengths, cache = layer(cache, x, out_lengths)
       sub_state.append(cache)
     positions = state.offset[:, None] + jnp.arange(x.shape[1])
-    dropping = train and self.cfg.dropout > 0 and rng is not None
+    dropping = ctx.train and self.cfg.dropout > 0 and ctx.rng is not None
 
     def dropper(i):
       def drop(name, y):
         if not dropping:
           return y
-        key = jax.random.fold_in(jax.random.fold_in(rng, i), SUB_BLOCKS.index(name))
+        key = ctx.key(i, SUB_BLOCKS.index(name))
         keep = jax.random.bernoulli(key, 1 - self.cfg.dropout, y.shape)
         return jnp.where(keep, y / (1 - self.cfg.dropout), 0.0)
       return drop
@@ -366,18 +366,17 @@ class TransformerEncoder(nnx.Module):
                         {"flops_by_block": flops_by_block})
     return out, tree_where(lengths > 0, new, state)
 
-  def __call__(self, features: jax.Array, lengths: jax.Array, *, train: bool = False,
-               rng: jax.Array | None = None, schedules: dict | None = None) -> EncoderOutput:
-    """`features [B, T, F]` -> `ceil(T / subsample_factor)` frames (`[B, T', dim]`)."""
-    del schedules  # nothing in this family follows a schedule
+  def __call__(self, features: jax.Array, lengths: jax.Array,
+               ctx: Context = Context()) -> EncoderOutput:
+    """`features [B, T, F]` -> `ceil(T / subsample_factor)` frames (`[B, T', dim]`); every
+    leaf of `aux` with a frame axis is cut to the same frames."""
     t = features.shape[1]
     padded = jnp.pad(features, ((0, 0), (0, -t % self.stream_multiple), (0, 0)))
-    out, _ = self.step(self.init_state(features.shape[0]), padded, lengths, train=train, rng=rng)
-    keep = -(-t // self.subsample_factor)
+    out, _ = self.step(self.init_state(features.shape[0]), padded, lengths, ctx)
+    keep, frames = -(-t // self.subsample_factor), out.frames.shape[1]
+    cut = lambda v: v[:, :keep] if v.ndim >= 2 and v.shape[1] == frames else v
     return EncoderOutput(out.frames[:, :keep], out.lengths, out.flops[:, :keep],
-                         out.frame_seconds,
-                         {"flops_by_block": {k: v[:, :keep] for k, v in
-                                             out.aux["flops_by_block"].items()}})
+                         out.frame_seconds, jax.tree.map(cut, out.aux))
 
 
 register_encoder("transformer", TransformerConfig)(TransformerEncoder)

@@ -18,8 +18,9 @@ in one place:
   loss scaling float16 needs: bfloat16 has float32's exponent range);
 - layers that keep statistics of what flows through them (a subclass that fake-quantizes its
   input with a moving-average range: `compression.quantization`) update them only inside
-  `training_pass()`, which the training step enters around the forward pass: evaluation and
-  decoding use the statistics as they are.
+  `updating_statistics(True)`, which the model's own passes enter when their call context says
+  so (`asr.models.context.Context.statistics`: the training step's encode and score); evaluation,
+  decoding and a loss term that runs the model again use the statistics as they are.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from flax import nnx
 
 _INTERCEPTOR: contextvars.ContextVar[Callable | None] = contextvars.ContextVar(
     "dense_interceptor", default=None)
-_TRAINING: contextvars.ContextVar[bool] = contextvars.ContextVar("training_pass", default=False)
+_UPDATING: contextvars.ContextVar[bool] = contextvars.ContextVar("updating_statistics",
+                                                                 default=False)
 
 
 MATMUL_DTYPES = ("float32", "bfloat16")
@@ -114,14 +116,15 @@ def intercept_dense(fn: Callable[[Dense, jax.Array, Callable], jax.Array]):
 
 
 @contextlib.contextmanager
-def training_pass():
-  """Within the block, layers with statistics update them (see the module docstring)."""
-  token = _TRAINING.set(True)
+def updating_statistics(on: bool = True):
+  """Within the block, layers with statistics update them iff `on` (see the module
+  docstring); blocks nest, the innermost decides."""
+  token = _UPDATING.set(bool(on))
   try:
     yield
   finally:
-    _TRAINING.reset(token)
+    _UPDATING.reset(token)
 
 
-def in_training_pass() -> bool:
-  return _TRAINING.get()
+def statistics_updating() -> bool:
+  return _UPDATING.get()

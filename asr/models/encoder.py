@@ -3,7 +3,7 @@
 Every encoder (LSTM stack, Transformer, the amortized encoders to come) has one call and one
 output:
 
-  encoder(features [B, T, F], lengths [B], *, train, rng, schedules) -> EncoderOutput
+  encoder(features [B, T, F], lengths [B], ctx) -> EncoderOutput
 
 - `frames [B, T', H]`, `lengths [B]`: the output frames, zero past each length; padded input
   frames never change a valid frame (mask after every normalization).
@@ -15,8 +15,9 @@ output:
 - `aux`: whatever penalties and auxiliary losses need (frames below a time reduction, routing
   probabilities, gate decisions).
 
-`rng` (a PRNG key, training randomness such as dropout or Gumbel noise) and `schedules` (a dict
-of values computed from the step: temperatures, penalty weights) may be None outside training.
+`ctx` (`asr.models.context.Context`) carries the training flag, a PRNG key (dropout, Gumbel
+noise), the step's schedule values (temperatures, penalty weights) and whether statistics
+update; the default is inference.
 Every encoder knows `input_frame_seconds`, the hop of the features it takes (the model's
 `TransducerConfig.features`). Causal encoders also stream: `init_state(batch)` and
 `step(state, features, lengths)`, fed

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from asr.arrays import length_mask, mask_padding
+from asr.models.context import Context
 from asr.features import FeatureConfig, stack_frames
 from asr.models.encoder import EncoderOutput, register_encoder
 from asr.models.lstm import LSTM, LSTMState
@@ -77,13 +78,12 @@ class LSTMEncoder(nnx.Module):
   def init_state(self, batch: int) -> list[LSTMState]:
     return [layer.init_state(batch) for layer in self.layers]
 
-  def step(self, state: list[LSTMState], features: jax.Array, lengths: jax.Array, *,
-           train: bool = False, rng: jax.Array | None = None
-           ) -> tuple[EncoderOutput, list[LSTMState]]:
+  def step(self, state: list[LSTMState], features: jax.Array, lengths: jax.Array,
+           ctx: Context = Context()) -> tuple[EncoderOutput, list[LSTMState]]:
     """`features [B, C, F]` (normalized), `lengths [B]` -> this chunk's output, new state."""
     x, lengths = stack_frames(features, lengths, self.stack)
     new_state, aux = [], {}
-    dropout = train and self.cfg.dropout > 0 and rng is not None
+    dropout = ctx.train and self.cfg.dropout > 0 and ctx.rng is not None
     for i, (layer, s) in enumerate(zip(self.layers, state)):
       if i and i == self.reduce_after:
         aux = {"pre_reduction": x, "pre_reduction_lengths": lengths}
@@ -94,15 +94,13 @@ class LSTMEncoder(nnx.Module):
         # enter the next time reduction and the result would depend on the bucket.
         x = mask_padding(self.norms[i](x), lengths)
       if dropout and i < len(self.layers) - 1:
-        keep = jax.random.bernoulli(jax.random.fold_in(rng, i), 1 - self.cfg.dropout, x.shape)
+        keep = jax.random.bernoulli(ctx.key(i), 1 - self.cfg.dropout, x.shape)
         x = jnp.where(keep, x / (1 - self.cfg.dropout), 0.0)
       new_state.append(s)
     flops = jnp.where(length_mask(lengths, x.shape[1]), float(self.flops_per_frame()), 0.0)
     return EncoderOutput(x, lengths, flops, self.frame_seconds, aux), new_state
 
-  def __call__(self, features: jax.Array, lengths: jax.Array, *, train: bool = False,
-               rng: jax.Array | None = None, schedules: dict | None = None) -> EncoderOutput:
-    del schedules  # nothing in this family follows a schedule
-    out, _ = self.step(self.init_state(features.shape[0]), features, lengths, train=train,
-                       rng=rng)
+  def __call__(self, features: jax.Array, lengths: jax.Array,
+               ctx: Context = Context()) -> EncoderOutput:
+    out, _ = self.step(self.init_state(features.shape[0]), features, lengths, ctx)
     return out

@@ -4,8 +4,11 @@ network, the joint and an optional CTC head.
 `encode` and `score` are separate so several hypotheses (MWER) or a teacher's outputs
 (distillation) reuse one encoder pass:
 
-  encoded = model.encode(features, feature_lengths, train=..., rng=..., schedules=...)
-  nll = model.score(encoded, labels, label_lengths)   # {"rnnt": [B] or [B, K], "ctc": ...}
+  encoded = model.encode(features, feature_lengths, ctx)   # ctx: asr.models.context.Context
+  nll = model.score(encoded, labels, label_lengths, ctx)   # {"rnnt": [B] or [B, K], "ctc": ...}
+
+The call context (training flag, key, schedule values, whether statistics update) reaches every
+layer of the encoder; without one, a pass is inference.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from asr import features as F
 from asr.arrays import length_mask
 from asr.losses import rnnt_loss_lean
 from asr.models import conformer, lstm_encoder  # noqa: F401  (register their families)
+from asr.models.context import Context
 from asr.models.dense import Dense, check_matmul_dtype, set_matmul_dtype
 from asr.models.encoder import EncoderOutput, build_encoder
 from asr.models.frontend import FeatureNormalizer
@@ -76,15 +80,17 @@ class Transducer(nnx.Module):
 
   # ---- encode once ----
 
-  def encode(self, features: jax.Array, lengths: jax.Array, *, train: bool = False,
-             rng: jax.Array | None = None, schedules: dict | None = None) -> EncoderOutput:
+  def encode(self, features: jax.Array, lengths: jax.Array,
+             ctx: Context | None = None) -> EncoderOutput:
     """Log-mel `features [B, T, F]`, `lengths [B]` -> the encoder's output (normalized here)."""
-    return self.encoder(self.frontend(features, lengths), lengths, train=train, rng=rng,
-                        schedules=schedules)
+    ctx = ctx or Context()
+    with ctx.updating():
+      return self.encoder(self.frontend(features, lengths), lengths, ctx)
 
   # ---- score many ----
 
-  def score(self, encoded: EncoderOutput, labels: jax.Array, label_lengths: jax.Array) -> dict:
+  def score(self, encoded: EncoderOutput, labels: jax.Array, label_lengths: jax.Array,
+            ctx: Context | None = None) -> dict:
     """Negative log-likelihoods of label sequences given one encoder pass.
 
     `labels [B, U]` with `label_lengths [B]` -> `{"rnnt": [B]}`; or `K` hypotheses per
@@ -92,6 +98,10 @@ class Transducer(nnx.Module):
     `"ctc"` alike (computed below a time reduction, where every character has a frame; 0 where
     the frames cannot hold the labels) and `"ctc_feasible"` (bool: where they can).
     """
+    with (ctx or Context()).updating():
+      return self._score(encoded, labels, label_lengths)
+
+  def _score(self, encoded, labels, label_lengths):
     k = labels.shape[1] if labels.ndim == 3 else None
     flat_labels = labels.reshape(-1, labels.shape[-1])
     flat_lengths = label_lengths.reshape(-1)

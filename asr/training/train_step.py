@@ -30,7 +30,7 @@ from flax import nnx
 
 from asr import features as F
 from asr.arrays import tree_where
-from asr.models.dense import training_pass
+from asr.models.context import Context
 from asr.training import objective
 from asr.training import transforms as T
 
@@ -86,8 +86,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: StepConfig,
     seen = T.apply_all(transforms, params, state["transforms"], state["step"], values)
     # Fresh variables of this trace (copy): layers with statistics may then update them.
     model = nnx.merge(graphdef, seen, state["model_state"], copy=True)
-    with training_pass():
-      loss, metrics = forward(model, seen, state, batch, values, k_augment, k_model, k_terms)
+    loss, metrics = forward(model, seen, state, batch, values, k_augment, k_model, k_terms)
     # Statistics the forward pass updated (activation ranges); unchanged for most models.
     return loss, (metrics, split_model(model)[2])
 
@@ -97,8 +96,10 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: StepConfig,
       # A schedule named `augment_strength` ramps augmentation in (SpecAugment late in training).
       feats, lengths = F.augment(k_augment, feats, lengths, cfg.augment,
                                  values.get("augment_strength", 1.0))
-    encoded = model.encode(feats, lengths, train=True, rng=k_model, schedules=values)
-    nll = model.score(encoded, batch["labels"], batch["label_lengths"])
+    # The model's own pass updates statistics; a loss term that runs it again does not.
+    ctx = Context(train=True, rng=k_model, schedules=values, statistics=True)
+    encoded = model.encode(feats, lengths, ctx)
+    nll = model.score(encoded, batch["labels"], batch["label_lengths"], ctx)
     is_real = batch["audio_lengths"] > 0
     real = is_real.astype(jnp.float32)
     inputs = objective.LossInputs(
