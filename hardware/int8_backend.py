@@ -25,9 +25,10 @@ from flax import nnx
 from asr import features as F
 from hardware import fixed_point as fp
 from hardware.int8_layers import IntDense, IntLayerNorm, IntLSTM
+from hardware.int8_layers import weight_macs as _macs
 from hardware.int8_lstm import IntLSTMEncoder, quantize_features
 from hardware.int8_transducer import IntTransducer, calibrate, convert, greedy
-from hardware.int8_transformer import IntActDense
+from hardware.int8_transformer import IntActDense, IntConvModule
 from hardware.int8_transducer import beam as beam_search
 from hardware.weight_format import packed_bytes
 
@@ -48,43 +49,18 @@ class Work:
     return self.encoder_frame + self.attention_key * keys
 
 
-def _macs(w, executed: bool) -> int:
-  return int(np.count_nonzero(np.asarray(w))) if executed else int(np.asarray(w).size)
-
-
 def model_work(m: IntTransducer, executed: bool = False) -> Work:
-  """Dense MACs (`executed=False`) or those on non-zero weights only. A Transformer's
-  attention scores and weighted values cost `2 x dim` MACs a visible key (`attention_key`), as
-  the float model counts them, never skipped (their operands are activations)."""
+  """Dense MACs (`executed=False`) or those on non-zero weights only, the encoder's as its
+  units count them (`macs`). A Transformer's attention scores and weighted values cost
+  `2 x dim` MACs a visible key (`attention_key`), as the float model counts them, never skipped
+  (their operands are activations)."""
   out = _macs(m.out.kernel, executed)
   if m.predictor_kind == "lstm":
     pred = _macs(m.pred.w_in, executed) + _macs(m.pred.w_rec, executed)
   else:
     pred = _macs(m.pred.kernel, executed)
-  per_key = sum(2 * b.attention.out.kernel.shape[0] for b in getattr(m.encoder, "blocks", ()))
-  return Work(_encoder_macs(m.encoder, executed), _macs(m.enc_proj.kernel, executed) + out,
-              pred + _macs(m.pred_proj.kernel, executed) + out, per_key)
-
-
-def _encoder_macs(enc, executed: bool) -> int:
-  """MACs per encoder output frame on weights (a Transformer's attention over its keys is
-  `Work.attention_key`'s)."""
-  if isinstance(enc, IntLSTMEncoder):
-    total = 0
-    for i, layer in enumerate(enc.layers):
-      per = _macs(layer.w_in, executed) + _macs(layer.w_rec, executed)
-      total += per * (enc.reduce if i < enc.reduce_after and enc.reduce > 1 else 1)
-    return total
-  total, per_output = 0, 1
-  for layer in reversed(enc.subsampling):
-    total += _macs(layer.proj.dense.kernel, executed) * per_output
-    per_output *= layer.stride
-  for name, layer in _encoder_layers(enc).items():
-    if isinstance(layer, (IntDense, IntActDense)) and not name.startswith("encoder/subsampling"):
-      total += _macs(getattr(layer, "dense", layer).kernel, executed)
-    elif name.endswith("/depthwise"):
-      total += _macs(layer, executed)
-  return total
+  return Work(m.encoder.macs(executed), _macs(m.enc_proj.kernel, executed) + out,
+              pred + _macs(m.pred_proj.kernel, executed) + out, m.encoder.macs_per_key)
 
 
 def _encoder_layers(enc) -> dict[str, object]:
@@ -95,21 +71,12 @@ def _encoder_layers(enc) -> dict[str, object]:
     out.update({f"encoder/norms/{i}": n for i, n in enumerate(enc.norms)})
     return out
   out = {f"encoder/subsampling/{i}/proj": layer.proj for i, layer in enumerate(enc.subsampling)}
-  for i, block in enumerate(enc.blocks):
-    a, name = block.attention, f"encoder/blocks/{i}"
-    out.update({f"{name}/attention/norm": a.norm, f"{name}/attention/qkv": a.qkv,
-                f"{name}/attention/out": a.out})
-    conformer = block.conv is not None
-    for key, ffn in ((f"{name}/ffn1", block.ffn1),
-                     (f"{name}/ffn2" if conformer else f"{name}/ffn", block.ffn)):
-      if ffn is not None:
-        out.update({f"{key}/norm": ffn.norm, f"{key}/up": ffn.up, f"{key}/down": ffn.down})
-    if conformer:
-      c = block.conv
-      out.update({f"{name}/conv/norm": c.norm, f"{name}/conv/values": c.values,
-                  f"{name}/conv/gates": c.gates, f"{name}/conv/depthwise": c.depthwise,
-                  f"{name}/conv/depth_norm": c.depth_norm, f"{name}/conv/pointwise_out": c.out,
-                  f"{name}/norm": block.norm})
+  for block in enc.blocks:
+    for unit_name in block.layout:
+      for key, layer in block.units[unit_name].layers().items():
+        out[f"{block.where}/{unit_name}/{key}"] = layer
+    if block.norm is not None:
+      out[f"{block.where}/norm"] = block.norm
   if enc.final_norm is not None:
     out["encoder/final_norm"] = enc.final_norm
   return out
@@ -164,10 +131,10 @@ def compressed_bytes(m: IntTransducer, block: int = 64, group: int | None = None
       total += int(np.asarray(layer.table).size) * layer.out_bits // 8
     elif isinstance(layer, IntLayerNorm):
       total += 8 * int(np.asarray(layer.gamma).size)
-  for block in getattr(m.encoder, "blocks", ()):
-    if block.conv is not None:   # the depthwise biases; the SiLU table (4,096 int8 entries)
-      biases.append(block.conv.depthwise_bias)
-      total += int(np.asarray(block.conv.silu).size)
+  for unit in (u for b in getattr(m.encoder, "blocks", ()) for u in b.units.values()):
+    if isinstance(unit, IntConvModule):  # the depthwise biases; its SiLU table (4,096 int8)
+      biases.append(unit.depthwise_bias)
+      total += int(np.asarray(unit.silu).size)
   total += 4 * sum(int(np.asarray(b).size) for b in biases)
   return int(total)
 
@@ -278,21 +245,21 @@ def stage_errors(model, int_model: IntTransducer, features, lengths) -> dict[str
 
 
 def _compare_transformer(model, int_model: IntTransducer, features, lengths) -> list[tuple]:
-  """`compare_layers` of a Transformer or Conformer encoder: the float residual stream as
-  `hardware.int8_transformer.float_frames` notes it, beside the integer encoder's (run eagerly:
-  a diagnostic, and its stage names are Python values)."""
-  from hardware.int8_transformer import float_frames
+  """`compare_layers` of a Transformer or Conformer encoder: the float residual stream as the
+  float blocks hand it to `observe`, beside the integer encoder's taps of the same names (both
+  run eagerly: a diagnostic, whose stage names are Python values)."""
+  from asr.models.context import Context
   features, lengths = jnp.asarray(features), jnp.asarray(lengths)
-  floats = []
-  frames = float_frames(model, features, lengths,
-                        lambda name, v: floats.append(v) if name == "encoder/residual" else 0)
-  if model.encoder.final_norm is not None:
-    floats.append(frames)
+  floats = {}
+  encoded = model.encode(features, lengths,
+                         Context(observe=lambda name, v: floats.__setitem__(name, v)))
   ints = []
   x, xl = int_model.prepare(model.frontend(features, lengths), lengths)
   with jax.enable_x64(True):
     _, n = int_model.encoder.encode(x, xl, tap=lambda name, v, scale: ints.append(
         (name, np.asarray(v, np.float64) * scale)))
-  assert len(ints) == len(floats), (len(ints), len(floats))
-  return [(name, np.asarray(f, np.float32), q.astype(np.float32), np.asarray(n))
-          for (name, q), f in zip(ints, floats)]
+  t = floats["encoder/subsampling"].shape[1]      # the encoder's output, at the taps' frames
+  floats["encoder/final_norm"] = jnp.pad(encoded.frames,
+                                         ((0, 0), (0, t - encoded.frames.shape[1]), (0, 0)))
+  return [(name, np.asarray(floats[name], np.float32), q.astype(np.float32), np.asarray(n))
+          for name, q in ints]

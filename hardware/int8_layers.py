@@ -106,6 +106,12 @@ def int32_bias(bias, acc_scale, terms: int, multiplier, out_bits: int, name: str
   return np.clip(b, -room, room).astype(np.int32)
 
 
+def weight_macs(w, executed: bool = False) -> int:
+  """MACs of a weight matrix per input row: all its weights, or (`executed`) its non-zero ones,
+  what a processor that skips zeros spends."""
+  return int(np.count_nonzero(np.asarray(w))) if executed else int(np.asarray(w).size)
+
+
 def quantize(x, scale: float) -> jax.Array:
   """Float activations -> int8 at `scale`, rounded half to even and saturated: the processor's
   input from the float front end (NumPy or traced arrays)."""

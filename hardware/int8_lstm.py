@@ -1,12 +1,8 @@
 """The LSTM encoder family (`asr.models.lstm_encoder`) in integers: frame stacking, integer LSTM
 layers (`hardware.int8_layers.IntLSTM`: a Q3.12 cell, h in Q0.7), integer layer norms into the
 next layer's calibrated int8 scale, and the time reduction (moving int8 values).
-`hardware.int8_reference.lstm_encoder` computes the same with Python integers.
-
-What `hardware.int8_transducer` needs of a family: `stage_lengths` (which frames are valid at
-each frame rate, so calibration sees only those), `float_frames` (the float encoder, walked as
-calibration observes it), `note_output` (nothing: the LSTM family's ranges are its products'
-inputs) and `convert_encoder`.
+`hardware.int8_reference.lstm_encoder` computes the same with Python integers. Registered as
+the `lstm` family of `hardware.int8_families`.
 """
 
 from __future__ import annotations
@@ -19,8 +15,9 @@ import numpy as np
 
 from asr.arrays import mask_padding
 from asr.features import stack_frames
+from hardware.int8_families import register_int8_family
 from hardware.int8_layers import (H_FRAC, IntLayerNorm, IntLSTM, calibrated_scale, dense_arrays,
-                                  quantize)
+                                  quantize, weight_macs)
 
 
 @jax.tree_util.register_dataclass
@@ -54,6 +51,17 @@ class IntLSTMEncoder:
     """No attention: zero keys a frame, `[B, frames]`."""
     return jnp.zeros((lengths.shape[0], frames), jnp.int32)
 
+  macs_per_key = 0
+
+  def macs(self, executed: bool = False) -> int:
+    """MACs per output frame (`executed`: on non-zero weights): both products of every layer,
+    the layers below the time reduction `reduce` times."""
+    total = 0
+    for i, layer in enumerate(self.layers):
+      per = weight_macs(layer.w_in, executed) + weight_macs(layer.w_rec, executed)
+      total += per * (self.reduce if i < self.reduce_after and self.reduce > 1 else 1)
+    return total
+
 
 def _stack(x, lengths, factor):
   b, t, f = x.shape
@@ -78,13 +86,6 @@ def stage_lengths(enc, frames: int, lengths: jax.Array) -> dict[int, jax.Array]:
   if enc.reduce > 1:
     out[-(-t // enc.reduce)] = (lengths + enc.reduce - 1) // enc.reduce
   return out
-
-
-def float_frames(model, feats: jax.Array, lengths: jax.Array, note) -> jax.Array:
-  """The float encoder's frames `[B, T'', H]` (zero past each length): its products are
-  observed through `asr.models.dense.intercept_dense`; nothing else needs noting."""
-  del note
-  return model.encode(feats, lengths).frames
 
 
 def note_output(name: str, y: jax.Array, note) -> None:
@@ -113,3 +114,7 @@ def convert_encoder(enc, scales: dict[str, float]) -> tuple[IntLSTMEncoder, floa
                                            calibrated_scale(scales, nxt)))
   return (IntLSTMEncoder(layers, norms, enc.stack, enc.reduce, enc.reduce_after), in_scale,
           out_scale)
+
+
+register_int8_family("lstm", stage_lengths=stage_lengths, note_output=note_output,
+                     convert_encoder=convert_encoder)

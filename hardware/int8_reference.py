@@ -207,13 +207,14 @@ def transformer_encoder(enc, x, n: int):
     taps = np.concatenate([joined[i:i + t:layer.stride] for i in range(layer.kernel)], axis=1)
     n = -(-n // layer.stride)
     x = masked(_table(layer.proj, taps), n)
+  from hardware.int8_transformer import IntAttention, IntConvModule, IntFeedForward
+  plain = {IntFeedForward: lambda u, x: feed_forward(u, x),
+           IntAttention: lambda u, x: _attention(u, x, n),
+           IntConvModule: lambda u, x: _conv_module(u, x)}
   for block in enc.blocks:
-    if block.ffn1 is not None:
-      x = add(x, feed_forward(block.ffn1, x))
-    x = add(x, _attention(block.attention, x, n))
-    if block.conv is not None:
-      x = add(x, _conv_module(block.conv, x))
-    x = add(x, feed_forward(block.ffn, x))
+    for name in block.layout:             # the units in order, each added to the residual
+      unit = block.units[name]
+      x = add(x, plain[type(unit)](unit, x))
     if block.norm is not None:
       x = layer_norm(block.norm, x)
     x = masked(x, n)

@@ -4,8 +4,8 @@
 `hardware.int8_layers`; `scales` are the int8 scales of the activations that are not bounded by
 construction, from `calibrate` (the largest magnitude seen at each layer's input on a few
 training batches, over valid frames only). This module is the container; each encoder family
-converts in its own module (`FAMILIES`): `hardware.int8_lstm`, `hardware.int8_transformer`
-(Transformer and Conformer). What runs where:
+converts in its own module, registered by the family's name (`hardware.int8_families`):
+`hardware.int8_lstm`, `hardware.int8_transformer` (Transformer and Conformer). What runs where:
 
 - the front end (log-mel features, causal normalization) stays float, on the device's DSP;
   the normalized features enter the processor as int8 at a calibrated scale (stacked, for an
@@ -34,24 +34,15 @@ from flax import nnx
 from asr.arrays import length_mask
 from asr.decoding.beam import beam_decode
 from asr.decoding.greedy import greedy_decode
+from asr.models.context import Context
 from asr.models.dense import Dense, intercept_dense
 from hardware import fixed_point as fp
-from hardware import int8_lstm, int8_transformer
+from hardware import int8_lstm, int8_transformer  # noqa: F401  (register their families)
+from hardware.int8_families import int8_family
 from hardware.int8_layers import (ACT_FRAC, GATE_FRAC, H_FRAC, TANH, IntDense, IntLSTM,
                                   dense_arrays, quantize_activation_scale, table_index)
 
 LOGIT_FRAC = 8     # logits in Q7.8 int16
-
-# The integer form of each float encoder family (`model.encoder`): its module's
-# `stage_lengths`, `float_frames`, `note_output` and `convert_encoder`.
-FAMILIES = {"lstm": int8_lstm, "transformer": int8_transformer, "conformer": int8_transformer}
-
-
-def _family(cfg):
-  if cfg.encoder not in FAMILIES:
-    raise ValueError(f"the int8 executor runs {', '.join(FAMILIES)} encoders; this model's "
-                     f"encoder is {cfg.encoder!r}")
-  return FAMILIES[cfg.encoder]
 
 
 def dense_names(model) -> dict[int, str]:
@@ -68,10 +59,11 @@ def calibrate(model, feature_batches) -> dict[str, float]:
   `{layer name: max |x|}` over valid frames only, so the scales do not depend on how the
   batches were padded (a LayerNorm maps a padded frame to its bias, which can be the largest
   value of a tensor). The encoder's family adds what its integer form needs (a Transformer:
-  `<name>/output`, the product before SiLU; `<qkv>/q`, `/k`, `/v`; `encoder/residual`, between
-  sub-blocks). Layers that carry a trained range (`act_range`, activation-quantized training)
-  give that range instead."""
-  family = _family(model.cfg)
+  `<name>/output`, the product before SiLU; `<qkv>/q`, `/k`, `/v`), and `encoder/residual` is
+  the residual stream's, which the float encoder's blocks hand to the call context's `observe`
+  after every unit. Layers that carry a trained range (`act_range`, activation-quantized
+  training) give that range instead."""
+  family = int8_family(model.cfg.encoder)
   names = dense_names(model)
   seen: dict[str, float] = {}
   valid: dict[int, jax.Array] = {}       # frames at a rate -> [B, frames] of the batch
@@ -91,6 +83,7 @@ def calibrate(model, feature_batches) -> dict[str, float]:
       family.note_output(name, y, note)
     return y
 
+  ctx = Context(observe=lambda name, x: note("encoder/residual", x))
   with intercept_dense(observe):
     for feats, lengths in feature_batches:
       feats, lengths = jnp.asarray(feats), jnp.asarray(lengths)
@@ -98,8 +91,10 @@ def calibrate(model, feature_batches) -> dict[str, float]:
       for frames, at_rate in family.stage_lengths(model.encoder, feats.shape[1],
                                                   lengths).items():
         valid[frames] = length_mask(at_rate, frames)
-      frames = family.float_frames(model, feats, lengths, note)
-      model.joint.project_encoder(frames)
+      encoded = model.encode(feats, lengths, ctx)
+      t = encoded.frames.shape[1]
+      valid[t] = length_mask(encoded.lengths, t)    # the frames the encoder hands the joint
+      model.joint.project_encoder(encoded.frames)
   # A model trained with its activations on an 8-bit grid (`compression.quantization`'s
   # `act_range`, a moving average of the largest input) runs on the grid it trained with.
   for path, node in nnx.iter_graph(model):
@@ -201,7 +196,7 @@ def _tanh_to_int8(g: jax.Array) -> jax.Array:
 def convert(model, scales: dict[str, float]) -> IntTransducer:
   """The float `model` in integers, with the calibrated input `scales` (`calibrate`)."""
   cfg = model.cfg
-  encoder, in_scale, s_enc = _family(cfg).convert_encoder(model.encoder, scales)
+  encoder, in_scale, s_enc = int8_family(cfg.encoder).convert_encoder(model.encoder, scales)
   q316 = 2.0 ** -GATE_FRAC
   j = model.joint
   enc_proj = IntDense.from_float(*dense_arrays(j.enc_proj, "joint/enc_proj"), s_enc, q316, 16,

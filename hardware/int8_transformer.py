@@ -3,6 +3,13 @@ matrix product int8 x int8 into int32, every nonlinearity a table, softmax and l
 normalization in fixed point. `hardware.int8_reference` computes the same with Python
 integers and the tests hold the two equal.
 
+The integer encoder is built from the float one's description: each float block's layout of
+residual units (`asr.models.blocks.Block.layout`) becomes an `IntBlock` running the same units
+in the same order, each converted by the converter registered for its float class
+(`register_int_unit`; a unit's scale is folded into its last requantization). Calibration
+observes the float encoder's own pass (`asr.models.context.Context.observe`): nothing here
+re-walks the float model.
+
 Number formats (`Qm.f` as in `hardware.int8_layers`; scales from
 `hardware.int8_transducer.calibrate`, the largest magnitudes seen on training audio):
 
@@ -30,8 +37,8 @@ Number formats (`Qm.f` as in `hardware.int8_layers`; scales from
 
 Streaming positions beyond `MAX_POSITIONS` output frames (5.5 minutes of 40 ms frames) reuse
 the last table row; evaluation utterances are far shorter. Calibration sees the residual after
-every sub-block (`float_frames` walks the float encoder sub-block by sub-block), on valid
-frames only; its 2x headroom is for audio calibration did not hear.
+every unit (the float blocks' `observe` notes), on valid frames only; its 2x headroom is for
+audio calibration did not hear.
 """
 
 from __future__ import annotations
@@ -43,11 +50,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from asr.arrays import length_mask, mask_padding
-from asr.models.conformer import chunk_visibility
+from asr.models.attention import ChunkedSelfAttention, chunk_visibility
+from asr.models.blocks import ConvModule, FeedForward
+from asr.models.units import Frames
 from hardware import fixed_point as fp
+from hardware.int8_families import register_int8_family
 from hardware.int8_layers import (ACT_FRAC, GATE_FRAC, SIGMOID, IntDense, IntLayerNorm,
                                   calibrated_scale, dense_arrays, int32_bias, quantize,
                                   quantize_weights, table_index)
+from hardware.int8_layers import weight_macs as _macs
 
 PRE_BITS = 12          # pre-activations of SiLU: the table's index
 RESIDUAL_BITS = 16
@@ -65,7 +76,7 @@ def silu(v):
 
 
 def rotary_tables(head_dim: int, positions: int = MAX_POSITIONS) -> tuple[np.ndarray, ...]:
-  """cos and sin of `asr.models.conformer.rotary`'s angles, `[positions, head_dim / 2]` int32
+  """cos and sin of `asr.models.attention.rotary`'s angles, `[positions, head_dim / 2]` int32
   in Q1.14 (computed in float64)."""
   half = head_dim // 2
   angle = np.arange(positions)[:, None] * 10000.0 ** (-np.arange(half) / half)
@@ -108,7 +119,7 @@ class IntActDense:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class IntSubsampling:
-  """`asr.models.conformer.CausalSubsampling`: `kernel` strided taps of int8 frames, one
+  """`asr.models.blocks.CausalSubsampling`: `kernel` strided taps of int8 frames, one
   product, SiLU by table."""
   proj: IntActDense
   stride: int = dataclasses.field(metadata=dict(static=True))
@@ -127,7 +138,7 @@ class IntSubsampling:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class IntAttention:
-  """`asr.models.conformer.ChunkedSelfAttention` on the int16 residual, whole utterances."""
+  """`asr.models.attention.ChunkedSelfAttention` on the int16 residual, whole utterances."""
   norm: IntLayerNorm
   qkv: IntDense              # -> int8 q, k, v (each at its own scale)
   rot_m0: jax.Array          # int64 scalars: Q1.14 rotation products -> int8 at sqrt(2) s
@@ -161,22 +172,35 @@ class IntAttention:
     total = jnp.maximum(jnp.sum(e, axis=-1, keepdims=True), 1)
     return jnp.minimum(fp.round_div(e << PROB_FRAC, total), 2 ** PROB_FRAC - 1).astype(jnp.uint8)
 
-  def apply(self, r: jax.Array, lengths: jax.Array, positions: jax.Array) -> jax.Array:
+  def macs(self, executed: bool = False) -> int:
+    """Per frame, on weights (`executed`: the non-zero ones); the scores and weighted values
+    cost `macs_per_key` more for each key the frame sees."""
+    return _macs(self.qkv.kernel, executed) + _macs(self.out.kernel, executed)
+
+  @property
+  def macs_per_key(self) -> int:
+    return 2 * self.out.kernel.shape[0]
+
+  def layers(self) -> dict:
+    """Its integer layers by name (`hardware.int8_backend`'s accounting)."""
+    return {"norm": self.norm, "qkv": self.qkv, "out": self.out}
+
+  def apply(self, r: jax.Array, frames: Frames) -> jax.Array:
     """int16 residual `[B, T, D]` (T a multiple of `chunk`) -> the attention output in the
     residual's scale."""
     b, t, d = r.shape
     h = self.heads
     q, k, v = jnp.split(self.qkv.apply(self.norm.apply(r)).reshape(b, t, 3 * h, d // h), 3,
                         axis=2)
-    q, k = self.rotate(q, positions), self.rotate(k, positions)
-    seen = self.visible(lengths, t)[:, None]                                  # [B, 1, T, T]
+    q, k = self.rotate(q, frames.positions), self.rotate(k, frames.positions)
+    seen = self.visible(frames.lengths, t)[:, None]                           # [B, 1, T, T]
     p = self.probabilities(exact_einsum("bqhd,bkhd->bhqk", q, k, f"{self.name}/scores"), seen)
     ctx = exact_einsum("bhqk,bkhd->bqhd", p, v, f"{self.name}/context", a_type=jnp.uint8)
     return self.out.apply(fp.requantize(ctx.reshape(b, t, d), self.ctx_m0, self.ctx_n, 8))
 
   def visible(self, lengths: jax.Array, t: int) -> jax.Array:
     """`[B, T, T]` bool: may frame `i` attend to frame `j` (its own and `left` chunks back,
-    within the utterance's length), as `asr.models.conformer.ChunkedSelfAttention` sees."""
+    within the utterance's length), as `asr.models.attention.ChunkedSelfAttention` sees."""
     return chunk_visibility(t, t, self.chunk, self.left)[None] & length_mask(lengths, t)[:, None]
 
 
@@ -189,14 +213,20 @@ class IntFeedForward:
   up: IntActDense
   down: IntDense             # -> the int16 residual
 
-  def apply(self, r: jax.Array) -> jax.Array:
+  def macs(self, executed: bool = False) -> int:
+    return _macs(self.up.dense.kernel, executed) + _macs(self.down.kernel, executed)
+
+  def layers(self) -> dict:
+    return {"norm": self.norm, "up": self.up, "down": self.down}
+
+  def apply(self, r: jax.Array, frames: Frames | None = None) -> jax.Array:
     return self.down.apply(self.up.apply(self.norm.apply(r)))
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class IntConvModule:
-  """`asr.models.conformer.ConvModule`: LayerNorm; pointwise into the GLU's values (int8) and
+  """`asr.models.blocks.ConvModule`: LayerNorm; pointwise into the GLU's values (int8) and
   gates (Q3.12, sigmoid by table, the product back to int8); the causal depthwise convolution in
   int32, requantized per channel to int16 at one scale for every channel (the largest value
   its int8 input and weights allow, so it never saturates); LayerNorm into Q4.7 (12 bits); SiLU
@@ -209,10 +239,20 @@ class IntConvModule:
   dw_m0: jax.Array           # [D] int64: products -> int16
   dw_n: jax.Array
   depth_norm: IntLayerNorm   # -> Q4.7, 12 bits
-  silu: jax.Array            # [4096] int32: Q4.7 -> int8 at out's input scale
+  silu: jax.Array            # [4096] int8: Q4.7 -> int8 at out's input scale
   out: IntDense              # -> the int16 residual
 
-  def apply(self, r: jax.Array) -> jax.Array:
+  def macs(self, executed: bool = False) -> int:
+    return (_macs(self.values.kernel, executed) + _macs(self.gates.kernel, executed)
+            + _macs(self.depthwise, executed) + _macs(self.out.kernel, executed))
+
+  def layers(self) -> dict:
+    """The depthwise kernel is an int8 `[K, D]` array, not a layer."""
+    return {"norm": self.norm, "values": self.values, "gates": self.gates,
+            "depthwise": self.depthwise, "depth_norm": self.depth_norm,
+            "pointwise_out": self.out}
+
+  def apply(self, r: jax.Array, frames: Frames | None = None) -> jax.Array:
     x = self.norm.apply(r)
     glu = fp.rounding_shift(self.values.apply(x)
                             * fp.lookup(SIGMOID, table_index(self.gates.apply(x))), ACT_FRAC)
@@ -226,33 +266,26 @@ class IntConvModule:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class IntBlock:
-  """A pre-LayerNorm Transformer block (attention, feed-forward), or a Conformer block
-  (half feed-forward, attention, convolution module, half feed-forward, LayerNorm)."""
-  attention: IntAttention
-  ffn: IntFeedForward        # the Transformer's, or the Conformer's second half
-  ffn1: IntFeedForward | None = None
-  conv: IntConvModule | None = None
-  norm: IntLayerNorm | None = None   # into the int16 residual (the last block's: int8 out)
+  """`asr.models.blocks.Block` in integers: the same residual units in the same order (each
+  adds into the int16 residual with saturation; a half step's 1/2 is in its requantization),
+  then, for a Conformer, the block's LayerNorm (into the residual; the last block's into the
+  int8 frames)."""
+  units: dict                # {name: IntAttention | IntFeedForward | IntConvModule}
+  norm: IntLayerNorm | None
+  layout: tuple = dataclasses.field(metadata=dict(static=True))    # unit names, in order
+  where: str = dataclasses.field(metadata=dict(static=True))       # "encoder/blocks/<i>"
 
-  def apply(self, r: jax.Array, lengths: jax.Array, positions: jax.Array,
-            tap=lambda name, r: None) -> jax.Array:
-    """The int16 residual `[B, T, D]` -> the block's output; `tap(sub-block, r)` sees the
-    residual after each sub-block (`compare_layers`)."""
-    add = lambda a, b: fp.saturate(a + b, RESIDUAL_BITS)
-    if self.ffn1 is not None:
-      r = add(r, self.ffn1.apply(r))
-      tap("ffn1", r)
-    r = add(r, self.attention.apply(r, lengths, positions))
-    tap("attention", r)
-    if self.conv is not None:
-      r = add(r, self.conv.apply(r))
-      tap("conv", r)
-    r = add(r, self.ffn.apply(r))
-    tap("ffn" if self.conv is None else "ffn2", r)
+  def apply(self, r: jax.Array, frames: Frames, tap=lambda name, r, scale: None) -> jax.Array:
+    """The int16 residual `[B, T, D]` -> the block's output; `tap(name, r, scale)` sees the
+    residual after each unit, and the block's normalized output, named as the float block's
+    `observe` notes name them (`compare_layers`)."""
+    for name in self.layout:
+      r = fp.saturate(r + self.units[name].apply(r, frames), RESIDUAL_BITS)
+      tap(f"{self.where}/{name}", r, None)
     if self.norm is not None:
-      r = self.norm.apply(r)
-      tap("norm", r)
-    return mask_padding(r, lengths, 0)
+      r = mask_padding(self.norm.apply(r), frames.lengths, 0)
+      tap(self.where, r, self.norm.out_scale)
+    return mask_padding(r, frames.lengths, 0)
 
 
 @jax.tree_util.register_dataclass
@@ -275,26 +308,45 @@ class IntTransformerEncoder:
   def encode(self, x: jax.Array, lengths: jax.Array,
              tap=lambda name, x, scale: None) -> tuple[jax.Array, jax.Array]:
     """int8 input (`prepare`) -> int8 encoder frames `[B, T'', D]`, their lengths.
-    `tap(stage, x, scale)` sees the integers after the subsampling and after each sub-block,
-    with the scale they are at (`compare_layers`)."""
+    `tap(stage, x, scale)` sees the integers after the subsampling, after each unit and
+    block norm, and after the final norm, with the scale they are at (`compare_layers`)."""
     for layer in self.subsampling:
       x, lengths = layer.apply(x, lengths)
-    tap("subsampling", x, self.residual_scale)
-    positions = jnp.broadcast_to(jnp.arange(x.shape[1])[None], x.shape[:2])
-    for i, block in enumerate(self.blocks):
-      scale = lambda name: block.norm.out_scale if name == "norm" else self.residual_scale
-      x = block.apply(x, lengths, positions,
-                      lambda name, r: tap(f"block {i} {name}", r, scale(name)))
+    residual = lambda name, r, scale: tap(name, r, scale or self.residual_scale)
+    residual("encoder/subsampling", x, None)
+    frames = Frames(lengths, jnp.broadcast_to(jnp.arange(x.shape[1])[None], x.shape[:2]))
+    for block in self.blocks:
+      x = block.apply(x, frames, residual)
     if self.final_norm is not None:
       x = mask_padding(self.final_norm.apply(x), lengths, 0)
-      tap("final norm", x, self.final_norm.out_scale)
+      tap("encoder/final_norm", x, self.final_norm.out_scale)
     return x, lengths
 
+  def macs(self, executed: bool = False) -> int:
+    """MACs per output frame on weights (`executed`: the non-zero ones): the subsampling's,
+    each product's at its frame rate, and every unit's; attention over its keys is
+    `macs_per_key` more a key."""
+    total, per_output = 0, 1
+    for layer in reversed(self.subsampling):
+      total += _macs(layer.proj.dense.kernel, executed) * per_output
+      per_output *= layer.stride
+    return total + sum(unit.macs(executed) for block in self.blocks
+                       for unit in block.units.values())
+
+  @property
+  def macs_per_key(self) -> int:
+    """MACs for each key a frame attends to, over all blocks."""
+    return sum(u.macs_per_key for b in self.blocks for u in b.units.values()
+               if isinstance(u, IntAttention))
+
   def visible_keys(self, lengths: jax.Array, frames: int) -> jax.Array:
-    """Keys each output frame attends to in every block, `[B, frames]` (0 past a length): what
+    """Keys each output frame attends to in each block, `[B, frames]` (0 past a length): what
     its attention costs, counted as `ChunkedSelfAttention.macs_per_frame` counts it."""
-    seen = self.blocks[0].attention.visible(lengths, frames).sum(-1)
+    attention = next(u for b in self.blocks for u in b.units.values()
+                     if isinstance(u, IntAttention))
+    seen = attention.visible(lengths, frames).sum(-1)
     return jnp.where(length_mask(lengths, frames), seen, 0)
+
 
 
 # ---- calibration and conversion (`hardware.int8_transducer`) ----
@@ -311,41 +363,6 @@ def stage_lengths(enc, frames: int, lengths: jax.Array) -> dict[int, jax.Array]:
   return out
 
 
-def float_frames(model, feats: jax.Array, lengths: jax.Array, note) -> jax.Array:
-  """The float Transformer or Conformer encoder's frames on whole utterances `[B, T'', D]`
-  (T'' of the input padded to whole streamed chunks), sub-block by sub-block as
-  `TransformerEncoder.step` and `Block.__call__` compose them, noting the residual stream's
-  largest magnitude on valid frames after each sub-block (`note("encoder/residual", x)`, x
-  zero past each length)."""
-  enc = model.encoder
-  x = model.frontend(feats, lengths)
-  x = jnp.pad(x, ((0, 0), (0, -x.shape[1] % enc.stream_multiple), (0, 0)))
-  state = enc.init_state(x.shape[0])
-  for layer, cache in zip(enc.subsampling, state.subsample):
-    x, lengths, _ = layer(cache, x, lengths)
-  residual = lambda v: note("encoder/residual", mask_padding(v, lengths))
-  residual(x)
-  positions = jnp.broadcast_to(jnp.arange(x.shape[1])[None], x.shape[:2])
-  for block, cache in zip(enc.blocks, state.layers):
-    if block.conformer:
-      x = x + 0.5 * block.ffn1(x)
-      residual(x)
-    y, _, _ = block.attention(x, lengths, positions, (cache.keys, cache.values, cache.valid))
-    x = x + y
-    residual(x)
-    if block.conformer:
-      x = x + block.conv(x, cache.conv)[0]
-      residual(x)
-      x = x + 0.5 * block.ffn2(x)
-      residual(x)
-      x = block.norm(x)
-    else:
-      x = x + block.ffn(x)
-    x = mask_padding(x, lengths)
-    residual(x)
-  return x if enc.final_norm is None else mask_padding(enc.final_norm(x), lengths)
-
-
 def note_output(name: str, y: jax.Array, note) -> None:
   """The ranges the integer form needs of a product's output `y`: `<qkv>/q`, `/k`, `/v` (each
   requantized at its own scale), a GLU's values (`<pointwise_in>/values`, not its gates), and
@@ -359,76 +376,62 @@ def note_output(name: str, y: jax.Array, note) -> None:
     note(f"{name}/output", y)
 
 
-def convert_encoder(enc, scales: dict[str, float]
-                    ) -> tuple[IntTransformerEncoder, float, float]:
-  """A float `TransformerEncoder` or `ConformerEncoder` in integers, with calibrated `scales`
-  (`hardware.int8_transducer.calibrate`) -> (the integer encoder, its input's int8 scale, its
-  output frames' int8 scale: the joint's encoder projection input)."""
-  scale, kernel = calibrated_scale, dense_arrays
-  in_scale, out_scale = scale(scales, "encoder/subsampling/0/proj"), scale(scales, "joint/enc_proj")
-  if "encoder/residual" not in scales:
-    scale(scales, "encoder/residual")          # the calibration error, with its advice
-  s_r = 2 * scales["encoder/residual"] / (2 ** (RESIDUAL_BITS - 1) - 1)
-  pre = lambda name: scales[f"{name}/output"]
-
-  sub = []
-  for i, layer in enumerate(enc.subsampling):
-    name = f"encoder/subsampling/{i}/proj"
-    last = i + 1 == len(enc.subsampling)
-    s_out = s_r if last else scale(scales, f"encoder/subsampling/{i + 1}/proj")
-    proj = IntActDense.from_float(*kernel(layer.proj, name), scale(scales, name), pre(name),
-                                  s_out, out_bits=RESIDUAL_BITS if last else 8, name=name)
-    sub.append(IntSubsampling(proj, layer.stride, layer.kernel))
-
-  def norm(layer, s_out, bits=8):
-    return IntLayerNorm.from_float(np.asarray(layer.scale[...]), np.asarray(layer.bias[...]),
-                                   s_out, bits)
-
-  def feed_forward(ffn, name, half=False):
-    up, down = f"{name}/up", f"{name}/down"
-    s_up, s_down = scale(scales, up), scale(scales, down)
-    return IntFeedForward(
-        norm(ffn.norm, s_up),
-        IntActDense.from_float(*kernel(ffn.up, up), s_up, pre(up), s_down, name=up),
-        IntDense.from_float(*kernel(ffn.down, down), s_down, s_r * (2 if half else 1),
-                            RESIDUAL_BITS, name=down))
-
-  cos, sin = rotary_tables(enc.cfg.dim // enc.cfg.heads)
-  blocks = []
-  for i, block in enumerate(enc.blocks):
-    a, at = block.attention, f"encoder/blocks/{i}/attention"
-    s_x = scale(scales, f"{at}/qkv")
-    s_q, s_k, s_v = (scale(scales, f"{at}/qkv/{part}") for part in "qkv")
-    qkv = IntDense.from_float(*kernel(a.qkv, f"{at}/qkv"), s_x,
-                              np.repeat([s_q, s_k, s_v], a.dim), name=f"{at}/qkv")
-    rot = fp.quantize_multiplier(2.0 ** -ROT_FRAC / np.sqrt(2))
-    head = a.dim // a.heads
-    if head > fp.EXACT_K:
-      raise ValueError(f"{at}: heads of {head} channels; float32 scores are exact over at most "
-                       f"{fp.EXACT_K}")
-    score = fp.quantize_multiplier(2 * s_q * s_k / np.sqrt(head) * 2 ** EXP_FRAC)
-    s_ctx = scale(scales, f"{at}/out")
-    ctx = fp.quantize_multiplier(2.0 ** -PROB_FRAC * s_v / s_ctx)
-    out = IntDense.from_float(*kernel(a.out, f"{at}/out"), s_ctx, s_r, RESIDUAL_BITS,
-                              name=f"{at}/out")
-    attention = IntAttention(norm(a.norm, s_x), qkv, *(np.int64(v) for v in rot + score + ctx),
-                             out, cos, sin, a.heads, a.chunk, a.left, at)
-    name = f"encoder/blocks/{i}"
-    if not block.conformer:
-      blocks.append(IntBlock(attention, feed_forward(block.ffn, f"{name}/ffn")))
-      continue
-    last = i + 1 == len(enc.blocks)
-    blocks.append(IntBlock(
-        attention, feed_forward(block.ffn2, f"{name}/ffn2", half=True),
-        feed_forward(block.ffn1, f"{name}/ffn1", half=True),
-        _conv_module(block.conv, f"{name}/conv", scales, s_r, norm),
-        norm(block.norm, out_scale if last else s_r, 8 if last else RESIDUAL_BITS)))
-  final = None if enc.final_norm is None else norm(enc.final_norm, out_scale)
-  return (IntTransformerEncoder(sub, blocks, final, enc.stream_multiple, s_r), in_scale,
-          out_scale)
+# Converters from a float residual unit to its integer form, by the unit's class:
+# `convert(unit, name, scales, into) -> integer unit`, where `into` is the scale the unit's output
+# is requantized to (the residual's, divided by the unit's scale in the block's layout).
+UNIT_CONVERTERS: dict[type, object] = {}
 
 
-def _conv_module(conv, name: str, scales, s_r: float, norm) -> IntConvModule:
+def register_int_unit(float_class: type):
+  """Decorator: the converter of a float residual unit class (`asr.models.units`) to its integer
+  form, so a new unit runs on the int8 path by registering one function."""
+  def register(fn):
+    UNIT_CONVERTERS[float_class] = fn
+    return fn
+  return register
+
+
+def _norm(layer, s_out, bits=8) -> IntLayerNorm:
+  return IntLayerNorm.from_float(np.asarray(layer.scale[...]), np.asarray(layer.bias[...]),
+                                 s_out, bits)
+
+
+@register_int_unit(FeedForward)
+def _feed_forward(ffn, name: str, scales, into: float) -> IntFeedForward:
+  up, down = f"{name}/up", f"{name}/down"
+  s_up, s_down = calibrated_scale(scales, up), calibrated_scale(scales, down)
+  return IntFeedForward(
+      _norm(ffn.norm, s_up),
+      IntActDense.from_float(*dense_arrays(ffn.up, up), s_up, scales[f"{up}/output"], s_down,
+                             name=up),
+      IntDense.from_float(*dense_arrays(ffn.down, down), s_down, into, RESIDUAL_BITS,
+                          name=down))
+
+
+@register_int_unit(ChunkedSelfAttention)
+def _attention(a, at: str, scales, into: float) -> IntAttention:
+  scale = calibrated_scale
+  s_x = scale(scales, f"{at}/qkv")
+  s_q, s_k, s_v = (scale(scales, f"{at}/qkv/{part}") for part in "qkv")
+  qkv = IntDense.from_float(*dense_arrays(a.qkv, f"{at}/qkv"), s_x,
+                            np.repeat([s_q, s_k, s_v], a.dim), name=f"{at}/qkv")
+  rot = fp.quantize_multiplier(2.0 ** -ROT_FRAC / np.sqrt(2))
+  head = a.dim // a.heads
+  if head > fp.EXACT_K:
+    raise ValueError(f"{at}: heads of {head} channels; float32 scores are exact over at most "
+                     f"{fp.EXACT_K}")
+  score = fp.quantize_multiplier(2 * s_q * s_k / np.sqrt(head) * 2 ** EXP_FRAC)
+  s_ctx = scale(scales, f"{at}/out")
+  ctx = fp.quantize_multiplier(2.0 ** -PROB_FRAC * s_v / s_ctx)
+  out = IntDense.from_float(*dense_arrays(a.out, f"{at}/out"), s_ctx, into, RESIDUAL_BITS,
+                            name=f"{at}/out")
+  cos, sin = rotary_tables(head)
+  return IntAttention(_norm(a.norm, s_x), qkv, *(np.int64(v) for v in rot + score + ctx), out,
+                      cos, sin, a.heads, a.chunk, a.left, at)
+
+
+@register_int_unit(ConvModule)
+def _conv_module(conv, name: str, scales, into: float) -> IntConvModule:
   scale, kernel = calibrated_scale, dense_arrays
   s_in = scale(scales, f"{name}/pointwise_in")
   k_in, b_in = kernel(conv.pointwise_in, f"{name}/pointwise_in")
@@ -450,7 +453,52 @@ def _conv_module(conv, name: str, scales, s_r: float, norm) -> IntConvModule:
                     f"{name}/depthwise")
   s_out = scale(scales, f"{name}/pointwise_out")
   silu_table = fp.lookup_table(silu, 2.0 ** -DEPTH_FRAC, s_out, out_bits=8, in_bits=PRE_BITS)
-  out = IntDense.from_float(*kernel(conv.pointwise_out, f"{name}/pointwise_out"), s_out, s_r,
+  out = IntDense.from_float(*kernel(conv.pointwise_out, f"{name}/pointwise_out"), s_out, into,
                             RESIDUAL_BITS, name=f"{name}/pointwise_out")
-  return IntConvModule(norm(conv.norm, s_in), values, gates, w, bias, m0, n,
-                       norm(conv.depth_norm, 2.0 ** -DEPTH_FRAC, PRE_BITS), silu_table, out)
+  return IntConvModule(_norm(conv.norm, s_in), values, gates, w, bias, m0, n,
+                       _norm(conv.depth_norm, 2.0 ** -DEPTH_FRAC, PRE_BITS), silu_table, out)
+
+
+def convert_encoder(enc, scales: dict[str, float]
+                    ) -> tuple[IntTransformerEncoder, float, float]:
+  """A float `TransformerEncoder` or `ConformerEncoder` in integers, with calibrated `scales`
+  (`hardware.int8_transducer.calibrate`) -> (the integer encoder, its input's int8 scale, its
+  output frames' int8 scale: the joint's encoder projection input). Each block's units are
+  converted by `UNIT_CONVERTERS`; a unit of a class with none is refused by name."""
+  scale = calibrated_scale
+  in_scale, out_scale = scale(scales, "encoder/subsampling/0/proj"), scale(scales, "joint/enc_proj")
+  if "encoder/residual" not in scales:
+    scale(scales, "encoder/residual")          # the calibration error, with its advice
+  s_r = 2 * scales["encoder/residual"] / (2 ** (RESIDUAL_BITS - 1) - 1)
+
+  sub = []
+  for i, layer in enumerate(enc.subsampling):
+    name = f"encoder/subsampling/{i}/proj"
+    last = i + 1 == len(enc.subsampling)
+    s_out = s_r if last else scale(scales, f"encoder/subsampling/{i + 1}/proj")
+    proj = IntActDense.from_float(*dense_arrays(layer.proj, name), scale(scales, name),
+                                  scales[f"{name}/output"], s_out,
+                                  out_bits=RESIDUAL_BITS if last else 8, name=name)
+    sub.append(IntSubsampling(proj, layer.stride, layer.kernel))
+
+  blocks = []
+  for i, block in enumerate(enc.blocks):
+    units = {}
+    for unit_name, unit_scale, unit in block.units():
+      name = f"{block.where}/{unit_name}"
+      if type(unit) not in UNIT_CONVERTERS:
+        raise ValueError(f"the int8 executor cannot run unit {name!r} ({type(unit).__name__}): "
+                         "no converter is registered for it (register_int_unit)")
+      units[unit_name] = UNIT_CONVERTERS[type(unit)](unit, name, scales, s_r / unit_scale)
+    norm = None
+    if block.norm is not None:   # into the residual; the last block's into the int8 frames
+      last = i + 1 == len(enc.blocks)
+      norm = _norm(block.norm, out_scale if last else s_r, 8 if last else RESIDUAL_BITS)
+    blocks.append(IntBlock(units, norm, tuple(n for n, _ in block.layout), block.where))
+  final = None if enc.final_norm is None else _norm(enc.final_norm, out_scale)
+  return (IntTransformerEncoder(sub, blocks, final, enc.stream_multiple, s_r), in_scale,
+          out_scale)
+
+
+register_int8_family("transformer", "conformer", stage_lengths=stage_lengths,
+                     note_output=note_output, convert_encoder=convert_encoder)

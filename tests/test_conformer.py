@@ -11,7 +11,7 @@ from flax import nnx
 
 from asr.models import (ConformerConfig, ConformerEncoder, Transducer, TransducerConfig,
                         TransformerConfig, TransformerEncoder)
-from asr.models.conformer import ChunkedSelfAttention, chunk_visibility
+from asr.models.attention import ChunkedSelfAttention, chunk_visibility
 from asr.models.encoder import encoder_config
 from tests.helpers import matmul_flops, randomize
 
@@ -127,7 +127,7 @@ def test_attention_equals_a_numpy_attention_and_depends_only_on_what_the_mask_le
   positions = jnp.arange(t)[None]
 
   def run(inp):
-    y, keys, _ = att(inp, jnp.array([length]), positions, att_cache)
+    y, keys, _ = att.forward(inp, jnp.array([length]), positions, att_cache)
     return y, keys
   att_cache = (jnp.zeros((1, 2, 2, 4)), jnp.zeros((1, 2, 2, 4)), jnp.zeros((1, 2), bool))
   y, keys = run(jnp.asarray(x))

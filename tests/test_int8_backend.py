@@ -35,7 +35,8 @@ def _pruned_model(encoder, seed=0):
   model = randomize(Transducer(cfg, rngs=nnx.Rngs(seed)), seed, scale=0.3)
   rng = np.random.default_rng(seed)
   kernels = [layer.kernel for _, layer in nnx.iter_graph(model) if isinstance(layer, Dense)]
-  kernels += [b.conv.depthwise for b in getattr(model.encoder, "blocks", ()) if b.conformer]
+  kernels += [u.depthwise for b in getattr(model.encoder, "blocks", ())
+              for _, _, u in b.units() if hasattr(u, "depthwise")]
   for k in kernels:
     w = np.asarray(k[...])
     size = rng.uniform(0.5, 1.0, w.shape) * 0.3 * np.sign(w)
@@ -48,7 +49,7 @@ def _nnz(k) -> int:
   return int(np.count_nonzero(np.asarray(k[...])))
 
 
-def _hand_count(model):
+def _hand_count(model, encoder):
   """(encoder MACs per output frame on non-zero weights, MACs per key a frame sees, per
   decoded frame, per emitted label), from the float model's layers."""
   enc = model.encoder
@@ -64,9 +65,9 @@ def _hand_count(model):
     for b in enc.blocks:
       frame += _nnz(b.attention.qkv.kernel) + _nnz(b.attention.out.kernel)
       per_key += 2 * b.attention.dim
-      ffns = [b.ffn1, b.ffn2] if b.conformer else [b.ffn]
+      ffns = [b.ffn1, b.ffn2] if encoder == "conformer" else [b.ffn]
       frame += sum(_nnz(f.up.kernel) + _nnz(f.down.kernel) for f in ffns)
-      if b.conformer:
+      if encoder == "conformer":
         frame += (_nnz(b.conv.pointwise_in.kernel) + _nnz(b.conv.depthwise)
                   + _nnz(b.conv.pointwise_out.kernel))
   p, j = model.predictor, model.joint
@@ -101,7 +102,7 @@ def test_int8_recognizer_counts_the_float_flops_and_executes_the_non_zero_weight
   assert not out["flops"][:, width:].any()
   # Executed MACs: the encoder's non-zeros (and attention over the keys seen), the joint's on
   # every frame, the prediction network's and joint's again for each label emitted there.
-  frame, per_key, decode, token = _hand_count(model)
+  frame, per_key, decode, token = _hand_count(model, encoder)
   n, frames = out["frame_lengths"], out["flops"].shape[1]
   keys = np.stack([_keys_seen(int(k), frames) for k in n])
   valid = np.arange(frames)[None] < n[:, None]

@@ -24,12 +24,15 @@ import pytest
 from flax import nnx
 
 from asr.models import Transducer, TransducerConfig
-from asr.models.conformer import ConformerConfig, TransformerConfig, chunk_visibility, rotary
+from asr.models.attention import chunk_visibility, rotary
+from asr.models.conformer import ConformerConfig, TransformerConfig
 from asr.models.lstm import LSTM
 from hardware import fixed_point as fp
 from hardware.int8_layers import IntLayerNorm, IntLSTM, quantize, quantize_activation_scale
 from hardware.int8_transducer import calibrate, convert
-from hardware.int8_transformer import float_frames
+from asr.arrays import mask_padding
+from asr.models.context import Context
+from asr.models.units import Frames
 from tests.helpers import on_int8_grids, randomize
 
 _apply = fp.integer_jit(lambda layer, *args: layer.apply(*args))
@@ -51,9 +54,9 @@ def _model(encoder, peak=1.5, seed=0):
 
 
 class _Setup:
-  """A model calibrated on a batch, converted, and the float residual stream entering each
-  sub-block of its first block (`residuals[i]`: after the subsampling, then after each
-  sub-block, zero past each length)."""
+  """A model calibrated on a batch, converted, and the float residual stream as its blocks
+  hand it to `observe` (`residuals[name]`: after the subsampling, then after each unit, zero
+  past each length): a unit's input is the stream after the unit before it."""
 
   def __init__(self, encoder, seed=0):
     self.model = _model(encoder, seed=seed)
@@ -63,27 +66,35 @@ class _Setup:
     lengths = jnp.asarray([t, 70, 41, 13])
     self.scales = calibrate(self.model, [(feats, lengths)])
     self.int_model = convert(self.model, self.scales)
-    self.residuals = []
-    float_frames(self.model, feats, lengths,
-                 lambda name, x: self.residuals.append(x) if name == "encoder/residual" else 0)
     self.lengths = (lengths + 3) // 4                                 # 40 ms frames
-    self.frames = self.residuals[0].shape[1]
+    self.residuals = {}
+    keep = lambda name, x: self.residuals.__setitem__(name, mask_padding(x, self.lengths))
+    self.model.encode(feats, lengths, Context(observe=keep))
+    self.frames = self.residuals["encoder/subsampling"].shape[1]
     self.valid = np.arange(self.frames)[None] < np.asarray(self.lengths)[:, None]
     self.s_r = 2 * self.scales["encoder/residual"] / (2 ** 15 - 1)   # the int16 residual's
     self.block, self.int_block = self.model.encoder.blocks[0], self.int_model.encoder.blocks[0]
-    self.cache = self.model.encoder.init_state(4).layers[0]
+    self.cache = self.model.encoder.init_state(4).layers[0]      # {unit: its cache}
     self.positions = jnp.broadcast_to(jnp.arange(self.frames)[None], (4, self.frames))
+    self.at = Frames(self.lengths, self.positions)
 
-  def compare(self, float_fn, int_layer, x, *int_args):
+  def before(self, unit: str) -> jax.Array:
+    """The residual stream entering the first block's `unit`."""
+    layout = [name for name, _ in self.block.layout]
+    i = layout.index(unit)
+    return self.residuals["encoder/subsampling" if i == 0 else
+                          f"encoder/blocks/0/{layout[i - 1]}"]
+
+  def compare(self, float_fn, unit: str):
     """(RMS error of the integer sub-block, RMS of the noise, RMS of the float output) on the
     residual `x` put on the int16 grid; `float_fn(x)` is the float sub-block's output in the
     residual's units (a half step's 1/2 included), the integer one's in int16 units."""
-    r = jnp.asarray(np.round(np.asarray(x) / self.s_r), jnp.int32)
+    r = jnp.asarray(np.round(np.asarray(self.before(unit)) / self.s_r), jnp.int32)
     x = r * self.s_r
     want = np.asarray(float_fn(x))
     with on_int8_grids(self.model, self.scales):
       noisy = np.asarray(float_fn(x))
-    got = np.asarray(_apply(int_layer, r, *int_args)) * self.s_r
+    got = np.asarray(_apply(self.int_block.units[unit], r, self.at)) * self.s_r
     rms = lambda d: float(np.sqrt(np.mean(d[self.valid] ** 2)))
     return rms(got - want), rms(noisy - want), rms(want)
 
@@ -99,13 +110,11 @@ def _assert_within_twice_the_noise(error, noise, signal):
 @pytest.mark.parametrize("encoder", ["transformer", "conformer"])
 def test_attention_within_twice_the_quantization_noise(encoder):
   s = _setup(encoder)
-  x = s.residuals[1 if encoder == "conformer" else 0]        # a Conformer's after ffn1
   a = s.block.attention
-  cache = (s.cache.keys, s.cache.values, s.cache.valid)
-  float_fn = lambda v: a(v, s.lengths, s.positions, cache)[0]
-  error, noise, signal = s.compare(float_fn, s.int_block.attention, x, s.lengths, s.positions)
-  _assert_within_twice_the_noise(error, noise, signal)
+  float_fn = lambda v: a.forward(v, s.lengths, s.positions, s.cache["attention"])[0]
+  _assert_within_twice_the_noise(*s.compare(float_fn, "attention"))
   # The attention is peaked: a frame's largest probability is a half to two thirds on average.
+  x = s.before("attention")
   q, k, _ = jnp.split(a.qkv(a.norm(x)).reshape(4, s.frames, 3 * HEADS, DIM // HEADS), 3, axis=2)
   q, k = rotary(q, s.positions), rotary(k, s.positions)
   seen = (chunk_visibility(s.frames, s.frames, CHUNK, LEFT)[None]
@@ -118,21 +127,17 @@ def test_attention_within_twice_the_quantization_noise(encoder):
 @pytest.mark.parametrize("encoder", ["transformer", "conformer"])
 def test_feed_forward_within_twice_the_quantization_noise(encoder):
   s = _setup(encoder)
-  if encoder == "transformer":
-    cases = [(s.block.ffn, s.int_block.ffn, s.residuals[1], 1.0)]
-  else:   # half steps: the integer form folds the 1/2 into its last requantization
-    cases = [(s.block.ffn1, s.int_block.ffn1, s.residuals[0], 0.5),
-             (s.block.ffn2, s.int_block.ffn, s.residuals[3], 0.5)]
-  for ffn, int_ffn, x, half in cases:
-    _assert_within_twice_the_noise(*s.compare(lambda v: half * ffn(v), int_ffn, x))
+  # A half step's 1/2 (the Conformer's): the integer form folds it into its requantization.
+  for name, scale, unit in s.block.units():
+    if name.startswith("ffn"):
+      _assert_within_twice_the_noise(*s.compare(lambda v: scale * unit.forward(v), name))
 
 
 def test_convolution_module_within_twice_the_quantization_noise():
   s = _setup("conformer")
   conv = s.block.conv
-  error, noise, signal = s.compare(lambda v: conv(v, s.cache.conv)[0], s.int_block.conv,
-                                   s.residuals[2])
-  _assert_within_twice_the_noise(error, noise, signal)
+  _assert_within_twice_the_noise(*s.compare(lambda v: conv.forward(v, s.cache["conv"])[0],
+                                            "conv"))
 
 
 def test_layer_norm_within_twice_its_output_rounding():
@@ -143,7 +148,7 @@ def test_layer_norm_within_twice_its_output_rounding():
   step = quantize_activation_scale(s.scales["encoder/blocks/0/attention/qkv"])
   int_norm = IntLayerNorm.from_float(np.asarray(norm.scale[...]), np.asarray(norm.bias[...]),
                                      step)
-  r = jnp.asarray(np.round(np.asarray(s.residuals[0]) / s.s_r), jnp.int32)
+  r = jnp.asarray(np.round(np.asarray(s.before("attention")) / s.s_r), jnp.int32)
   want = np.asarray(norm(r * s.s_r))
   got = np.asarray(_apply(int_norm, r)) * step
   error = float(np.sqrt(np.mean((got - want)[s.valid] ** 2)))

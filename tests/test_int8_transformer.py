@@ -66,7 +66,7 @@ def test_integer_encoder_equals_the_reference_and_follows_the_float_model(encode
 def test_fixed_point_softmax_is_a_softmax_over_the_keys_it_sees():
   model = _model()
   scales = calibrate(model, [_features(t=40)])
-  a = convert(model, scales).encoder.blocks[0].attention
+  a = convert(model, scales).encoder.blocks[0].units["attention"]
   rng = np.random.default_rng(0)
   scores = rng.integers(-3000, 3000, size=(5, 12)).astype(np.int32)
   seen = rng.random((5, 12)) < 0.7
@@ -102,19 +102,31 @@ def test_calibration_of_a_padded_batch_equals_one_utterance_at_a_time(encoder):
 
 
 @pytest.mark.parametrize("encoder", ["transformer", "conformer"])
-def test_calibration_walks_the_encoder_as_the_model_does(encoder):
-  from hardware.int8_transformer import float_frames
+def test_the_encoder_hands_calibration_its_residual_stream_after_every_unit(encoder):
+  """What calibration observes (`Context.observe`) is the model's own pass: the stream after
+  the subsampling, after each unit of each block (the stream before it plus the unit's scaled
+  output) and after each block, which ends where the encoder's frames begin."""
+  from asr.arrays import mask_padding
+  from asr.models.context import Context
   model = _model(encoder)
   feats, lengths = _features(t=44)
   seen = {}
-
-  def note(name, values):
-    seen[name] = max(seen.get(name, 0.0), float(np.abs(values).max()))
-
-  frames = float_frames(model, feats, lengths, note)
-  enc = model.encode(feats, lengths)
-  np.testing.assert_allclose(np.asarray(frames)[:, : enc.frames.shape[1]], enc.frames, atol=1e-5)
-  assert seen["encoder/residual"] > 0
+  enc = model.encode(feats, lengths, Context(observe=lambda name, x: seen.__setitem__(name, x)))
+  block = model.encoder.blocks[0]
+  units = [name for name, _ in block.layout]
+  assert list(seen) == ["encoder/subsampling"] + [
+      f"encoder/blocks/{i}{unit}" for i in range(2) for unit in [f"/{u}" for u in units] + [""]]
+  n = np.asarray(enc.lengths)
+  valid = np.arange(seen["encoder/subsampling"].shape[1])[None, :] < n[:, None]
+  name, scale, unit = block.units()[-1]
+  before = seen[f"encoder/blocks/0/{units[-2]}"]
+  added = scale * (unit.forward(before) if name.startswith("ffn") else None)
+  np.testing.assert_allclose(np.asarray(seen[f"encoder/blocks/0/{name}"] - before)[valid],
+                             np.asarray(added)[valid], atol=1e-5)
+  last = seen["encoder/blocks/1"]
+  if model.encoder.final_norm is not None:
+    last = mask_padding(model.encoder.final_norm(last), enc.lengths)
+  np.testing.assert_allclose(np.asarray(last)[:, : enc.frames.shape[1]], enc.frames, atol=1e-6)
 
 
 @pytest.mark.parametrize("encoder", ["transformer", "conformer"])
@@ -131,11 +143,8 @@ def test_backend_accounting_counts_every_matrix(encoder):
   keys = (enc.cfg.left_chunks + 1) * enc.cfg.chunk
   want = enc.subsampling_macs()
   for b in enc.blocks:
-    want += b.attention.macs_per_frame(keys)
-    if b.conformer:
-      want += b.ffn1.macs_per_frame() + b.conv.macs_per_frame() + b.ffn2.macs_per_frame()
-    else:
-      want += b.ffn.macs_per_frame()
+    for name, _, unit in b.units():
+      want += unit.macs_per_frame(keys) if name == "attention" else unit.macs_per_frame()
   assert model_work(im).encoder(keys) == want
   assert model_work(im, executed=True).encoder(keys) < want   # some weights round to zero
   assert compressed_bytes(im) > sum(v.size for v in w.values())   # bitmaps, scales, tables
@@ -149,11 +158,11 @@ def test_stage_by_stage_comparison_ends_where_both_encoders_end(encoder):
   scales = calibrate(model, [(feats, lengths)])
   im = convert(model, scales)
   stages = compare_layers(model, im, feats, lengths)
-  subs = (["ffn1", "attention", "conv", "ffn2", "norm"] if encoder == "conformer"
-          else ["attention", "ffn"])
-  assert [s[0] for s in stages] == (["subsampling"] + [f"block {i} {s}" for i in range(2)
-                                                        for s in subs]
-                                    + ([] if encoder == "conformer" else ["final norm"]))
+  units = ([f"/{u}" for u in ("ffn1", "attention", "conv", "ffn2")] + [""]   # block norm
+           if encoder == "conformer" else ["/attention", "/ffn"])
+  assert [s[0] for s in stages] == (
+      ["encoder/subsampling"] + [f"encoder/blocks/{i}{u}" for i in range(2) for u in units]
+      + ([] if encoder == "conformer" else ["encoder/final_norm"]))
   _, float_out, int_out, n = stages[-1]
   enc = model.encode(feats, lengths)
   np.testing.assert_array_equal(n, np.asarray(enc.lengths))
