@@ -24,7 +24,7 @@ from flax import nnx
 
 from asr import features as F
 from hardware import fixed_point as fp
-from hardware.int8_layers import IntDense, IntLayerNorm, IntLSTM
+from hardware.int8_layers import IntDense, IntLayerNorm, IntLSTM, scan_int_cell
 from hardware.int8_layers import weight_macs as _macs
 from hardware.int8_lstm import IntLSTMEncoder, quantize_features
 from hardware.int8_transducer import IntTransducer, calibrate, convert, greedy
@@ -200,6 +200,7 @@ def int8_recognizer(graphdef, variables, calibration, *, decoder: str = "greedy"
 
 
 _apply = fp.integer_jit(lambda layer, *args: layer.apply(*args))
+_scan = fp.integer_jit(lambda cell, x, lengths: scan_int_cell(cell, x, lengths)[0])
 
 
 def compare_layers(model, int_model: IntTransducer, features, lengths) -> list[tuple]:
@@ -223,7 +224,7 @@ def compare_layers(model, int_model: IntTransducer, features, lengths) -> list[t
       xf, _ = stack_frames(xf, n, enc.reduce)
       xi, n = stack_frames(xi, n, enc.reduce)
     xf, _ = layer(xf.astype(jnp.float32), n)
-    xi, _ = _apply(int_layer, xi.astype(jnp.int8), n)     # stack_frames makes it float
+    xi = _scan(int_layer, xi.astype(jnp.int8), n)     # stack_frames makes it float
     stages.append((f"layer {i} LSTM", xf, xi * 2.0 ** -H_FRAC, n))
     if enc.norms:
       xf = enc.norms[i](xf)

@@ -184,8 +184,20 @@ class IntLSTM:
     return (jnp.zeros((batch, self.hidden), jnp.int8),
             jnp.zeros((batch, self.hidden), jnp.int32))
 
-  def cell(self, g_in: jax.Array, h: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """One frame: input gates `g_in [B, 4H]` (Q3.12), state -> new (h, c)."""
+  def macs(self, executed: bool = False) -> int:
+    """MACs per frame of both products (`executed`: on non-zero weights only)."""
+    return weight_macs(self.w_in, executed) + weight_macs(self.w_rec, executed)
+
+  def inputs(self, x: jax.Array) -> jax.Array:
+    """int8 `x [B, T, D]` -> every frame's input gates `[B, T, 4H]` (Q3.12): one product
+    before the scan, as `asr.models.lstm.LSTM.inputs`."""
+    return fp.requantize(fp.int_matmul(x, self.w_in, self.b_in, f"{self.name}/input"),
+                         self.m_in, self.n_in, 16)
+
+  def cell(self, carry: tuple[jax.Array, jax.Array], g_in: jax.Array):
+    """One frame, as `asr.models.lstm.LSTM.cell`: state (h, c), input gates `g_in [B, 4H]`
+    (Q3.12) -> (new state, h `[B, H]` int8 Q0.7, aux {})."""
+    h, c = carry
     acc = fp.int_matmul(h, self.w_rec, name=f"{self.name}/recurrent")
     g = fp.saturate(g_in + fp.requantize(acc, self.m_rec, self.n_rec, 16), 16)
     i, f, gg, o = jnp.split(table_index(g), 4, axis=-1)
@@ -195,26 +207,32 @@ class IntLSTM:
                     + fp.rounding_shift(si * tg, 2 * ACT_FRAC - CELL_FRAC), 16)
     tc = fp.lookup(TANH, table_index(c))
     h = fp.saturate(fp.rounding_shift(so * tc, 2 * ACT_FRAC - H_FRAC), 8)
-    return h, c
+    return (h, c), h, {}
 
   def apply(self, x: jax.Array, lengths: jax.Array, state=None):
     """int8 `x [B, T, D]`, `lengths [B]` -> h `[B, T, H]` (Q0.7, zero past each length), the
     state after each utterance's last frame."""
-    b, t, _ = x.shape
-    h, c = state if state is not None else self.init_state(b)
-    g_in = fp.requantize(fp.int_matmul(x, self.w_in, self.b_in, f"{self.name}/input"),
-                         self.m_in, self.n_in, 16)
-    valid = jnp.arange(t)[None, :] < lengths[:, None]
+    y, state, _ = scan_int_cell(self, x, lengths, state)
+    return y, state
 
-    def frame(carry, inputs):
-      g, keep = inputs
-      h, c = carry
-      h2, c2 = self.cell(g, h, c)
-      keep = keep[:, None]
-      return (jnp.where(keep, h2, h), jnp.where(keep, c2, c)), jnp.where(keep, h2, 0)
 
-    (h, c), y = jax.lax.scan(frame, (h, c), (g_in.swapaxes(0, 1), valid.swapaxes(0, 1)))
-    return y.swapaxes(0, 1), (h, c)
+def scan_int_cell(layer, x: jax.Array, lengths: jax.Array, state=None):
+  """Runs an integer cell (`inputs`, `cell`, `init_state`, as `IntLSTM`) over int8 `x [B, T, D]`
+  -> (`y [B, T, H]`, zero past each length; the state after each utterance's last frame; each
+  frame's aux `{name: [B, T, ...]}`): `asr.models.lstm.scan_cell` in integers."""
+  b, t, _ = x.shape
+  state = state if state is not None else layer.init_state(b)
+  valid = jnp.arange(t)[None, :] < lengths[:, None]
+
+  def frame(carry, inputs):
+    g, keep = inputs
+    new, y, aux = layer.cell(carry, g)
+    return (jax.tree.map(lambda n, o: jnp.where(keep[:, None], n, o), new, carry),
+            (jnp.where(keep[:, None], y, 0), aux))
+
+  time_major = (layer.inputs(x).swapaxes(0, 1), valid.swapaxes(0, 1))
+  state, (y, aux) = jax.lax.scan(frame, state, time_major)
+  return y.swapaxes(0, 1), state, jax.tree.map(lambda v: v.swapaxes(0, 1), aux)
 
 
 @jax.tree_util.register_dataclass

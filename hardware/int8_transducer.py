@@ -39,8 +39,8 @@ from asr.models.dense import Dense, intercept_dense
 from hardware import fixed_point as fp
 from hardware import int8_lstm, int8_transformer  # noqa: F401  (register their families)
 from hardware.int8_families import int8_family
-from hardware.int8_layers import (ACT_FRAC, GATE_FRAC, H_FRAC, TANH, IntDense, IntLSTM,
-                                  dense_arrays, quantize_activation_scale, table_index)
+from hardware.int8_layers import (ACT_FRAC, GATE_FRAC, H_FRAC, TANH, IntDense, dense_arrays,
+                                  quantize_activation_scale, scan_int_cell, table_index)
 
 LOGIT_FRAC = 8     # logits in Q7.8 int16
 
@@ -115,7 +115,7 @@ class IntTransducer:
   encoder: object                 # IntLSTMEncoder or IntTransformerEncoder
   enc_proj: IntDense
   embed: jax.Array                # [V, E] int8
-  pred: object                    # IntLSTM (lstm) or IntDense (stateless, to Q3.12)
+  pred: object                    # an integer cell (lstm) or IntDense (stateless, to Q3.12)
   pred_proj: IntDense             # Q0.7 -> Q3.12
   out: IntDense                   # Q0.7 -> logits Q7.8 int16
 
@@ -141,7 +141,7 @@ class IntTransducer:
     """One token per row -> (the prediction network's output `[B, P]` Q0.7, new state)."""
     if self.predictor_kind == "lstm":
       x = jnp.take(self.embed, tokens, axis=0)[:, None, :]
-      y, state = self.pred.apply(x, jnp.ones(tokens.shape[0], jnp.int32), state)
+      y, state, _ = scan_int_cell(self.pred, x, jnp.ones(tokens.shape[0], jnp.int32), state)
       return y[:, 0], state
     state = jnp.concatenate([state[:, 1:], tokens[:, None]], axis=1)
     e = jnp.take(self.embed, state, axis=0).reshape(tokens.shape[0], -1)
@@ -210,10 +210,8 @@ def convert(model, scales: dict[str, float]) -> IntTransducer:
   s_e = quantize_activation_scale(np.abs(table).max())
   embed = np.clip(np.round(table / s_e), -127, 127).astype(np.int8)
   if cfg.predictor == "lstm":
-    k_in, b_in = dense_arrays(p.lstm.input, "predictor/lstm/input")
-    pred = IntLSTM.from_float(k_in, b_in,
-                              dense_arrays(p.lstm.recurrent, "predictor/lstm/recurrent")[0], s_e,
-                              name="predictor/lstm")
+    # The prediction network's layer is the encoder's LSTM class: the same cell converter.
+    pred = int8_lstm.int_cell(p.lstm, "predictor/lstm", s_e)
     context = 0
   else:
     pred = IntDense.from_float(*dense_arrays(p.proj, "predictor/proj"), s_e, q316, out_bits=16,

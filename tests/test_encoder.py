@@ -1,6 +1,7 @@
 """The LSTM encoder family: its LSTM against a NumPy cell, its time reduction against its layers
 run by hand, its FLOP count against the matrix products the program executes, the factory."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from flax import nnx
 
 from asr.models import LSTMEncoder, LSTMEncoderConfig, Transducer, TransducerConfig
 from asr.models.encoder import encoder_config
+from asr.models.context import Context
 from asr.models.lstm import LSTM
 from tests.helpers import matmul_flops, numpy_lstm, randomize
 
@@ -25,6 +27,39 @@ def test_lstm_layer_equals_a_numpy_cell_and_holds_state_past_each_length():
   np.testing.assert_allclose(np.asarray(y), ref_y, atol=1e-5)
   np.testing.assert_allclose(np.asarray(state.h), ref_h, atol=1e-5)
   np.testing.assert_allclose(np.asarray(state.c), ref_c, atol=1e-5)
+
+
+class _NoisyCell(LSTM):
+  """The plain cell, reporting per frame a uniform draw from the key it was handed."""
+
+  def cell(self, carry, gates_in, ctx=Context()):
+    new, h, _ = super().cell(carry, gates_in, ctx)
+    return new, h, {"draw": jax.random.uniform(ctx.key(), (h.shape[0],))}
+
+
+def test_a_cell_subclass_runs_in_the_encoder_with_a_key_per_layer_and_frame():
+  """The seam a routed cell uses: the encoder runs any cell class unchanged, hands frame t of
+  layer i the key ctx.fold(i, t) and returns each frame's aux, `[B, T_i]` per layer."""
+  cfg = LSTMEncoderConfig(hidden=6, layers=2, stack=1, reduce=2, reduce_after=1)
+  plain = randomize(LSTMEncoder(4, cfg, rngs=nnx.Rngs(0)))
+  noisy = randomize(LSTMEncoder(4, cfg, rngs=nnx.Rngs(0)))
+  noisy.layers = nnx.List([randomize(_NoisyCell(4, 6, rngs=nnx.Rngs(0))),
+                           randomize(_NoisyCell(12, 6, rngs=nnx.Rngs(1)))])
+  plain.layers = nnx.List([randomize(LSTM(4, 6, rngs=nnx.Rngs(0))),
+                           randomize(LSTM(12, 6, rngs=nnx.Rngs(1)))])
+  feats = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 4)), jnp.float32)
+  lengths = jnp.array([8, 5])
+  key = jax.random.key(3)
+  out = noisy(feats, lengths, Context(rng=key))
+  np.testing.assert_allclose(np.asarray(out.frames),
+                             np.asarray(plain(feats, lengths, Context(rng=key)).frames), atol=1e-6)
+  draws = [np.asarray(c["draw"]) for c in out.aux["cells"]]
+  assert [d.shape for d in draws] == [(2, 8), (2, 4)]
+  for i, d in enumerate(draws):
+    for t in range(d.shape[1]):
+      expected = jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, i), t), (2,))
+      np.testing.assert_array_equal(d[:, t], np.asarray(expected))
+  assert "cells" not in plain(feats, lengths).aux
 
 
 def test_time_reduction_equals_layers_run_by_hand_on_concatenated_pairs():

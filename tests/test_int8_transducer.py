@@ -9,7 +9,9 @@ from flax import nnx
 
 from asr.decoding import beam_search, greedy_search
 from asr.models import LSTMEncoderConfig, Transducer, TransducerConfig
+from asr.models.lstm import LSTM
 from hardware import fixed_point as fp
+from hardware import int8_lstm
 from hardware import int8_reference as ref
 from hardware.int8_lstm import quantize_features
 from hardware.int8_transducer import beam, calibrate, convert, greedy
@@ -102,6 +104,33 @@ def test_layers_it_cannot_run_and_a_missing_calibration_are_named():
   model.joint.enc_proj = nnx.Linear(16, 16, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="cannot run layer 'joint/enc_proj' \\(Linear\\)"):
     convert(model, scales)
+
+
+class _OtherCell(LSTM):
+  """A cell class of its own (the plain cell's arithmetic): the int8 path needs its converter."""
+
+
+def test_a_cell_class_runs_on_the_int8_path_once_its_converter_is_registered():
+  model = _model("lstm")
+  feats, lengths = _features()
+  scales = calibrate(model, [(feats, lengths)])
+  plain = convert(model, scales)
+  layer = model.encoder.layers[1]
+  other = _OtherCell(layer.input.kernel.shape[0], layer.hidden, rngs=nnx.Rngs(0))
+  nnx.update(other, nnx.state(layer))
+  model.encoder.layers[1] = other
+  with pytest.raises(ValueError, match="encoder/layers/1: the int8 path cannot run a _OtherCell "
+                                       "layer.*register_int_cell"):
+    convert(model, scales)
+  try:
+    int8_lstm.register_int_cell(_OtherCell)(int8_lstm.CELL_CONVERTERS[LSTM])
+    im = convert(model, scales)
+  finally:
+    del int8_lstm.CELL_CONVERTERS[_OtherCell]
+  x, xl = quantize_features(model.frontend(feats, lengths), lengths, 2, im.in_scale)
+  got, want = _int_greedy(im, x, xl, 3, 80), _int_greedy(plain, x, xl, 3, 80)
+  for a, b in zip(got, want):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_a_model_trained_with_quantized_activations_keeps_its_ranges():

@@ -22,7 +22,7 @@ from asr.arrays import length_mask, mask_padding
 from asr.models.context import Context
 from asr.features import FeatureConfig, stack_frames
 from asr.models.encoder import EncoderOutput, register_encoder
-from asr.models.lstm import LSTM, LSTMState
+from asr.models.lstm import LSTM, LSTMState, scan_cell
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,11 +84,14 @@ class LSTMEncoder(nnx.Module):
     x, lengths = stack_frames(features, lengths, self.stack)
     new_state, aux = [], {}
     dropout = ctx.train and self.cfg.dropout > 0 and ctx.rng is not None
+    cells = []
     for i, (layer, s) in enumerate(zip(self.layers, state)):
       if i and i == self.reduce_after:
         aux = {"pre_reduction": x, "pre_reduction_lengths": lengths}
         x, lengths = stack_frames(x, lengths, self.reduce)
-      x, s = layer(x, lengths, s)
+      # Layer i's frames run with ctx.fold(i, t); its dropout draws from ctx.key(i) itself.
+      x, s, cell_aux = scan_cell(layer, x, lengths, s, ctx.fold(i))
+      cells.append(cell_aux)
       if self.norms:
         # LayerNorm maps a zero (padded) frame to its bias: mask it again, or padding would
         # enter the next time reduction and the result would depend on the bucket.
@@ -98,6 +101,8 @@ class LSTMEncoder(nnx.Module):
         x = jnp.where(keep, x / (1 - self.cfg.dropout), 0.0)
       new_state.append(s)
     flops = jnp.where(length_mask(lengths, x.shape[1]), float(self.flops_per_frame()), 0.0)
+    if any(cells):    # what the layers' cells report per frame (a routed cell's choices)
+      aux["cells"] = cells
     return EncoderOutput(x, lengths, flops, self.frame_seconds, aux), new_state
 
   def __call__(self, features: jax.Array, lengths: jax.Array,
