@@ -30,30 +30,30 @@ tau^2 so its gradients keep their size), to show the student the relative probab
 the outputs a confident teacher gives almost none; the alignment weights stay the teacher's
 own distributions, at tau = 1.
 
-A second term, `distill_ctc`, teaches the encoder directly: `KL(teacher || student)` of the
+A second KL, on the option `ctc`, teaches the encoder directly: `KL(teacher || student)` of the
 auxiliary CTC heads' distributions at every frame below the time reduction (where the heads
 read), averaged over the batch's real frames, at the same temperature. The joint's KL reaches
 the encoder only through the joint and the lattice; this one gives the lower encoder a target
 at each 30 ms frame (the frame-level distillation of hybrid and CTC acoustic models: Hinton et
 al., 2015; Takashima et al., ICASSP 2018, "An investigation of a knowledge distillation method
-for CTC acoustic models"). Both terms share one teacher pass per step (`teacher_pass`).
+for CTC acoustic models"). The term is `lattice KL + ctc * CTC KL`; both KLs are logged
+(`loss/distill/lattice`, `loss/distill/ctc`) and share one teacher pass.
 
 The teacher sees the clean log-mels of the batch's audio (with its own feature settings), never
 the student's augmentation, and runs in inference mode. Teacher and student must share the
-vocabulary (checked against the student's joint at start) and the frame rate (checked when the
-step is traced: the lattices must align).
+vocabulary and the frame rate (both checked when the step is traced: the lattices must align).
 
-As a run declares it:
+As a run declares it, the teacher and every option in the loss term:
 
-  c.imports = ["compression.distillation"]          # registers the terms `distill`, `distill_ctc`
-  c.transforms.teacher = ml_collections.ConfigDict(dict(
-      factory="compression.distillation:teacher", workdir="workdirs/big", form="collapsed"))
-  c.loss.distill = 1.0
-  c.loss.distill_ctc = 1.0                          # optional; needs a CTC head in both
+  c.imports = ["compression.distillation"]          # registers the term `distill`
+  c.loss.distill = ml_collections.ConfigDict(dict(
+      weight=1.0, teacher="workdirs/big", form="collapsed", cells="lattice",
+      temperature=1.0, ctc=0.0))                    # ctc > 0 needs a CTC head in both
 
-The teacher's parameters live in the student's train state (`transforms/teacher`), so a resumed
-student needs nothing but its own checkpoint to continue exactly; building the state (training,
-evaluation) reads the teacher's `config.json`, so its workdir must stay where the config says.
+The teacher's parameters are loaded from its run's newest checkpoint (or `step`) when the
+student's run starts or resumes, and ride in the step's state, never in the student's
+checkpoints: a student loads for inference without its teacher, and a resumed student needs
+the teacher's workdir where the config says.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ from asr import features as F
 from asr.arrays import length_mask
 from asr.losses import rnnt_loss_from_log_probs
 from asr.losses.rnnt import arc_log_probs
-from asr.training.objective import LossInputs, register_loss_term
+from asr.training.objective import LossInputs, LossTerm, register_loss_term
 
 FORMS = ("full", "collapsed")
 CELLS = ("lattice", "alignment")
@@ -106,50 +106,6 @@ def kl_collapsed(teacher_logits, student_logits, next_label, has_label,
   log_s = collapse(student_logits.astype(jnp.float32) / temperature, next_label, has_label)
   p_t = jnp.exp(log_t)
   return temperature ** 2 * jnp.sum(jnp.where(p_t > 0, p_t * (log_t - log_s), 0.0), -1)
-
-
-class Teacher:
-  """A parameter transform that changes nothing: it carries a trained teacher's parameters in
-  the train state for the `distill` term."""
-
-  def __init__(self, workdir: str, step: int | None = None, form: str = "collapsed",
-               cells: str = "lattice", temperature: float = 1.0):
-    from asr.training.loop import load_for_inference, model_config
-    if form not in FORMS:
-      raise ValueError(f"distillation: form={form!r} is not one of {', '.join(FORMS)}")
-    if cells not in CELLS:
-      raise ValueError(f"distillation: cells={cells!r} is not one of {', '.join(CELLS)}")
-    if not temperature > 0:
-      raise ValueError(f"distillation: temperature={temperature!r} must be above 0")
-    if not (pathlib.Path(workdir) / "config.json").exists():
-      raise FileNotFoundError(f"distillation: teacher workdir {workdir!r} holds no config.json "
-                              "(the teacher is a finished training run)")
-    self.workdir, self.form, self.cells = str(workdir), form, cells
-    self.temperature = float(temperature)
-    self.config, self.graphdef, self._variables, self.step = load_for_inference(workdir, step)
-    self.features = model_config(self.config).features
-
-  def init(self, params):
-    teacher_vocab = self.config.model.vocab
-    student_vocab = params["joint"]["out"]["kernel"][...].shape[-1]
-    if teacher_vocab != student_vocab:
-      raise ValueError(f"distillation: the teacher ({self.workdir}) has a vocabulary of "
-                       f"{teacher_vocab}, the student {student_vocab}: they must share one")
-    params_t, model_state_t = self._variables
-    return {"params": params_t, "model_state": model_state_t}
-
-  def apply(self, params, state, step, schedules):
-    return params
-
-  def update(self, params, state, step, schedules):
-    return params, state
-
-  def model(self, state) -> nnx.Module:
-    return nnx.merge(self.graphdef, state["params"], state["model_state"])
-
-
-def teacher(**options) -> Teacher:
-  return Teacher(**options)
 
 
 def alignment_occupancy(blank: jax.Array, label: jax.Array, frames: jax.Array,
@@ -224,27 +180,12 @@ def lattice_kl(teacher_model, student_model, t_encoded, s_encoded, labels, label
   return total, jnp.sum(weight, (1, 2))
 
 
-def teacher_pass(x: LossInputs) -> tuple[Teacher, nnx.Module, object]:
-  """The run's teacher, its model and its encoder's output on the batch's clean audio, computed
-  once per step for every term that needs them (`x.memo`)."""
-  if "distillation/teacher" not in x.memo:
-    found = [(name, t) for name, t in x.transforms if isinstance(t, Teacher)]
-    if len(found) != 1:
-      raise ValueError("loss.distill and loss.distill_ctc need exactly one transform with "
-                       f"factory 'compression.distillation:teacher' (found {len(found)})")
-    name, t = found[0]
-    teacher_model = t.model(x.transform_states[name])
-    feats, lengths = F.log_mel(x.batch["audio"], x.batch["audio_lengths"], t.features)
-    x.memo["distillation/teacher"] = t, teacher_model, teacher_model.encode(feats, lengths)
-  return x.memo["distillation/teacher"]
-
-
-def _check_frames(t: Teacher, teacher_frames: jax.Array, student_frames: jax.Array,
+def _check_frames(workdir: str, teacher_frames: jax.Array, student_frames: jax.Array,
                   teacher_unit: str, student_unit: str) -> None:
   """Fails, naming the teacher, when its frames `[B, T, ...]` and the student's do not align."""
   if teacher_frames.shape[1] != student_frames.shape[1]:
     raise ValueError(
-        f"distillation: the teacher ({t.workdir}) gives {teacher_frames.shape[1]} frames"
+        f"distillation: the teacher ({workdir}) gives {teacher_frames.shape[1]} frames"
         f"{teacher_unit} where the student gives {student_frames.shape[1]}{student_unit}: "
         "they must align (the same frame rate)")
 
@@ -264,33 +205,71 @@ def ctc_kl(teacher_model, student_model, t_encoded, s_encoded,
 
 
 @register_loss_term("distill")
-def distill_term(x: LossInputs) -> tuple[jax.Array, dict]:
+class Distill(LossTerm):
   """KL(teacher || student) per lattice cell (each weighed as `cells` says) over the batch's
-  real utterances."""
-  t, teacher_model, t_encoded = teacher_pass(x)
-  _check_frames(t, t_encoded.frames, x.encoded.frames,
-                f" of {t_encoded.frame_seconds * 1000:g} ms",
-                f" of {x.encoded.frame_seconds * 1000:g} ms")
-  kl, cells = lattice_kl(teacher_model, x.model, t_encoded, x.encoded, x.batch["labels"],
-                         x.batch["label_lengths"], t.form, t.cells, t.temperature)
-  real_cells = jnp.sum(jnp.where(x.is_real, cells, 0.0))
-  value = jnp.sum(jnp.where(x.is_real, kl, 0.0)) / jnp.maximum(real_cells, 1)
-  return value, {"cells": real_cells}
+  real utterances, plus `ctc` times the CTC heads' KL per real frame below the time
+  reduction."""
 
+  def __init__(self, teacher: str, step: int | None = None, form: str = "collapsed",
+               cells: str = "lattice", temperature: float = 1.0, ctc: float = 0.0):
+    from asr.training.loop import load_for_inference, model_config
+    if form not in FORMS:
+      raise ValueError(f"distillation: form={form!r} is not one of {', '.join(FORMS)}")
+    if cells not in CELLS:
+      raise ValueError(f"distillation: cells={cells!r} is not one of {', '.join(CELLS)}")
+    if not temperature > 0:
+      raise ValueError(f"distillation: temperature={temperature!r} must be above 0")
+    if not ctc >= 0:
+      raise ValueError(f"distillation: ctc={ctc!r} must be 0 (off) or above")
+    if not (pathlib.Path(teacher) / "config.json").exists():
+      raise FileNotFoundError(f"distillation: teacher workdir {teacher!r} holds no config.json "
+                              "(the teacher is a finished training run)")
+    self.workdir, self.form, self.cells = str(teacher), form, cells
+    self.temperature, self.ctc = float(temperature), float(ctc)
+    self.config, self.graphdef, self._variables, self.step = load_for_inference(teacher, step)
+    self.features = model_config(self.config).features
 
-@register_loss_term("distill_ctc")
-def distill_ctc_term(x: LossInputs) -> tuple[jax.Array, dict]:
-  """KL(teacher || student) of the auxiliary CTC heads' distributions at each real frame below
-  the time reduction (where the heads read), nats per frame, at the teacher's temperature."""
-  t, teacher_model, t_encoded = teacher_pass(x)
-  if teacher_model.ctc_head is None or x.model.ctc_head is None:
-    who = "the teacher" if teacher_model.ctc_head is None else "the student"
-    raise ValueError(f"loss.distill_ctc: {who} has no CTC head (a run trained with "
-                     "loss.ctc > 0 has one)")
-  _check_frames(t, t_encoded.aux.get("pre_reduction", t_encoded.frames),
-                x.encoded.aux.get("pre_reduction", x.encoded.frames),
-                " below its time reduction", "")
-  kl, frames = ctc_kl(teacher_model, x.model, t_encoded, x.encoded, t.temperature)
-  real_frames = jnp.sum(jnp.where(x.is_real, frames, 0.0))
-  value = jnp.sum(jnp.where(x.is_real, kl, 0.0)) / jnp.maximum(real_frames, 1)
-  return value, {"frames": real_frames}
+  def init(self) -> dict:
+    params, model_state = self._variables
+    return {"params": params, "model_state": model_state}
+
+  def model(self, state) -> nnx.Module:
+    """The teacher, from the arrays the step carries."""
+    return nnx.merge(self.graphdef, state["params"], state["model_state"])
+
+  def __call__(self, x: LossInputs, state) -> tuple[jax.Array, dict]:
+    teacher_model = self.model(state)
+    teacher_vocab = teacher_model.joint.out.kernel.shape[-1]
+    student_vocab = x.model.joint.out.kernel.shape[-1]
+    if teacher_vocab != student_vocab:
+      raise ValueError(f"distillation: the teacher ({self.workdir}) has a vocabulary of "
+                       f"{teacher_vocab}, the student {student_vocab}: they must share one")
+    feats, lengths = F.log_mel(x.batch["audio"], x.batch["audio_lengths"], self.features)
+    t_encoded = teacher_model.encode(feats, lengths)
+    _check_frames(self.workdir, t_encoded.frames, x.encoded.frames,
+                  f" of {t_encoded.frame_seconds * 1000:g} ms",
+                  f" of {x.encoded.frame_seconds * 1000:g} ms")
+    kl, cells = lattice_kl(teacher_model, x.model, t_encoded, x.encoded, x.batch["labels"],
+                           x.batch["label_lengths"], self.form, self.cells, self.temperature)
+    real_cells = jnp.sum(jnp.where(x.is_real, cells, 0.0))
+    value = jnp.sum(jnp.where(x.is_real, kl, 0.0)) / jnp.maximum(real_cells, 1)
+    metrics = {"cells": real_cells}
+    if self.ctc > 0:
+      metrics["lattice"] = value
+      ctc_value, metrics["frames"] = self._ctc_value(teacher_model, t_encoded, x)
+      metrics["ctc"] = ctc_value
+      value = value + self.ctc * ctc_value
+    return value, metrics
+
+  def _ctc_value(self, teacher_model, t_encoded, x: LossInputs) -> tuple[jax.Array, jax.Array]:
+    """The CTC heads' KL per real frame below the time reduction, and those frames' count."""
+    if teacher_model.ctc_head is None or x.model.ctc_head is None:
+      who = "the teacher" if teacher_model.ctc_head is None else "the student"
+      raise ValueError(f"loss.distill ctc={self.ctc:g}: {who} has no CTC head (a run "
+                       "trained with loss.ctc > 0 has one)")
+    _check_frames(self.workdir, t_encoded.aux.get("pre_reduction", t_encoded.frames),
+                  x.encoded.aux.get("pre_reduction", x.encoded.frames),
+                  " below its time reduction", "")
+    kl, frames = ctc_kl(teacher_model, x.model, t_encoded, x.encoded, self.temperature)
+    real_frames = jnp.sum(jnp.where(x.is_real, frames, 0.0))
+    return jnp.sum(jnp.where(x.is_real, kl, 0.0)) / jnp.maximum(real_frames, 1), real_frames

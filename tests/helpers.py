@@ -104,14 +104,15 @@ def tiny_step(config=None, transforms=(), batch_size=4):
   """(config, train state, the un-jitted step, a synthetic batch `[batch_size, 16000]` whose
   last row is padding, schedules) of the `tiny` LSTM recipe with `transforms`."""
   from asr.training import train_step as ts
-  from asr.training.loop import build_model, build_step
+  from asr.training.loop import build_model, build_step, loss_terms
   from experiments.configs.rnnt import get_config
   c = config or get_config("tiny")
   c.train.num_steps, c.train.max_nonfinite_in_a_row = 10, 3
   c.optim.warmup_steps = 5
   model = build_model(c)
-  step, tx, schedules = build_step(c, nnx.graphdef(model), transforms)
-  state = ts.init_train_state(model, tx, 0, transforms)
+  terms = loss_terms(c)
+  step, tx, schedules = build_step(c, nnx.graphdef(model), transforms, terms)
+  state = ts.init_train_state(model, tx, 0, transforms, terms)
   rng = np.random.default_rng(0)
   batch = {"audio": (rng.standard_normal((batch_size, 16000)) * 0.1).astype(np.float32),
            "audio_lengths": np.array([16000, 12000, 9000, 0][:batch_size], np.int32),

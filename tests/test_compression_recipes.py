@@ -15,17 +15,18 @@ from experiments.configs.compression import BASE_RUN, METHODS, get_config
 
 def test_every_method_builds_and_its_ramps_follow_the_run_length(tiny_trained_run, tmp_path):
   from asr.training import transforms as T
-  from asr.training.loop import build_model, import_plugins
+  from asr.training.loop import build_model, import_plugins, loss_terms
   for method in METHODS:
     c = get_config(f"tiny,{method}")
-    if method == "distill":
-      assert c.transforms.teacher.workdir == BASE_RUN
-      c.transforms.teacher.workdir = str(tmp_path / "nowhere")
-      with pytest.raises(FileNotFoundError, match="teacher workdir '.*nowhere' holds no config"):
-        T.build_transforms(dict(c.transforms))
-      c.transforms.teacher.workdir = str(tiny_trained_run)
     import_plugins(c)
+    if method == "distill":
+      assert c.loss.distill.teacher == BASE_RUN
+      c.loss.distill.teacher = str(tmp_path / "nowhere")
+      with pytest.raises(FileNotFoundError, match="teacher workdir '.*nowhere' holds no config"):
+        loss_terms(c)
+      c.loss.distill.teacher = str(tiny_trained_run)
     T.build_transforms(dict(c.transforms))
+    loss_terms(c)
     build_model(c)
   c = get_config("sparse90")
   assert c.variant == "small" and c.train.num_steps == 1200
@@ -44,8 +45,8 @@ def test_every_method_builds_and_its_ramps_follow_the_run_length(tiny_trained_ru
   assert pre.model.to_dict() == rnnt_small.model.to_dict()
   student = get_config("student+distill")
   assert student.model.lstm.hidden == 128 and student.train.num_steps == 2400
-  assert student.init_from == "" and student.transforms.teacher.workdir == BASE_RUN
-  assert (student.transforms.teacher.cells, student.loss.distill) == ("alignment", 3.0)
+  assert student.init_from == "" and student.loss.distill.teacher == BASE_RUN
+  assert (student.loss.distill.cells, student.loss.distill.weight) == ("alignment", 3.0)
   with pytest.raises(ValueError, match="quantizes twice"):
     get_config("qat8+reg4")
   with pytest.raises(ValueError, match="unknown method 'sparse55'"):

@@ -13,7 +13,6 @@ import pytest
 from flax import nnx
 
 from asr import features as F
-from asr.training import transforms as T
 from compression import distillation as D
 from experiments.configs.rnnt import get_config
 from tests.helpers import randomize, tiny_step
@@ -207,20 +206,24 @@ def teacher_run(tiny_trained_run):
 def _student(teacher_run, cells="lattice", ctc=0.0, **model):
   c = get_config("tiny")
   c.imports = ["compression.distillation"]
-  c.loss.distill = 0.5
-  c.loss.distill_ctc = ctc
+  c.loss.distill = ml_collections.ConfigDict(dict(weight=0.5, teacher=str(teacher_run),
+                                                  cells=cells, ctc=ctc))
   for k, v in model.items():
     setattr(c.model, k, v)
-  transforms = T.build_transforms({"teacher": {
-      "factory": "compression.distillation:teacher", "workdir": str(teacher_run),
-      "cells": cells}})
-  return c, transforms
+  return c
+
+
+def _as_teacher(state):
+  """`state` with the student's parameters set to the teacher's (which the step carries)."""
+  teacher = state["terms"]["distill"]
+  return {**state, "params": jax.tree.map(jnp.asarray, teacher["params"]),
+          "model_state": jax.tree.map(jnp.asarray, teacher["model_state"])}
 
 
 def test_a_student_that_is_its_teacher_has_zero_distillation_loss_and_a_student_learns(
     teacher_run):
-  c, transforms = _student(teacher_run)
-  _, state, step, batch, _ = tiny_step(c, transforms)
+  c = _student(teacher_run)
+  _, state, step, batch, _ = tiny_step(c)
   step = jax.jit(step)
   _, m = step(state, batch)   # a fresh student: the teacher disagrees
   assert float(m["loss/distill"]) > 0.01 and float(m["weight/distill"]) == 0.5
@@ -228,47 +231,46 @@ def test_a_student_that_is_its_teacher_has_zero_distillation_loss_and_a_student_
   assert "distill" in terms and "rnnt" in terms
   assert float(m["loss"]) == pytest.approx(
       sum(float(m[f"weight/{n}"]) * float(m[f"loss/{n}"]) for n in terms), rel=1e-5)
+  assert "loss/distill/ctc" not in m          # off: the CTC heads' KL is not computed
   # The student given the teacher's own parameters: nothing to learn from it.
-  _, state, _, _, _ = tiny_step(c, transforms)
-  state["params"] = jax.tree.map(jnp.asarray, state["transforms"]["teacher"]["params"])
-  state["model_state"] = jax.tree.map(jnp.asarray, state["transforms"]["teacher"]["model_state"])
-  _, m = step(state, batch)
+  _, state, _, _, _ = tiny_step(c)
+  _, m = step(_as_teacher(state), batch)
   assert float(m["loss/distill"]) == pytest.approx(0.0, abs=1e-5)
   assert int(m["loss/distill/cells"]) > 0
 
 
-def test_the_ctc_term_in_the_step_is_zero_for_the_teacher_and_leaves_the_joint_term_alone(
+def test_the_ctc_kl_in_the_step_is_zero_for_the_teacher_and_leaves_the_joint_kl_alone(
     teacher_run):
-  c, transforms = _student(teacher_run, ctc=2.0)
-  _, state, step, batch, _ = tiny_step(c, transforms)
+  c = _student(teacher_run, ctc=2.0)
+  _, state, step, batch, _ = tiny_step(c)
   step = jax.jit(step)
   _, m = step(state, batch)
-  assert float(m["loss/distill_ctc"]) > 0.01 and float(m["weight/distill_ctc"]) == 2.0
+  assert float(m["loss/distill/ctc"]) > 0.01
+  assert float(m["loss/distill"]) == pytest.approx(
+      float(m["loss/distill/lattice"]) + 2.0 * float(m["loss/distill/ctc"]), rel=1e-6)
   real = np.asarray(batch["audio_lengths"]) > 0
   from asr.training.loop import build_model
   feats, lengths = F.log_mel(batch["audio"], batch["audio_lengths"],
                              F.FeatureConfig(num_mels=c.model.num_mels))
   frames = np.asarray(build_model(c).encode(feats, lengths).lengths)
-  assert float(m["loss/distill_ctc/frames"]) == float(np.sum(frames[real]))
-  # The joint's term is what it is alone (the two share the teacher's pass, nothing else).
-  c_alone, transforms_alone = _student(teacher_run)
-  _, state_alone, step_alone, _, _ = tiny_step(c_alone, transforms_alone)
+  assert float(m["loss/distill/frames"]) == float(np.sum(frames[real]))
+  # The joint's KL is what it is alone (the two share the teacher's pass, nothing else).
+  _, state_alone, step_alone, _, _ = tiny_step(_student(teacher_run))
   _, m_alone = jax.jit(step_alone)(state_alone, batch)
-  assert float(m["loss/distill"]) == pytest.approx(float(m_alone["loss/distill"]), rel=1e-5)
-  state["params"] = jax.tree.map(jnp.asarray, state["transforms"]["teacher"]["params"])
-  state["model_state"] = jax.tree.map(jnp.asarray, state["transforms"]["teacher"]["model_state"])
-  _, m = step(state, batch)
-  assert float(m["loss/distill_ctc"]) == pytest.approx(0.0, abs=1e-5)
-  c, transforms = _student(teacher_run, ctc=1.0)
+  assert float(m["loss/distill/lattice"]) == pytest.approx(float(m_alone["loss/distill"]),
+                                                           rel=1e-5)
+  _, m = step(_as_teacher(state), batch)
+  assert float(m["loss/distill/ctc"]) == pytest.approx(0.0, abs=1e-5)
+  c = _student(teacher_run, ctc=1.0)
   c.loss.ctc = 0.0   # the student has no CTC head
-  _, state, step, batch, _ = tiny_step(c, transforms)
-  with pytest.raises(ValueError, match="distill_ctc: the student has no CTC head"):
+  _, state, step, batch, _ = tiny_step(c)
+  with pytest.raises(ValueError, match="distill ctc=1: the student has no CTC head"):
     jax.eval_shape(step, state, batch)
 
 
 def test_the_alignment_weighted_term_in_the_step_weighs_one_per_aligned_step(teacher_run):
-  c, transforms = _student(teacher_run, cells="alignment")
-  _, state, step, batch, _ = tiny_step(c, transforms)
+  c = _student(teacher_run, cells="alignment")
+  _, state, step, batch, _ = tiny_step(c)
   _, m = jax.jit(step)(state, batch)
   assert float(m["loss/distill"]) > 0.01 and np.isfinite(float(m["loss"]))
   # gamma sums to T + U over each real utterance's lattice (the student's frames).
@@ -281,20 +283,70 @@ def test_the_alignment_weighted_term_in_the_step_weighs_one_per_aligned_step(tea
   expected = float(np.sum(np.where(real, frames + np.asarray(batch["label_lengths"]), 0)))
   assert float(m["loss/distill/cells"]) == pytest.approx(expected, rel=1e-4)
   with pytest.raises(ValueError, match="cells='path' is not one of lattice, alignment"):
-    D.Teacher(workdir=str(teacher_run), cells="path")
+    D.Distill(teacher=str(teacher_run), cells="path")
   with pytest.raises(ValueError, match="temperature=0 must be above 0"):
-    D.Teacher(workdir=str(teacher_run), temperature=0)
+    D.Distill(teacher=str(teacher_run), temperature=0)
+
+
+def test_options_are_checked_against_what_the_term_declares(teacher_run):
+  from asr.training.loop import loss_terms
+  c = _student(teacher_run)
+  c.loss.distill.tau = 2.0
+  with pytest.raises(ValueError, match="config.loss.distill has no option.* tau; its options: "
+                                       "cells, ctc, form, step, teacher, temperature"):
+    loss_terms(c)
+  c = _student(teacher_run)
+  del c.loss.distill.teacher
+  with pytest.raises(ValueError, match="config.loss.distill needs option.* teacher"):
+    loss_terms(c)
+  c = _student(teacher_run)
+  del c.loss.ctc
+  c.loss.ctc = ml_collections.ConfigDict(dict(weight=0.5, blank=1))
+  with pytest.raises(ValueError, match="config.loss.ctc has no option.* blank; its options: "
+                                       "none"):
+    loss_terms(c)
+  c = _student(teacher_run)
+  del c.loss.distill.weight
+  with pytest.raises(ValueError, match="config.loss.distill has options but no weight"):
+    loss_terms(c)
 
 
 def test_a_teacher_of_another_vocabulary_or_frame_rate_is_named(teacher_run):
+  c = _student(teacher_run, vocab=40)
+  _, state, step, batch, _ = tiny_step(c)
   with pytest.raises(ValueError, match="vocabulary of 29, the student 40"):
-    c, transforms = _student(teacher_run, vocab=40)
-    tiny_step(c, transforms)
-  c, transforms = _student(teacher_run)
+    jax.eval_shape(step, state, batch)   # raised as the step is traced
+  c = _student(teacher_run)
   c.model.lstm.layers, c.model.lstm.reduce = 2, 2   # 60 ms frames against 30
-  _, state, step, batch, _ = tiny_step(c, transforms)
+  _, state, step, batch, _ = tiny_step(c)
   with pytest.raises(ValueError, match="teacher .* gives 33 frames of 30 ms where the student "
                                        "gives 17 of 60 ms"):
-    jax.eval_shape(step, state, batch)   # raised as the step is traced
+    jax.eval_shape(step, state, batch)
   with pytest.raises(FileNotFoundError, match="holds no config.json"):
-    D.Teacher(workdir=str(teacher_run / "nowhere"))
+    D.Distill(teacher=str(teacher_run / "nowhere"))
+
+
+def test_a_distilled_student_checkpoints_and_loads_without_its_teacher(
+    teacher_run, tiny_data_dir, tmp_path):
+  import shutil
+  from asr.training.checkpoint import Checkpointer
+  from asr.training.loop import load_for_inference, train
+  teacher = tmp_path / "teacher"
+  shutil.copytree(teacher_run, teacher)
+  c = _student(teacher)
+  c.data.data_dir, c.wandb.mode = tiny_data_dir, "disabled"
+  c.data.bucket_seconds = (6.0,)
+  c.train.num_steps, c.train.eval_every, c.train.checkpoint_every = 2, 1000, 2
+  train(c, tmp_path / "student")
+  ckpt = Checkpointer(tmp_path / "student" / "checkpoints")
+  try:
+    stored = ckpt.stored()
+  finally:
+    ckpt.close()
+  assert stored and not [p for p in stored if p.startswith("terms")]
+  shutil.rmtree(teacher)
+  config, graphdef, variables, step = load_for_inference(tmp_path / "student")
+  assert step == 2 and config.loss.distill.teacher == str(teacher)
+  nnx.merge(graphdef, *variables)   # the student, whole
+  with pytest.raises(FileNotFoundError, match="teacher workdir .* holds no config.json"):
+    train(c, tmp_path / "student")   # resuming its training needs the teacher again

@@ -56,9 +56,14 @@ def import_plugins(config) -> None:
 
 
 def loss_weights(config) -> dict[str, float]:
-  weights = dict(config.loss.to_dict())
-  objective.check_terms(weights, dict(config.schedules))
-  return objective.active_terms(weights, dict(config.schedules))
+  """`{term: weight}` of the config's active loss terms, checked (`objective.term_specs`)."""
+  specs = objective.term_specs(config.loss.to_dict(), dict(config.schedules))
+  return {n: s.weight for n, s in objective.active_terms(specs, dict(config.schedules)).items()}
+
+
+def loss_terms(config) -> dict[str, objective.BuiltTerm]:
+  """The config's active loss terms, built with their options (a teacher is loaded here)."""
+  return objective.build_terms(config.loss.to_dict(), dict(config.schedules))
 
 
 def schedule_specs(config) -> dict:
@@ -189,12 +194,15 @@ def augment_config(config) -> F.AugmentConfig | None:
                          speed=tuple(a.speed), warp=tuple(a.warp))
 
 
-def build_step(config, graphdef, transforms=()):
-  """(the un-jitted train step, its optimizer, its schedules) for a config's model."""
+def build_step(config, graphdef, transforms=(), terms: dict | None = None):
+  """(the un-jitted train step, its optimizer, its schedules) for a config's model; `terms`:
+  its loss terms (`loss_terms`, built here if not given; the train state carries their
+  arrays: `init_train_state(..., terms=terms)`)."""
   c = config
   schedules = S.make_schedules(schedule_specs(c))
   tx = ts.make_optimizer(c.optim.weight_decay, c.optim.clip_norm)
-  step_cfg = ts.StepConfig(terms=tuple(loss_weights(c).items()), augment=augment_config(c),
+  terms = loss_terms(c) if terms is None else terms
+  step_cfg = ts.StepConfig(terms=tuple(terms.items()), augment=augment_config(c),
                            features=model_config(c).features,
                            nonfinite_limit=c.train.max_nonfinite_in_a_row)
   return ts.make_train_step(graphdef, tx, step_cfg, schedules, transforms), tx, schedules
@@ -368,8 +376,9 @@ class Trainer:
       model.frontend.set_statistics(*estimate_feature_stats(self.source, config, self.tokenizer))
     self.graphdef = nnx.graphdef(model)
     self.transforms = T.build_transforms(dict(c.transforms))
-    step_fn, tx, self.schedules = build_step(config, self.graphdef, self.transforms)
-    state = ts.init_train_state(model, tx, c.seed, self.transforms)
+    terms = loss_terms(config)
+    step_fn, tx, self.schedules = build_step(config, self.graphdef, self.transforms, terms)
+    state = ts.init_train_state(model, tx, c.seed, self.transforms, terms)
     if resume_step is None and c.init_from:
       state, loaded = load_initial_weights(state, c.init_from, c.init_from_keys)
       print(f"init_from {c.init_from}: {loaded} arrays loaded")
@@ -387,7 +396,8 @@ class Trainer:
     # -- Restore: state, data position, the metrics window of the interrupted log period --
     self.start_step, self.window_restored, self.window_audio_s = 0, [], 0.0
     if resume_step is not None:
-      state, data_state, _ = self.checkpointer.restore(state)
+      restored, data_state, _ = self.checkpointer.restore(ts.checkpointed(state))
+      state = {**restored, "terms": state["terms"]}
       self.train_batches.restore(data_state["pipeline"])
       self.window_restored = data_state.get("window", [])
       self.window_audio_s = data_state.get("window_audio_seconds", 0.0)
@@ -401,7 +411,7 @@ class Trainer:
 
   def inference_variables(self):
     """(params, model_state) as the model runs them (transforms applied), on the host."""
-    state = to_host({k: v for k, v in self.state.items() if k != "opt_state"})
+    state = to_host({k: v for k, v in ts.checkpointed(self.state).items() if k != "opt_state"})
     return to_host(ts.inference_variables(state, self.transforms, self.schedules))
 
   def evaluate(self, split: str | None = None, decoder: str = "greedy", beam: int = 4,
@@ -424,9 +434,9 @@ class Trainer:
     return summary, rows
 
   def save(self, step: int, window: list[dict], audio_s: float) -> None:
-    self.checkpointer.save(step, self.state, {"pipeline": self.train_batches.state(),
-                                              "window": window,
-                                              "window_audio_seconds": audio_s})
+    self.checkpointer.save(step, ts.checkpointed(self.state),
+                           {"pipeline": self.train_batches.state(), "window": window,
+                            "window_audio_seconds": audio_s})
 
   def _evaluate_and_log(self, step: int, bar) -> None:
     if self.lead:  # one process decodes; the others wait at the next step's collective
@@ -549,7 +559,7 @@ def load_for_inference(workdir: os.PathLike, step: int | None = None):
     like = ts.init_train_state(model, ts.make_optimizer(config.optim.weight_decay,
                                                         config.optim.clip_norm),
                                config.seed, transforms)
-    state, _, step = ckpt.restore(like, step)
+    state, _, step = ckpt.restore(ts.checkpointed(like), step)
   finally:
     ckpt.close()
   schedules = S.make_schedules(schedule_specs(config))

@@ -7,6 +7,8 @@ Train state is one pytree (a dict):
                never trained; layers with statistics update them in the forward pass
   opt_state    the optimizer's state
   transforms   each parameter transform's state, by name
+  terms        arrays loss terms carry (a teacher's parameters), by term: rebuilt from the
+               config when a run starts or resumes, never checkpointed (`checkpointed`)
   guard        non-finite counters: `in_a_row`, `total`, `tripped_at` (the step a run of
                `limit` skipped steps ended, 0 if none) - checked by the loop at log steps
   step         int32
@@ -50,13 +52,20 @@ def make_optimizer(weight_decay: float, clip_norm: float) -> optax.GradientTrans
 
 
 def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int,
-                     transforms=()) -> dict:
+                     transforms=(), terms: dict | None = None) -> dict:
+  """`terms`: the run's loss terms (`objective.build_terms`), whose arrays the state carries."""
   _, params, model_state = split_model(model)
   zero = lambda: jnp.zeros((), jnp.int32)  # one buffer each: the step donates them all
   return {"params": params, "model_state": model_state, "opt_state": tx.init(params),
           "transforms": T.init_states(transforms, params),
+          "terms": objective.init_term_states(terms or {}),
           "guard": {"in_a_row": zero(), "total": zero(), "tripped_at": zero()},
           "step": zero(), "rng": jax.random.PRNGKey(seed)}
+
+
+def checkpointed(state: dict) -> dict:
+  """The part of a train state a checkpoint holds: all but the loss terms' arrays."""
+  return {k: v for k, v in state.items() if k != "terms"}
 
 
 def inference_variables(state: dict, transforms=(), schedules: dict | None = None):
@@ -69,7 +78,8 @@ def inference_variables(state: dict, transforms=(), schedules: dict | None = Non
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
-  terms: tuple = (("rnnt", 1.0),)    # (name, weight) of each active loss term
+  terms: tuple = (("rnnt", objective.BuiltTerm(1.0, objective.rnnt_term)),)   # (name,
+                                     # objective.BuiltTerm) of each active loss term
   augment: F.AugmentConfig | None = None
   features: F.FeatureConfig = F.FeatureConfig()
   nonfinite_limit: int = 5           # skipped steps in a row that trip the guard
@@ -106,7 +116,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: StepConfig,
         model=model, params=seen, batch=batch, encoded=encoded, nll=nll, is_real=is_real,
         num_labels=jnp.maximum(jnp.sum(batch["label_lengths"] * real), 1.0), schedules=values,
         rng=k_terms, transforms=tuple(transforms), transform_states=state["transforms"])
-    loss, metrics = objective.objective(terms, inputs)
+    loss, metrics = objective.objective(terms, inputs, state.get("terms"))
     frames = jnp.sum(encoded.lengths * real)
     encoder_flops = jnp.sum(encoded.flops * real[:, None])
     decoding = jnp.sum(model.decoding_flops(encoded.lengths, batch["label_lengths"]) * real)
@@ -139,7 +149,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: StepConfig,
         "model_state": tree_where(finite, model_state, state["model_state"]),
         "guard": {"in_a_row": in_a_row, "total": guard["total"] + (~finite),
                   "tripped_at": jnp.where(tripped, step + 1, guard["tripped_at"])},
-        "step": step + 1, "rng": state["rng"]}
+        "terms": state.get("terms", {}), "step": step + 1, "rng": state["rng"]}
     metrics = {"loss": loss, "grad_norm": grad_norm, "nonfinite": (~finite).astype(jnp.int32),
                "param_norm": optax.global_norm(state["params"]), "learning_rate": lr,
                **{f"schedule/{n}": v for n, v in values.items() if n != "learning_rate"}, **aux}

@@ -63,16 +63,17 @@ METHOD is one of:
   distill            the loss adds `distill` (KL of the joint's distributions, collapsed form,
                      weight 3) with the pretrained model as teacher, each lattice cell weighed
                      by the teacher's posterior that the alignment passes through it
-                     (`compression.distillation`, `cells="alignment"`): BENCHMARKS.md measured
-                     it closing 16.1% of the gap between the student alone and the teacher at
-                     weight 3 and 12.6% at weight 1, where every cell alike (`.cells=lattice`,
-                     the paper's) closed 9.5% at weight 3 and 4.0% at 10 (one seed each).
-                     Weight 10 closed 17.5%, within one seed's spread of weight 3; the whole
-                     vocabulary (`.form=full`, 16.1%) and a temperature of 2
-                     (`.temperature=2.0`, 15.4%) did no better; the CTC heads' KL at every
-                     frame beside weight 10 (`--config.loss.distill_ctc=1.0`, off here)
-                     closed 19.7%, within one seed's spread of weight 10 alone.
-                     `--config.transforms.teacher.workdir` for another teacher
+                     (`compression.distillation`, `cells="alignment"`; every option in
+                     `config.loss.distill`): BENCHMARKS.md measured it closing 16.1% of the
+                     gap between the student alone and the teacher at weight 3 and 12.6% at
+                     weight 1, where every cell alike (`.cells=lattice`, the paper's) closed
+                     9.5% at weight 3 and 4.0% at 10 (one seed each). Weight 10 closed 17.5%,
+                     within one seed's spread of weight 3; the whole vocabulary
+                     (`.form=full`, 16.1%) and a temperature of 2 (`.temperature=2.0`, 15.4%)
+                     did no better; the CTC heads' KL at every frame at a tenth of weight 10
+                     (`--config.loss.distill.weight=10 --config.loss.distill.ctc=0.1`, off
+                     here) closed 19.7%, within one seed's spread of weight 10 alone.
+                     `--config.loss.distill.teacher` for another teacher
 
 A distilled student, 50% sparse, with 8-bit weights and activations:
 `compression.py:student+distill+sparse50+reg8+act8`.
@@ -187,8 +188,7 @@ def _add(c: ml_collections.ConfigDict, method: str) -> None:
     c.model.joint_dim //= 2
   elif method == "distill":
     c.imports = list(c.get("imports", ())) + ["compression.distillation"]
-    c.transforms.teacher = ml_collections.ConfigDict(dict(
-        factory="compression.distillation:teacher", order=2, workdir=BASE_RUN,
-        form="collapsed", cells="alignment", temperature=1.0))
-    c.loss.distill = 3.0
-    c.loss.distill_ctc = 0.0   # the CTC heads' per-frame KL (`compression.distillation`)
+    # `ctc`: the CTC heads' per-frame KL beside the lattice's (`compression.distillation`).
+    c.loss.distill = ml_collections.ConfigDict(dict(
+        weight=3.0, teacher=BASE_RUN, form="collapsed", cells="alignment", temperature=1.0,
+        ctc=0.0))
