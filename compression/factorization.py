@@ -126,7 +126,7 @@ class Factorize:
       if r * (dense.in_dim + dense.out_dim) >= dense.in_dim * dense.out_dim:
         continue   # no saving (or none in the checkpoint): stays dense
       rngs = nnx.Rngs(0)
-      u = Dense(dense.in_dim, r, use_bias=False, rngs=rngs)
+      u = Dense(dense.in_dim, r, use_bias=False, input_bound=dense.input_bound, rngs=rngs)
       v = Dense(r, dense.out_dim, use_bias=dense.bias is not None, rngs=rngs)
       if stored is None:
         u_w, v_w = svd_factors(w, r)

@@ -35,17 +35,15 @@ its input to `bits` bits, symmetric, one scale per layer from a moving average o
 input magnitude seen in training steps (Jacob et al., 2018), straight-through inside the range.
 The ranges are model state (checkpointed; evaluation and decoding use them fixed), so a model
 evaluates as the integer processor will run it. Layers whose input is bounded by construction,
-`tanh` or `sigmoid * tanh` (the LSTM's recurrent matrix, the joint's output layer), use the
-range 1 and keep no statistics: they run inside `lax.scan` loops, where a statistic could not
-leave the loop.
+`tanh` or `sigmoid * tanh` (the LSTM's recurrent matrix, the joint's output layer: the model
+declares it, `Dense.input_bound`), use that bound as their range and keep no statistics: they
+run inside `lax.scan` loops, where a statistic could not leave the loop.
 
   c.surgery.act = ml_collections.ConfigDict(dict(
       factory="compression.quantization:quantize_activations", bits=8, order=1))
 """
 
 from __future__ import annotations
-
-import re
 
 import jax
 import jax.numpy as jnp
@@ -55,10 +53,6 @@ from asr.models.dense import Dense, statistics_updating
 from asr.training.objective import LossInputs, register_loss_term
 from compression.surgery import dense_layers, replace
 from compression.weights import EXCLUDE, INCLUDE, Selection
-
-# Dense layers whose input lies in [-1, 1] by construction (see the module docstring).
-BOUNDED = r"(^|/)recurrent$|(^|/)joint/out$"
-
 
 def qmax(bits: int) -> int:
   if not 2 <= bits <= 16:
@@ -194,11 +188,12 @@ class ActivationQuantizedDense(Dense):
   """A `Dense` (the same `kernel` and `bias` parameters, so weight methods and checkpoints see
   no difference) whose input is fake-quantized with a moving-average range `act_range`."""
 
-  def __init__(self, dense: Dense, bits: int, momentum: float, bounded: bool):
-    self.in_dim, self.out_dim = dense.in_dim, dense.out_dim
+  def __init__(self, dense: Dense, bits: int, momentum: float):
+    self.in_dim, self.out_dim, self.input_bound = dense.in_dim, dense.out_dim, dense.input_bound
     self.kernel, self.bias = dense.kernel, dense.bias
-    self.bits, self.momentum, self.bounded = int(bits), float(momentum), bool(bounded)
-    self.act_range = nnx.BatchStat(jnp.ones(()) if bounded else jnp.zeros(()))
+    self.bits, self.momentum = int(bits), float(momentum)
+    self.bounded = dense.input_bound is not None      # a fixed range: no statistic
+    self.act_range = nnx.BatchStat(jnp.asarray(float(dense.input_bound or 0.0)))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     top = self.act_range[...]
@@ -211,17 +206,16 @@ class ActivationQuantizedDense(Dense):
 
 class QuantizeActivations:
   def __init__(self, bits: int = 8, momentum: float = 0.99, include: str = "",
-               exclude: str = r"^ctc_head", bounded: str = BOUNDED):
+               exclude: str = r"^ctc_head"):
     qmax(bits)
     if not 0 <= momentum < 1:
       raise ValueError(f"quantization: momentum={momentum} must be in [0, 1)")
     self.bits, self.momentum = int(bits), float(momentum)
-    self.include, self.exclude, self.bounded = include, exclude, re.compile(bounded)
+    self.include, self.exclude = include, exclude
 
   def __call__(self, model) -> None:
-    for path, name, dense in dense_layers(model, self.include, self.exclude, "quantization"):
-      replace(model, path, ActivationQuantizedDense(dense, self.bits, self.momentum,
-                                                    bool(self.bounded.search(name))))
+    for path, _, dense in dense_layers(model, self.include, self.exclude, "quantization"):
+      replace(model, path, ActivationQuantizedDense(dense, self.bits, self.momentum))
 
 
 def quantize_activations(**options) -> QuantizeActivations:

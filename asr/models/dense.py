@@ -72,14 +72,18 @@ def _apply(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
 
 
 class Dense(nnx.Module):
-  """`x [..., in_dim]` -> `[..., out_dim]` = `x @ kernel (+ bias)`, float32."""
+  """`x [..., in_dim]` -> `[..., out_dim]` = `x @ kernel (+ bias)`, float32.
+
+  `input_bound`: the largest input magnitude by construction, where the layer that builds it
+  knows one (1 after a `tanh` or `sigmoid * tanh`), else None. An activation quantizer uses it
+  as a fixed range instead of a statistic (`compression.quantization`)."""
 
   matmul_dtype = "float32"  # set per model by `set_matmul_dtype`
 
   def __init__(self, in_dim: int, out_dim: int, *, use_bias: bool = True,
                kernel_init=nnx.initializers.lecun_normal(), bias_init=nnx.initializers.zeros,
-               rngs: nnx.Rngs):
-    self.in_dim, self.out_dim = in_dim, out_dim
+               input_bound: float | None = None, rngs: nnx.Rngs):
+    self.in_dim, self.out_dim, self.input_bound = in_dim, out_dim, input_bound
     self.kernel = nnx.Param(kernel_init(rngs.params(), (in_dim, out_dim)))
     self.bias = nnx.Param(bias_init(rngs.params(), (out_dim,))) if use_bias else None
 

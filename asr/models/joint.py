@@ -13,7 +13,7 @@ class Joint(nnx.Module):
   def __init__(self, enc_dim: int, pred_dim: int, joint_dim: int, vocab: int, *, rngs: nnx.Rngs):
     self.enc_proj = Dense(enc_dim, joint_dim, rngs=rngs)
     self.pred_proj = Dense(pred_dim, joint_dim, use_bias=False, rngs=rngs)
-    self.out = Dense(joint_dim, vocab, rngs=rngs)
+    self.out = Dense(joint_dim, vocab, input_bound=1.0, rngs=rngs)   # reads tanh(enc + pred)
     self.joint_dim, self.vocab = joint_dim, vocab
 
   def project_encoder(self, frames: jax.Array) -> jax.Array:

@@ -63,7 +63,7 @@ class LSTM(nnx.Module):
   def __init__(self, in_dim: int, hidden: int, *, rngs: nnx.Rngs):
     self.in_dim, self.hidden = in_dim, hidden
     self.input = Dense(in_dim, 4 * hidden, bias_init=_forget_gate_bias, rngs=rngs)
-    self.recurrent = Dense(hidden, 4 * hidden, use_bias=False,
+    self.recurrent = Dense(hidden, 4 * hidden, use_bias=False, input_bound=1.0,  # h = o tanh(c)
                            kernel_init=nnx.initializers.orthogonal(), rngs=rngs)
 
   def init_state(self, batch: int) -> LSTMState:
