@@ -193,7 +193,9 @@ class ActivationQuantizedDense(Dense):
     self.kernel, self.bias = dense.kernel, dense.bias
     self.bits, self.momentum = int(bits), float(momentum)
     self.bounded = dense.input_bound is not None      # a fixed range: no statistic
-    self.act_range = nnx.BatchStat(jnp.asarray(float(dense.input_bound or 0.0)))
+    # float32, not weakly typed: the step returns it strongly typed, and a weak one in the first
+    # state would compile the step twice.
+    self.act_range = nnx.BatchStat(jnp.full((), dense.input_bound or 0.0, jnp.float32))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     top = self.act_range[...]
