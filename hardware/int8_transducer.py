@@ -55,7 +55,7 @@ def dense_names(model) -> dict[int, str]:
 def calibrate(model, feature_batches) -> dict[str, float]:
   """The largest input magnitude of each dense layer called outside a scan (the LSTM input
   matrices, every product of a Transformer, the joint's encoder projection), over
-  `feature_batches` of `(log-mel [B, T, F], lengths [B])`, run eagerly through the float model:
+  `feature_batches` of `(log-mel [B, T, F], lengths [B])`, run through the float model:
   `{layer name: max |x|}` over valid frames only, so the scales do not depend on how the
   batches were padded (a LayerNorm maps a padded frame to its bias, which can be the largest
   value of a tensor). The encoder's family adds what its integer form needs (a Transformer:
@@ -64,37 +64,47 @@ def calibrate(model, feature_batches) -> dict[str, float]:
   after every unit. Layers that carry a trained range (`act_range`, activation-quantized
   training) give that range instead."""
   family = int8_family(model.cfg.encoder)
-  names = dense_names(model)
-  seen: dict[str, float] = {}
-  valid: dict[int, jax.Array] = {}       # frames at a rate -> [B, frames] of the batch
+  graphdef, variables = nnx.split(model)
 
-  def note(name, values):
-    if values.shape[1] not in valid:
-      raise ValueError(f"calibration: {name} has {values.shape[1]} frames, a frame rate of "
-                       f"none of the encoder's stages ({sorted(valid)})")
-    top = jnp.max(jnp.where(valid[values.shape[1]][..., None], jnp.abs(values), 0.0))
-    seen[name] = max(seen.get(name, 0.0), float(top))
+  @jax.jit
+  def maxima(variables, feats, lengths) -> dict[str, jax.Array]:
+    """`{name: max |x| over valid frames}` of one batch: the model's pass, compiled once per
+    batch shape (run op by op, each new shape compiled every operation anew: 3x slower)."""
+    model = nnx.merge(graphdef, variables)
+    names = dense_names(model)
+    out: dict[str, jax.Array] = {}
+    valid = {frames: length_mask(at_rate, frames) for frames, at_rate
+             in family.stage_lengths(model.encoder, feats.shape[1], lengths).items()}
 
-  def observe(layer, x, apply):
-    y = apply(x)
-    if not isinstance(x, jax.core.Tracer):     # inside a scan (recurrent matrices): not needed
-      name = names[id(layer)]
-      note(name, x)
-      family.note_output(name, y, note)
-    return y
+    def note(name, values):
+      if values.shape[1] not in valid:
+        raise ValueError(f"calibration: {name} has {values.shape[1]} frames, a frame rate of "
+                         f"none of the encoder's stages ({sorted(valid)})")
+      top = jnp.max(jnp.where(valid[values.shape[1]][..., None], jnp.abs(values), 0.0))
+      out[name] = jnp.maximum(out[name], top) if name in out else top
 
-  ctx = Context(observe=lambda name, x: note("encoder/residual", x))
-  with intercept_dense(observe):
-    for feats, lengths in feature_batches:
-      feats, lengths = jnp.asarray(feats), jnp.asarray(lengths)
-      valid.clear()
-      for frames, at_rate in family.stage_lengths(model.encoder, feats.shape[1],
-                                                  lengths).items():
-        valid[frames] = length_mask(at_rate, frames)
+    def observe(layer, x, apply):
+      y = apply(x)
+      # A product over frames, `[B, T, D]`; one inside a scan sees a frame, `[B, D]` (an LSTM's
+      # recurrent matrix, whose input is bounded by construction): no range needed.
+      if x.ndim == 3:
+        name = names[id(layer)]
+        note(name, x)
+        family.note_output(name, y, note)
+      return y
+
+    ctx = Context(observe=lambda name, x: note("encoder/residual", x))
+    with intercept_dense(observe):
       encoded = model.encode(feats, lengths, ctx)
       t = encoded.frames.shape[1]
       valid[t] = length_mask(encoded.lengths, t)    # the frames the encoder hands the joint
       model.joint.project_encoder(encoded.frames)
+    return out
+
+  seen: dict[str, float] = {}
+  for feats, lengths in feature_batches:
+    for name, top in maxima(variables, jnp.asarray(feats), jnp.asarray(lengths)).items():
+      seen[name] = max(seen.get(name, 0.0), float(top))
   # A model trained with its activations on an 8-bit grid (`compression.quantization`'s
   # `act_range`, a moving average of the largest input) runs on the grid it trained with.
   for path, node in nnx.iter_graph(model):
