@@ -12,7 +12,8 @@ between it and the training step growing an argument:
 Keys are derived by folding in integers (`ctx.fold(i)` for layer `i`, then `ctx.key(j)` for
 its sub-block `j`), so a unit's randomness depends on where it sits, never on call order.
 `observe(name, x)` is called with the residual stream after each residual unit (calibration of
-the int8 path: `hardware.int8_transducer.calibrate`); it runs eagerly, outside `jit`.
+the int8 path: `hardware.int8_transducer.calibrate`), as the pass is traced: under `jit` it sees
+tracers, and what it computes from them must leave as the jitted function's outputs.
 """
 
 from __future__ import annotations
