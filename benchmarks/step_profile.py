@@ -1,7 +1,7 @@
 """Where a training step's time goes: each part of the step jitted alone, forward and backward.
 
   .venv/bin/python -m benchmarks.step_profile [--config rnnt] [--variant small] [--seconds 3.0]
-      [--repeats 5]
+      [--repeats 5] [--set model.transformer.layers=1]
 
 On `benchmarks.train_step`'s batch (`data.batch_size` x `--seconds`, 12 labels a second), times
 (best of `--repeats`) the whole jitted step, then each of its parts compiled alone with the same
@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.timing import best_of
-from benchmarks.train_step import build, synthetic_batch
+from benchmarks.train_step import build, override, synthetic_batch
 
 
 def _time(fn, *args, repeats: int) -> float:
@@ -135,9 +135,12 @@ def main():
   p.add_argument("--variant", default="small")
   p.add_argument("--seconds", type=float, default=3.0)
   p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="override a config value (repeatable), as benchmarks.train_step")
   args = p.parse_args()
   from asr.training.loop import build_model
   c = importlib.import_module(f"experiments.configs.{args.config}").get_config(args.variant)
+  override(c, args.set)
   batch = jax.tree.map(jnp.asarray, synthetic_batch(c.data.batch_size, args.seconds, 0, 12.0,
                                                     c.model.vocab))
   step, state = build(c)

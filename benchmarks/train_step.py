@@ -59,6 +59,18 @@ def build(config):
   return jax.jit(step, donate_argnums=0), ts.init_train_state(model, tx, 0)
 
 
+def override(config, items: list[str]) -> None:
+  """Sets each `KEY=VALUE` of `items` (`model.lstm.reduce=1`) in `config`, the value parsed as
+  a Python literal unless the key holds a string."""
+  for item in items:
+    key, value = item.split("=", 1)
+    *path, leaf = key.split(".")
+    node = config
+    for k in path:
+      node = node[k]
+    node[leaf] = value if isinstance(node[leaf], str) else ast.literal_eval(value)
+
+
 def analytic_flops(config, batch: dict) -> float:
   """FLOPs of one training step counted from the model's own per-frame accounting: the
   encoder's `flops` (its matrix products; the Encoder contract), the joint's encoder projection
@@ -90,13 +102,7 @@ def main():
                  help="override a config value, e.g. model.lstm.reduce=1 (repeatable)")
   args = p.parse_args()
   c = importlib.import_module(f"experiments.configs.{args.config}").get_config(args.variant)
-  for item in args.set:
-    key, value = item.split("=", 1)
-    *path, leaf = key.split(".")
-    node = c
-    for k in path:
-      node = node[k]
-    node[leaf] = value if isinstance(node[leaf], str) else ast.literal_eval(value)
+  override(c, args.set)
   b = c.data.batch_size
   u = int(args.seconds * args.labels_per_second)
   batch = jax.tree.map(jnp.asarray, synthetic_batch(b, args.seconds, 0, args.labels_per_second,
