@@ -247,20 +247,38 @@ def stage_errors(model, int_model: IntTransducer, features, lengths) -> dict[str
 
 def _compare_transformer(model, int_model: IntTransducer, features, lengths) -> list[tuple]:
   """`compare_layers` of a Transformer or Conformer encoder: the float residual stream as the
-  float blocks hand it to `observe`, beside the integer encoder's taps of the same names (both
-  run eagerly: a diagnostic, whose stage names are Python values)."""
+  float blocks hand it to `observe`, beside the integer encoder's taps of the same names (each
+  side one compiled function returning every stage: the names are fixed when it is traced)."""
   from asr.models.context import Context
   features, lengths = jnp.asarray(features), jnp.asarray(lengths)
-  floats = {}
-  encoded = model.encode(features, lengths,
-                         Context(observe=lambda name, v: floats.__setitem__(name, v)))
-  ints = []
-  x, xl = int_model.prepare(model.frontend(features, lengths), lengths)
-  with jax.enable_x64(True):
-    _, n = int_model.encoder.encode(x, xl, tap=lambda name, v, scale: ints.append(
-        (name, np.asarray(v, np.float64) * scale)))
-  t = floats["encoder/subsampling"].shape[1]      # the encoder's output, at the taps' frames
-  floats["encoder/final_norm"] = jnp.pad(encoded.frames,
-                                         ((0, 0), (0, t - encoded.frames.shape[1]), (0, 0)))
-  return [(name, np.asarray(floats[name], np.float32), q.astype(np.float32), np.asarray(n))
-          for name, q in ints]
+  graphdef, variables = nnx.split(model)
+
+  @jax.jit
+  def float_stages(variables, features, lengths):
+    model = nnx.merge(graphdef, variables)
+    floats = {}
+    encoded = model.encode(features, lengths,
+                           Context(observe=lambda name, v: floats.__setitem__(name, v)))
+    t = floats["encoder/subsampling"].shape[1]    # the encoder's output, at the taps' frames
+    floats["encoder/final_norm"] = jnp.pad(encoded.frames,
+                                           ((0, 0), (0, t - encoded.frames.shape[1]), (0, 0)))
+    return floats, model.frontend(features, lengths)
+
+  floats, normalized = float_stages(variables, features, lengths)
+  names_scales = []                  # (stage, scale) of each tap, in order: fixed when traced
+
+  @fp.integer_jit
+  def int_stages(int_model, x, xl):
+    values = []
+
+    def tap(name, v, scale):
+      names_scales.append((name, scale))
+      values.append(v)
+    _, n = int_model.encoder.encode(x, xl, tap=tap)
+    return values, n
+
+  x, xl = int_model.prepare(normalized, lengths)
+  values, n = int_stages(int_model, x, xl)
+  return [(name, np.asarray(floats[name], np.float32),
+           (np.asarray(v, np.float64) * scale).astype(np.float32), np.asarray(n))
+          for (name, scale), v in zip(names_scales, values)]
