@@ -1,15 +1,17 @@
 """Refactors that must not change what a config computes, held to numbers recorded before them.
 
-For the tiny LSTM, Transformer and Conformer recipes: the loss at each of 20 training steps on a
-fixed synthetic batch (`tests.helpers.tiny_step`), and the int8 path's greedy transcripts of
-that batch by the recipe's model with random weights (`tests.helpers.randomize`, a decisive
-joint: 20 steps teach a tiny model only blanks), calibrated on it. Recorded by this file's own
-code:
+For the tiny LSTM and Transformer recipes (the Conformer's was held too while issue 34
+restructured the blocks, then left out for the test suite's time: its units are the
+Transformer's plus the convolution module, which `tests/test_conformer.py` and the int8
+reference hold): the loss at each of 20 training steps on a fixed synthetic batch
+(`tests.helpers.tiny_step`), and the int8 path's greedy transcripts of that batch by the
+recipe's model with random weights (`tests.helpers.randomize`, a decisive joint: 20 steps teach
+a tiny model only blanks), calibrated on it. Recorded by this file's own code:
 
   .venv/bin/python -m tests.test_golden      # rewrites tests/golden_steps.json
 
-(recorded at commit a695980's code, before issue 34's restructuring; rerun it only for a change that is
-meant to change what a config computes, and say so). The losses are held to 1e-4 relative, room
+(recorded at commit a695980's code, before issue 34's restructuring; rerun it only for a change
+that is meant to change what a config computes, and say so). The losses are held to 1e-4 relative, room
 for another CPU's float rounding over 20 steps; the transcripts exactly.
 """
 
@@ -23,7 +25,7 @@ import pytest
 from flax import nnx
 
 GOLDEN = pathlib.Path(__file__).with_name("golden_steps.json")
-RECIPES = {"lstm": "rnnt", "transformer": "transformer", "conformer": "conformer"}
+RECIPES = {"lstm": "rnnt", "transformer": "transformer"}
 STEPS = 20
 
 
