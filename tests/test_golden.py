@@ -11,8 +11,8 @@ a tiny model only blanks), calibrated on it. Recorded by this file's own code:
   .venv/bin/python -m tests.test_golden      # rewrites tests/golden_steps.json
 
 (recorded at commit a695980's code, before issue 34's restructuring; rerun it only for a change
-that is meant to change what a config computes, and say so). The losses are held to 1e-4 relative, room
-for another CPU's float rounding over 20 steps; the transcripts exactly.
+that is meant to change what a config computes, and say so). The losses are held to 1e-4
+relative, room for another CPU's float rounding over 20 steps; the transcripts exactly.
 """
 
 import json
