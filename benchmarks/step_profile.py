@@ -16,7 +16,6 @@ host's work between steps, are the difference between the parts' sum and the ste
 
 import argparse
 import dataclasses
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.timing import best_of
-from benchmarks.train_step import build, override, synthetic_batch
+from benchmarks.train_step import build, recipe, recipe_arguments, stepper, synthetic_batch
 
 
 def _time(fn, *args, repeats: int) -> float:
@@ -131,25 +130,13 @@ def _subsample(layers, x, lengths):
 
 def main():
   p = argparse.ArgumentParser()
-  p.add_argument("--config", default="rnnt", help="a module of experiments/configs")
-  p.add_argument("--variant", default="small")
-  p.add_argument("--seconds", type=float, default=3.0)
-  p.add_argument("--repeats", type=int, default=5)
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                 help="override a config value (repeatable), as benchmarks.train_step")
+  recipe_arguments(p, repeats=5)
   args = p.parse_args()
   from asr.training.loop import build_model
-  c = importlib.import_module(f"experiments.configs.{args.config}").get_config(args.variant)
-  override(c, args.set)
+  c = recipe(args)
   batch = jax.tree.map(jnp.asarray, synthetic_batch(c.data.batch_size, args.seconds, 0, 12.0,
                                                     c.model.vocab))
-  step, state = build(c)
-  holder = {"state": state}
-
-  def one_step():
-    holder["state"], m = step(holder["state"], batch)
-    jax.block_until_ready(m)
-  one_step()
+  one_step = stepper(*build(c), batch)
   whole = 1000 * best_of(one_step, args.repeats)
   found = parts(c, build_model(c), batch, args.repeats)
   print(f"{args.config}:{args.variant} (encoder {c.model.encoder}): batch {c.data.batch_size} x "

@@ -59,6 +59,38 @@ def build(config):
   return jax.jit(step, donate_argnums=0), ts.init_train_state(model, tx, 0)
 
 
+def recipe_arguments(p: argparse.ArgumentParser, repeats: int = 10) -> None:
+  """The options every step benchmark takes: the recipe, its batch's seconds, the repeats and
+  config overrides (`recipe` reads them)."""
+  p.add_argument("--config", default="rnnt", help="a module of experiments/configs")
+  p.add_argument("--variant", default="small")
+  p.add_argument("--seconds", type=float, default=3.0)
+  p.add_argument("--repeats", type=int, default=repeats)
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="override a config value, e.g. model.lstm.reduce=1 (repeatable)")
+
+
+def recipe(args):
+  """`experiments/configs/<--config>.py:<--variant>` with the `--set` overrides."""
+  import importlib
+  module = importlib.import_module(f"experiments.configs.{args.config}")
+  config = module.get_config(args.variant)
+  override(config, args.set)
+  return config
+
+
+def stepper(step, state, batch):
+  """A function running one donated `step` on `batch` to completion, keeping the new state
+  (the donated one is gone); run once here, so the step is compiled."""
+  holder = {"state": state}
+
+  def one_step():
+    holder["state"], metrics = step(holder["state"], batch)
+    jax.block_until_ready(metrics)
+  one_step()
+  return one_step
+
+
 def override(config, items: list[str]) -> None:
   """Sets each `KEY=VALUE` of `items` (`model.lstm.reduce=1`) in `config`, the value parsed as
   a Python literal unless the key holds a string."""
@@ -91,18 +123,11 @@ def analytic_flops(config, batch: dict) -> float:
 
 
 def main():
-  import importlib
   p = argparse.ArgumentParser()
-  p.add_argument("--config", default="rnnt", help="a module of experiments/configs")
-  p.add_argument("--variant", default="small")
-  p.add_argument("--seconds", type=float, default=3.0)
-  p.add_argument("--repeats", type=int, default=10)
+  recipe_arguments(p)
   p.add_argument("--labels-per-second", type=float, default=12.0)
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                 help="override a config value, e.g. model.lstm.reduce=1 (repeatable)")
   args = p.parse_args()
-  c = importlib.import_module(f"experiments.configs.{args.config}").get_config(args.variant)
-  override(c, args.set)
+  c = recipe(args)
   b = c.data.batch_size
   u = int(args.seconds * args.labels_per_second)
   batch = jax.tree.map(jnp.asarray, synthetic_batch(b, args.seconds, 0, args.labels_per_second,
@@ -111,12 +136,7 @@ def main():
   compiled = step.lower(state, batch).compile()
   xla_flops = compiled.cost_analysis()
   xla_flops = (xla_flops[0] if isinstance(xla_flops, (list, tuple)) else xla_flops)["flops"]
-  holder = {"state": state}
-
-  def one_step():
-    holder["state"], m = step(holder["state"], batch)  # the state is donated: keep the new one
-    jax.block_until_ready(m)
-  one_step()
+  one_step = stepper(step, state, batch)
   best = best_of(one_step, args.repeats)
   dtype = c.model.matmul_dtype
   peak, n = matmul_peak(dtype)

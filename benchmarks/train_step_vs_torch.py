@@ -14,7 +14,6 @@ round and the ratio of the bests (PyTorch's time over ours: above 1, ours is fas
 """
 
 import argparse
-import importlib
 import json
 import pathlib
 import subprocess
@@ -25,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.timing import best_of
-from benchmarks.train_step import build, synthetic_batch
+from benchmarks.train_step import build, recipe, recipe_arguments, stepper, synthetic_batch
 
 
 def twin_spec(config, batch: dict, frames: int, repeats: int) -> dict:
@@ -50,26 +49,18 @@ def twin_spec(config, batch: dict, frames: int, repeats: int) -> dict:
 
 def main():
   p = argparse.ArgumentParser()
-  p.add_argument("--config", default="rnnt", help="a module of experiments/configs")
-  p.add_argument("--variant", default="small")
-  p.add_argument("--seconds", type=float, default=3.0)
-  p.add_argument("--repeats", type=int, default=5)
+  recipe_arguments(p, repeats=5)
   p.add_argument("--rounds", type=int, default=2)
   p.add_argument("--torch-python", default=".venv-torch/bin/python")
   args = p.parse_args()
   from asr import features as F
-  c = importlib.import_module(f"experiments.configs.{args.config}").get_config(args.variant)
+  c = recipe(args)
   batch = jax.tree.map(jnp.asarray, synthetic_batch(c.data.batch_size, args.seconds, 0, 12.0,
                                                     c.model.vocab))
   frames = int(F.log_mel(batch["audio"], batch["audio_lengths"])[0].shape[1])
   step, state = build(c)
   ours_params = int(sum(np.size(x) for x in jax.tree.leaves(state["params"])))
-  holder = {"state": state}
-
-  def one_step():
-    holder["state"], m = step(holder["state"], batch)   # donated: keep the new state
-    jax.block_until_ready(m)
-  one_step()
+  one_step = stepper(step, state, batch)
 
   with tempfile.TemporaryDirectory() as tmp:
     spec_path = pathlib.Path(tmp) / "spec.json"
