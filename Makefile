@@ -16,6 +16,10 @@ export UV_PYTHON_DOWNLOADS := never
 # TLS trusts the system's certificate store, as pip does (uv's own roots know no company or
 # sandbox proxy's authority: without this, such a network refuses every download).
 export UV_SYSTEM_CERTS := 1
+# glibc gives XLA's CPU buffers transparent huge pages: training steps 10-11% faster
+# (experiments/huge_pages.py, which the entry points fall back on where this is not set).
+GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
+export GLIBC_TUNABLES
 
 .PHONY: demo test notebooks venv lock check-lock clean
 

@@ -24,6 +24,7 @@ from flax import nnx
 
 from benchmarks.timing import best_of
 from benchmarks.train_step import build, recipe, recipe_arguments, stepper, synthetic_batch
+from experiments import huge_pages
 
 
 def _time(fn, *args, repeats: int) -> float:
@@ -129,6 +130,7 @@ def _subsample(layers, x, lengths):
 
 
 def main():
+  huge_pages.ensure()       # as the entry points train (ASR_HUGE_PAGES=0: without)
   p = argparse.ArgumentParser()
   recipe_arguments(p, repeats=5)
   args = p.parse_args()

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.timing import best_of
+from experiments import huge_pages
 
 
 def matmul_peak(dtype: str = "float32", n: int | None = None, repeats=10) -> tuple[float, int]:
@@ -123,6 +124,7 @@ def analytic_flops(config, batch: dict) -> float:
 
 
 def main():
+  huge_pages.ensure()       # as the entry points train (ASR_HUGE_PAGES=0: without)
   p = argparse.ArgumentParser()
   recipe_arguments(p)
   p.add_argument("--labels-per-second", type=float, default=12.0)

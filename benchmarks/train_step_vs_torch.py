@@ -25,6 +25,7 @@ import numpy as np
 
 from benchmarks.timing import best_of
 from benchmarks.train_step import build, recipe, recipe_arguments, stepper, synthetic_batch
+from experiments import huge_pages
 
 
 def twin_spec(config, batch: dict, frames: int, repeats: int) -> dict:
@@ -48,6 +49,7 @@ def twin_spec(config, batch: dict, frames: int, repeats: int) -> dict:
 
 
 def main():
+  huge_pages.ensure()       # as the entry points train (ASR_HUGE_PAGES=0: without)
   p = argparse.ArgumentParser()
   recipe_arguments(p, repeats=5)
   p.add_argument("--rounds", type=int, default=2)

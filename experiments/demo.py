@@ -21,8 +21,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from experiments import huge_pages  # noqa: E402
+
 
 def main(argv=None) -> int:
+  if argv is None:            # the command line, not a caller in this process
+    huge_pages.ensure()
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--data-dir", default=None)

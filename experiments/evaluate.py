@@ -39,8 +39,12 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from experiments import huge_pages  # noqa: E402
+
 
 def main(argv=None) -> int:
+  if argv is None:            # the command line, not a caller in this process
+    huge_pages.ensure()
   p = argparse.ArgumentParser(prog="asr-eval", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", required=True)

@@ -17,6 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import huge_pages
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. path.py:variant",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: config, checkpoints, metrics")
@@ -55,6 +57,7 @@ def _main(argv):
 
 
 def main():
+  huge_pages.ensure()
   flags.mark_flags_as_required(["config"])
   app.run(_main)
 
