@@ -1,6 +1,8 @@
 """The LSTM encoder family: its LSTM against a NumPy cell, its time reduction against its layers
 run by hand, its FLOP count against the matrix products the program executes, the factory."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,8 @@ from flax import nnx
 from asr.models import LSTMEncoder, LSTMEncoderConfig, Transducer, TransducerConfig
 from asr.models.encoder import encoder_config
 from asr.models.context import Context
-from asr.models.lstm import LSTM
+from asr.models.dense import intercept_dense, set_matmul_dtype
+from asr.models.lstm import LSTM, LSTMState, scan_cell
 from tests.helpers import matmul_flops, numpy_lstm, randomize
 
 
@@ -27,6 +30,37 @@ def test_lstm_layer_equals_a_numpy_cell_and_holds_state_past_each_length():
   np.testing.assert_allclose(np.asarray(y), ref_y, atol=1e-5)
   np.testing.assert_allclose(np.asarray(state.h), ref_h, atol=1e-5)
   np.testing.assert_allclose(np.asarray(state.c), ref_c, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_recurrence_gradients_equal_autodiff_of_the_cells_scan(dtype):
+  """The plain LSTM's fused backward pass (`lstm_recurrence`) against autodiff of the cell's
+  own scan (an interceptor makes `scan_cell` take the generic path): the gradients of the
+  parameters, the input and the initial state, under cotangents on every output frame and on
+  the final state, with frames past each length and a held state."""
+  layer = randomize(LSTM(5, 6, rngs=nnx.Rngs(0)), seed=1)
+  set_matmul_dtype(layer, dtype)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((3, 9, 5)), jnp.float32)
+  lengths = jnp.array([9, 4, 0])
+  state = LSTMState(*(jnp.asarray(rng.standard_normal((3, 6)), jnp.float32) for _ in range(2)))
+  dy, dh, dc = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in [(3, 9, 6), (3, 6),
+                                                                         (3, 6)])
+  graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
+
+  def loss(params, x, state, generic):
+    model = nnx.merge(graphdef, params, rest)
+    with intercept_dense(lambda layer, v, apply: apply(v)) if generic else contextlib.nullcontext():
+      y, final, _ = scan_cell(model, x, lengths, state)
+    return jnp.vdot(y, dy) + jnp.vdot(final.h, dh) + jnp.vdot(final.c, dc)
+  fused = jax.grad(loss, argnums=(0, 1, 2))(params, x, state, False)
+  generic = jax.grad(loss, argnums=(0, 1, 2))(params, x, state, True)
+  tol = 1e-5 if dtype == "float32" else 2e-2
+  for got, want in zip(jax.tree.leaves(fused), jax.tree.leaves(generic)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=tol,
+                               atol=tol * float(jnp.max(jnp.abs(want))))
+  # The utterance of length 0 holds its state: its gradient is the final state's cotangent.
+  np.testing.assert_allclose(np.asarray(fused[2].h[2]), np.asarray(dh[2]), rtol=1e-6)
 
 
 class _NoisyCell(LSTM):

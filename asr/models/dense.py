@@ -49,7 +49,8 @@ def check_matmul_dtype(dtype: str) -> str:
   return dtype
 
 
-def _matmul(a: jax.Array, b: jax.Array, dtype: str) -> jax.Array:
+def matmul(a: jax.Array, b: jax.Array, dtype: str) -> jax.Array:
+  """`a @ b` with operands in `dtype` ("float32" or "bfloat16") and a float32 result."""
   if dtype == "float32":
     return a @ b
   return jnp.dot(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
@@ -67,7 +68,7 @@ def _apply(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
   # One 2-D product over all rows: XLA's CPU backend runs a `[B, T, D] @ [D, E]` contraction
   # (and its kernel gradient over two axes) about 1.5x slower than the same rows flattened
   # (measured on this project's 2-core machine, a 12-layer 144 x 576 feed-forward stack).
-  y = _matmul(x.reshape(-1, x.shape[-1]), kernel, dtype).reshape(*x.shape[:-1], kernel.shape[-1])
+  y = matmul(x.reshape(-1, x.shape[-1]), kernel, dtype).reshape(*x.shape[:-1], kernel.shape[-1])
   return y if bias is None else y + bias
 
 
@@ -98,6 +99,13 @@ class Dense(nnx.Module):
     if fn is None:
       return _apply(x, kernel, bias, self.matmul_dtype)
     return fn(self, x, lambda x_, k=kernel, b=bias: _apply(x_, k, b, self.matmul_dtype))
+
+
+def is_plain(layer: Dense) -> bool:
+  """Whether calling `layer` now is exactly `matmul(x, kernel, matmul_dtype) (+ bias)`: a
+  `Dense` itself (no subclass with statistics) and no interceptor active. Code that fuses the
+  product into something larger (`asr.models.lstm`'s recurrence) may then stand in for it."""
+  return type(layer) is Dense and _INTERCEPTOR.get() is None
 
 
 def set_matmul_dtype(model: nnx.Module, dtype: str) -> None:
