@@ -170,12 +170,13 @@ def test_flops_per_sub_block_equal_a_hand_count():
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_flops_equal_the_matrix_products_the_encoder_executes(family):
   # One utterance filling its 6 output frames (3 chunks): the program computes every frame's
-  # products, and its scores over all W + T keys where a frame sees only its window.
+  # products, and its scores over all T keys of the utterance (a whole utterance has no cache)
+  # where a frame sees only its window.
   enc = FAMILIES[family]()
   x, n = _features([24], 24)
   out = enc(x, n)
-  w, t, d = 2 * 2, 6, 16                                         # cache, frames, dim
-  unseen = t * (w + t) - sum(_hand_mask(t, 2, 2, t).sum(1))     # scores never used by a frame
+  t, d = 6, 16                                                   # frames, dim
+  unseen = t * t - sum(_hand_mask(t, 2, 2, t).sum(1))           # scores never used by a frame
   program = matmul_flops(lambda x: enc(x, n).frames, x)
   depthwise = 0 if family == "transformer" else 2 * 3 * 16 * t * 2   # elementwise, not a matmul
   assert program + depthwise == float(out.flops.sum()) + 2 * 2 * 2 * d * unseen

@@ -49,10 +49,11 @@ class ChunkedSelfAttention(nnx.Module):
   """Multi-head self-attention where the frames of chunk `n` attend to chunks `n - left .. n`.
 
   Works on whole chunks: `x [B, T, D]` with `T` a multiple of `chunk`, after a cache holding the
-  rotated keys and values of the `left * chunk` frames before it. The scores are one masked
-  `[T, left * chunk + T]` product per head: on this project's 2-core CPU that ran faster than
-  gathering each chunk's `(left + 1) * chunk` keys into many small products (531 against 614 ms
-  for a `small` Conformer's forward and backward over 32 x 3 s), although it computes scores a
+  rotated keys and values of the `left * chunk` frames before it, or none where the stream
+  starts with `x`. The scores are one masked `[T, left * chunk + T]` (without a cache
+  `[T, T]`) product per head: on this project's 2-core CPU that ran faster than gathering each
+  chunk's `(left + 1) * chunk` keys into many small products (531 against 614 ms for a `small`
+  Conformer's forward and backward over 32 x 3 s), although it computes scores a
   streaming device never would. FLOPs count only the keys a frame sees.
   """
 
@@ -75,20 +76,31 @@ class ChunkedSelfAttention(nnx.Module):
     return jnp.zeros(shape), jnp.zeros(shape), jnp.zeros(shape[:2], bool)
 
   def forward(self, x, lengths, positions, cache):
-    """-> output `[B, T, D]`, keys each frame sees `[B, T]`, new cache (keys, values, valid)."""
+    """-> output `[B, T, D]`, keys each frame sees `[B, T]`, new cache (keys, values, valid).
+    `cache=None`: the stream starts with `x` (a whole utterance); there is no left context to
+    attend to and no new cache (None)."""
     b, t, d = x.shape
     h = self.heads
     q, k, v = jnp.split(self.qkv(self.norm(x)).reshape(b, t, 3 * h, d // h), 3, axis=2)
     q, k = rotary(q, positions), rotary(k, positions)
-    keys, cached_keys = shift_in(cache[0], k)
-    values, cached_values = shift_in(cache[1], v)
-    valid, cached_valid = shift_in(cache[2][..., None], length_mask(lengths, t)[..., None])
+    valid = length_mask(lengths, t)
+    if cache is None:
+      # Training's whole utterances: an empty cache's keys are all masked, so leaving them out
+      # computes the same softmax over `T` keys instead of `left * chunk + T` (the
+      # `transformer.py:small` step about 4% faster, BENCHMARKS.md).
+      keys, values, new_cache = k, v, None
+    else:
+      keys, cached_keys = shift_in(cache[0], k)
+      values, cached_values = shift_in(cache[1], v)
+      valid, cached_valid = shift_in(cache[2][..., None], valid[..., None])
+      valid, new_cache = valid[..., 0], (cached_keys, cached_values, cached_valid[..., 0])
     seen = (chunk_visibility(t, keys.shape[1], self.chunk, self.left)[None]
-            & valid[:, None, :, 0])                                          # [B, T, W + T]
-    scores = mixed_einsum("bqhd,bkhd->bhqk", q, keys, self.matmul_dtype) / math.sqrt(d // h)
+            & valid[:, None, :])                                             # [B, T, keys]
+    # The query scaled before the product: `[B, T, H, D/H]` multiplies instead of the scores.
+    scores = mixed_einsum("bqhd,bkhd->bhqk", q / math.sqrt(d // h), keys, self.matmul_dtype)
     probs = jax.nn.softmax(jnp.where(seen[:, None], scores, NEG_INF), axis=-1)
     y = mixed_einsum("bhqk,bkhd->bqhd", probs, values, self.matmul_dtype).reshape(b, t, d)
-    return self.out(y), seen.sum(-1), (cached_keys, cached_values, cached_valid[..., 0])
+    return self.out(y), seen.sum(-1), new_cache
 
   def __call__(self, x, frames, cache, ctx) -> UnitOutput:
     """The residual unit (`asr.models.units`): MACs per frame over the keys it sees."""

@@ -96,12 +96,16 @@ class ConvModule(nnx.Module):
     return jnp.zeros((batch, self.kernel - 1, self.dim))
 
   def forward(self, x, cache):
+    """-> `[B, T, D]`, new cache; `cache=None`: the stream starts with `x`, zeros before it,
+    and no new cache."""
     t = x.shape[1]
     a, gate = jnp.split(self.pointwise_in(self.norm(x)), 2, axis=-1)
-    joined, cache = shift_in(cache, a * jax.nn.sigmoid(gate))
+    start = cache is None
+    joined, cache = shift_in(self.init_cache(x.shape[0]) if start else cache,
+                             a * jax.nn.sigmoid(gate))
     w = self.depthwise[...]
     y = sum(joined[:, i:i + t] * w[i] for i in range(self.kernel)) + self.depthwise_bias[...]
-    return self.pointwise_out(jax.nn.silu(self.depth_norm(y))), cache
+    return self.pointwise_out(jax.nn.silu(self.depth_norm(y))), None if start else cache
 
   def __call__(self, x, frames, cache, ctx) -> UnitOutput:
     y, cache = self.forward(x, cache)
@@ -151,8 +155,9 @@ class Block(nnx.Module):
     macs, aux, new = {}, {}, {}
     for name, scale, unit in self.units():
       unit_ctx = ctx.fold(SUB_BLOCKS.index(name))
-      out = unit(x, frames, cache.get(name), unit_ctx)
-      y = self._dropout(out.y, unit_ctx)
+      with jax.named_scope(name):     # names the unit in profiles (`benchmarks.step_ops`)
+        out = unit(x, frames, cache.get(name), unit_ctx)
+        y = self._dropout(out.y, unit_ctx)
       x = x + (y if scale == 1.0 else scale * y)
       ctx.note(f"{self.where}/{name}", x)
       macs[name] = out.macs

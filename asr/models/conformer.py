@@ -147,7 +147,8 @@ class TransformerEncoder(nnx.Module):
                        f"multiple of {self.stream_multiple} (subsampling x attention chunk)")
     x, out_lengths, sub_state = features, lengths, []
     for layer, cache in zip(self.subsampling, state.subsample):
-      x, out_lengths, cache = layer(cache, x, out_lengths)
+      with jax.named_scope("subsampling"):
+        x, out_lengths, cache = layer(cache, x, out_lengths)
       sub_state.append(cache)
     ctx.note("encoder/subsampling", x)
     frames = Frames(out_lengths, state.offset[:, None] + jnp.arange(x.shape[1]))
@@ -180,7 +181,11 @@ class TransformerEncoder(nnx.Module):
     leaf of `aux` with a frame axis is cut to the same frames."""
     t = features.shape[1]
     padded = jnp.pad(features, ((0, 0), (0, -t % self.stream_multiple), (0, 0)))
-    out, _ = self.step(self.init_state(features.shape[0]), padded, lengths, ctx)
+    # No unit caches: each unit starts the stream here (`asr.models.units`), so attention
+    # leaves out the empty cache's keys; the final state is not kept.
+    start = dataclasses.replace(self.init_state(features.shape[0]),
+                                layers=[{} for _ in self.blocks])
+    out, _ = self.step(start, padded, lengths, ctx)
     keep, frames = -(-t // self.subsample_factor), out.frames.shape[1]
     cut = lambda v: v[:, :keep] if v.ndim >= 2 and v.shape[1] == frames else v
     return EncoderOutput(out.frames[:, :keep], out.lengths, out.flops[:, :keep],

@@ -90,7 +90,8 @@ class LSTMEncoder(nnx.Module):
         aux = {"pre_reduction": x, "pre_reduction_lengths": lengths}
         x, lengths = stack_frames(x, lengths, self.reduce)
       # Layer i's frames run with ctx.fold(i, t); its dropout draws from ctx.key(i) itself.
-      x, s, cell_aux = scan_cell(layer, x, lengths, s, ctx.fold(i))
+      with jax.named_scope(f"lstm{i}"):    # names the layer in profiles
+        x, s, cell_aux = scan_cell(layer, x, lengths, s, ctx.fold(i))
       cells.append(cell_aux)
       if self.norms:
         # LayerNorm maps a zero (padded) frame to its bias: mask it again, or padding would

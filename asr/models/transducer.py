@@ -107,17 +107,20 @@ class Transducer(nnx.Module):
     flat_lengths = label_lengths.reshape(-1)
     tile = (lambda x: x) if k is None else (lambda x: jnp.repeat(x, k, axis=0))
     enc_p = tile(self.joint.project_encoder(encoded.frames))
-    pred_p = self.joint.project_prediction(self.predictor(flat_labels))
-    nll = {"rnnt": rnnt_loss_lean(enc_p, pred_p, lambda e, p: self.joint(e, p), flat_labels,
-                                  tile(encoded.lengths), flat_lengths,
-                                  chunk=self.cfg.loss_chunk)}
+    with jax.named_scope("prediction"):
+      pred_p = self.joint.project_prediction(self.predictor(flat_labels))
+    with jax.named_scope("rnnt"):
+      nll = {"rnnt": rnnt_loss_lean(enc_p, pred_p, lambda e, p: self.joint(e, p), flat_labels,
+                                    tile(encoded.lengths), flat_lengths,
+                                    chunk=self.cfg.loss_chunk)}
     if self.ctc_head is not None:
       frames = encoded.aux.get("pre_reduction", encoded.frames)
       frame_lengths = encoded.aux.get("pre_reduction_lengths", encoded.lengths)
-      logits = tile(self.ctc_head(frames))
-      frame_pad = (~length_mask(tile(frame_lengths), logits.shape[1])).astype(jnp.float32)
-      label_pad = (~length_mask(flat_lengths, flat_labels.shape[1])).astype(jnp.float32)
-      ctc = optax.ctc_loss(logits, frame_pad, flat_labels, label_pad, blank_id=0)
+      with jax.named_scope("ctc"):
+        logits = tile(self.ctc_head(frames))
+        frame_pad = (~length_mask(tile(frame_lengths), logits.shape[1])).astype(jnp.float32)
+        label_pad = (~length_mask(flat_lengths, flat_labels.shape[1])).astype(jnp.float32)
+        ctc = optax.ctc_loss(logits, frame_pad, flat_labels, label_pad, blank_id=0)
       # CTC needs a frame per label and one more between repeated labels; where the frames
       # cannot hold the labels its loss is "infinite" (optax: about 1e5) and would swamp the
       # batch. Such rows score 0 and are flagged (as PyTorch's `zero_infinity`), and counted.

@@ -10,7 +10,8 @@ so a mechanism that changes a unit (a per-frame gate, say) is one unit class and
 field, on the float path and, through the same layout, the int8 path
 (`hardware.int8_transformer`). `macs` is the unit's multiply-accumulates per frame (a number,
 or `[B, T]` where frames differ), `aux` what it reports (gate probabilities), `cache` its
-streaming state (None for a unit that has none).
+streaming state (None for a unit that has none). A unit called with `cache=None` starts the
+stream at `x` (a whole utterance: no left context, as after `init_cache`) and returns no cache.
 """
 
 from __future__ import annotations

@@ -101,22 +101,27 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: StepConfig,
     return loss, (metrics, split_model(model)[2])
 
   def forward(model, seen, state, batch, values, k_augment, k_model, k_terms):
-    feats, lengths = F.log_mel(batch["audio"], batch["audio_lengths"], cfg.features)
-    if cfg.augment is not None:
-      # A schedule named `augment_strength` ramps augmentation in (SpecAugment late in training).
-      feats, lengths = F.augment(k_augment, feats, lengths, cfg.augment,
-                                 values.get("augment_strength", 1.0))
+    # Named scopes name the step's parts in profiles (`benchmarks.step_ops`).
+    with jax.named_scope("features"):
+      feats, lengths = F.log_mel(batch["audio"], batch["audio_lengths"], cfg.features)
+      if cfg.augment is not None:
+        # A schedule `augment_strength` ramps augmentation in (SpecAugment late in training).
+        feats, lengths = F.augment(k_augment, feats, lengths, cfg.augment,
+                                   values.get("augment_strength", 1.0))
     # The model's own pass updates statistics; a loss term that runs it again does not.
     ctx = Context(train=True, rng=k_model, schedules=values, statistics=True)
-    encoded = model.encode(feats, lengths, ctx)
-    nll = model.score(encoded, batch["labels"], batch["label_lengths"], ctx)
+    with jax.named_scope("encoder"):
+      encoded = model.encode(feats, lengths, ctx)
+    with jax.named_scope("score"):
+      nll = model.score(encoded, batch["labels"], batch["label_lengths"], ctx)
     is_real = batch["audio_lengths"] > 0
     real = is_real.astype(jnp.float32)
     inputs = objective.LossInputs(
         model=model, params=seen, batch=batch, encoded=encoded, nll=nll, is_real=is_real,
         num_labels=jnp.maximum(jnp.sum(batch["label_lengths"] * real), 1.0), schedules=values,
         rng=k_terms, transforms=tuple(transforms), transform_states=state["transforms"])
-    loss, metrics = objective.objective(terms, inputs, state.get("terms"))
+    with jax.named_scope("terms"):
+      loss, metrics = objective.objective(terms, inputs, state.get("terms"))
     frames = jnp.sum(encoded.lengths * real)
     encoder_flops = jnp.sum(encoded.flops * real[:, None])
     decoding = jnp.sum(model.decoding_flops(encoded.lengths, batch["label_lengths"]) * real)
@@ -134,7 +139,8 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: StepConfig,
         state["params"], state, batch, rng, values)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    direction, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    with jax.named_scope("optimizer"):
+      direction, opt_state = tx.update(grads, state["opt_state"], state["params"])
     lr = values["learning_rate"]
     params = jax.tree.map(lambda p, d: p - lr * d, state["params"], direction)
     params, t_states = T.update_all(transforms, params, state["transforms"], step, values)
