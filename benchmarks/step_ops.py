@@ -13,9 +13,12 @@ metadata carries: the step names its parts (`features`, `encoder`, `score`, `ter
 `score/ctc`, `score/prediction`). Forward and backward (`transpose(...)` in the op's name) are
 apart. Prints ms per step for each scope (the first `--depth` levels), its share of the step's
 wall time, and its `--top` op kinds (the primitive and XLA's fusion kind). The thread pool's
-waits and the executor's own work are the `runtime` line; what the ops leave of the wall time
-is the host's (dispatch, the Python loop), or negative where the two threads ran ops side by
-side.
+waits and the executor's own work are the `runtime` line. The last line sums the matrix
+products (`dot_general` ops) and their rate over the step's analytic FLOPs
+(`benchmarks.train_step.analytic_flops`: nearly all of them are products), against this run's
+matmul peak (`benchmarks.train_step.matmul_peak`), and the time of everything else. What the ops
+leave of the wall time is the host's (dispatch, the Python loop), or negative where the two
+threads ran ops side by side.
 """
 
 import os
@@ -33,7 +36,8 @@ import time  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from benchmarks.train_step import build, recipe, recipe_arguments, synthetic_batch  # noqa: E402
+from benchmarks.train_step import (analytic_flops, build, matmul_peak, recipe,  # noqa: E402
+                                   recipe_arguments, synthetic_batch)
 from experiments import huge_pages  # noqa: E402
 
 # Name-stack parts that are JAX's or XLA's structure, not the model's scopes.
@@ -136,6 +140,12 @@ def main():
     print(f"{ms:7.1f} ms {ms / wall:5.1%}  {scope + ' ' + direction:<32} {top}")
   print(f"{wall - ops:7.1f} ms {(wall - ops) / wall:5.1%}  {'wall minus the ops':<32} "
         "(the host's; negative where ops ran side by side)")
+  products = sum(v for key in kinds for k, v in kinds[key].items() if k.startswith("dot_general:"))
+  flops, (peak, _) = analytic_flops(c, batch), matmul_peak()
+  print(f"matrix products (dot_general ops): {products:.0f} ms for the step's "
+        f"{flops / 1e9:.1f} GFLOP (analytic), {flops / products / 1e6:.0f} GFLOP/s = "
+        f"{flops / products * 1e3 / peak:.0%} of this run's matmul peak ({peak / 1e9:.0f} "
+        f"GFLOP/s); every other op and the runtime: {ops - products:.0f} ms")
 
 
 if __name__ == "__main__":
