@@ -24,14 +24,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from experiments import huge_pages  # noqa: E402
 
 
+# What each evaluated split holds (asr.data.synth_corpus).
+_SPLIT_NAMES = {"test": "held-out speakers", "test_accent": "a held-out accent",
+                "test_handwritten": "hand-written sentences, new voices"}
+
+
 def main(argv=None) -> int:
   if argv is None:            # the command line, not a caller in this process
     huge_pages.ensure()
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--data-dir", default=None)
-  parser.add_argument("--workdir", default="workdirs/demo")
-  parser.add_argument("--variant", default="small", choices=["tiny", "small"])
+  parser.add_argument("--data-dir", default=None,
+                      help="where the corpus is built and read (default: the run config's, "
+                           "./data under `make demo`)")
+  parser.add_argument("--workdir", default="workdirs/demo",
+                      help="the run's directory; a stopped demo resumes from it")
+  parser.add_argument("--variant", default="small", choices=["tiny", "small"],
+                      help="rnnt.py's variant: small (the demo, about 10 minutes on 2 cores) or "
+                           "tiny (a minute)")
   args = parser.parse_args(argv)
 
   from absl import logging
@@ -74,7 +84,7 @@ def main(argv=None) -> int:
   print(f"demo finished in {(time.time() - start) / 60:.1f} min")
   for (split, decoder), r in results.items():
     print(f"  {split:<12} {decoder:<6}  WER {r['wer']:.2%}  CER {r['cer']:.2%}  "
-          f"({r['num_utterances']} utterances, held-out speakers)")
+          f"({r['num_utterances']} utterances, {_SPLIT_NAMES.get(split, split)})")
   r = results[("test", "greedy")]
   print(f"  {'test':<12} {'greedy':<6}  WER {int8['wer']:.2%}  CER {int8['cer']:.2%}  on the int8 "
         f"path (post-training calibration): {int8['model_bytes'] / 1e6:.2f} MB against "

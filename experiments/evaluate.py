@@ -47,11 +47,18 @@ def main(argv=None) -> int:
     huge_pages.ensure()
   p = argparse.ArgumentParser(prog="asr-eval", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--workdir", required=True)
-  p.add_argument("--split", default="test")
-  p.add_argument("--decoder", choices=["greedy", "beam"], default="greedy")
-  p.add_argument("--beam", type=int, default=4)
-  p.add_argument("--max-symbols", type=int, default=None)
+  p.add_argument("--workdir", required=True,
+                 help="a training run's directory (its config.json and checkpoints/)")
+  p.add_argument("--split", default="test",
+                 help="the dataset's split: train, dev, test, test_accent or test_handwritten "
+                      "for the synthetic corpus; dev_clean, dev_other, test_clean or test_other "
+                      "for LibriSpeech")
+  p.add_argument("--decoder", choices=["greedy", "beam"], default="greedy",
+                 help="greedy search, or beam search over --beam hypotheses")
+  p.add_argument("--beam", type=int, default=4, help="with --decoder beam: the beam's width")
+  p.add_argument("--max-symbols", type=int, default=None,
+                 help="labels emitted per frame at most (default: the run's "
+                      "train.max_symbols)")
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
   p.add_argument("--json", default=None, help="where to write the summary")
   p.add_argument("--data-dir", default=None, help="override the run's data dir")

@@ -214,8 +214,9 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="asr-report", description=__doc__.split("\n\n")[0])
   p.add_argument("workdirs", nargs="*", help="run workdirs")
   p.add_argument("--sweep", help="a local sweep's name: its runs in ROOT/NAME/*")
-  p.add_argument("--root", default="workdirs/sweeps")
-  p.add_argument("--out", required=True)
+  p.add_argument("--root", default="workdirs/sweeps",
+                 help="the folder holding the sweeps' runs (one workdir per run)")
+  p.add_argument("--out", required=True, help="the folder the table, plots and HTML go to")
   args = p.parse_args(argv)
   if bool(args.workdirs) == bool(args.sweep):
     p.error("give run workdirs or --sweep NAME (one of the two)")

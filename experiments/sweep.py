@@ -343,7 +343,7 @@ def create_on_server(sweep: Sweep, echo=print) -> str:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="asr-sweep", description=__doc__.split("\n\n")[0])
-  p.add_argument("sweep_file")
+  p.add_argument("sweep_file", help="a wandb sweep file (experiments/sweeps/*.yaml)")
   p.add_argument("--local", action="store_true", help="run here, no wandb server")
   p.add_argument("--parallel", type=int, default=1, help="runs at once with --local")
   p.add_argument("--max-runs", type=int, default=None, help="cap on local runs (random: draws)")

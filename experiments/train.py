@@ -59,7 +59,19 @@ def _main(argv):
 def main():
   huge_pages.ensure()
   flags.mark_flags_as_required(["config"])
+  _help_from_this_module()
   app.run(_main)
+
+
+def _help_from_this_module() -> None:
+  """absl's `--help` prints `__main__`'s docstring and the flags of the module named
+  `sys.argv[0]`: under the console script (`asr-train`) those are its wrapper's, so it printed
+  only `USAGE: asr-train [flags]`. This module's usage text and flags stand in for them."""
+  main_module = sys.modules["__main__"]
+  if not main_module.__doc__:
+    main_module.__doc__ = __doc__
+  for flag in flags.FLAGS.get_key_flags_for_module(__name__):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,12 @@ def main(argv=None) -> int:
     huge_pages.ensure()
   p = argparse.ArgumentParser(prog="asr-transcribe", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--workdir", required=True)
-  p.add_argument("--decoder", choices=["greedy", "beam"], default="greedy")
-  p.add_argument("--beam", type=int, default=4)
-  p.add_argument("audio", nargs="+")
+  p.add_argument("--workdir", required=True,
+                 help="a training run's directory (its newest checkpoint is used)")
+  p.add_argument("--decoder", choices=["greedy", "beam"], default="greedy",
+                 help="greedy search, or beam search over --beam hypotheses")
+  p.add_argument("--beam", type=int, default=4, help="with --decoder beam: the beam's width")
+  p.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG, ...; any sample rate)")
   args = p.parse_args(argv)
 
   from absl import logging

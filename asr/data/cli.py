@@ -45,10 +45,6 @@ def print_stats(source) -> dict:
 def build(args) -> int:
   from asr.data import synth_tfds
   from asr.data.sources import open_source
-  if args.corpus != "synth":
-    print("only the synthetic corpus is built here; LibriSpeech: `tfds build librispeech`",
-          file=sys.stderr)
-    return 2
   start = time.time()
   builder, built = synth_tfds.ensure_built(args.size, args.seed, args.data_dir, args.workers)
   if built:
@@ -95,18 +91,29 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="asr-data", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
+  helps = {"build": "synthesize the embedded corpus (eSpeak NG) into a TFDS dataset",
+           "show": "print a split's first examples (and write them as WAV files)"}
   for name in ("build", "show"):
-    p = sub.add_parser(name)
-    p.add_argument("--corpus", choices=["synth", "librispeech"], default="synth")
-    p.add_argument("--size", choices=list(SPECS), default="tiny")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=default_data_dir())
+    p = sub.add_parser(name, help=helps[name], description=helps[name])
+    # Only the synthetic corpus is built here (LibriSpeech: `tfds build librispeech`).
+    p.add_argument("--corpus", choices=["synth"] if name == "build" else ["synth", "librispeech"],
+                   default="synth", help="the embedded synthetic corpus, or (show) LibriSpeech "
+                                         "as TFDS built it")
+    p.add_argument("--size", choices=list(SPECS), default="tiny",
+                   help="the synthetic corpus's variant (tiny: tests; small: the demo; full: "
+                        "the hour-long recipes)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="another draw of the same corpus (a dataset named ..._seed<N>)")
+    p.add_argument("--data-dir", default=default_data_dir(),
+                   help="where TFDS datasets are built and read")
     if name == "build":
       p.add_argument("--workers", type=int, default=None,
                      help="generation processes (default: all cores); the bytes do not depend on it")
     else:
-      p.add_argument("--split", default=None)
-      p.add_argument("-n", "--num", type=int, default=5)
+      p.add_argument("--split", default=None,
+                     help="train, dev, test, test_accent or test_handwritten (LibriSpeech: "
+                          "dev_clean, ...); default dev (dev_clean)")
+      p.add_argument("-n", "--num", type=int, default=5, help="examples to print")
       p.add_argument("--wav-dir", default=None, help="also write the examples as WAV files here")
   args = parser.parse_args(argv)
   return {"build": build, "show": show}[args.command](args)
