@@ -4,6 +4,9 @@
   asr-data build --corpus synth --size full_words   # 30% of training sentences general English
   asr-data show  --corpus synth --size tiny [--split dev] [-n 5] [--wav-dir DIR]
   asr-data show  --corpus librispeech --split dev_clean
+  asr-data manifest --folder DIR --out M.jsonl [--split train]   # x.wav + x.txt pairs
+  asr-data build --corpus manifest --manifest M.jsonl --name NAME [--skip-bad]
+  asr-data show  --corpus manifest --name NAME --split dev
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def _dataset_name(args) -> str:
   if args.corpus == "librispeech":
     return "librispeech"
+  if args.corpus == "manifest":
+    return f"manifest/{args.name}"
   return f"synth_speech/{args.size}" + (f"_seed{args.seed}" if args.seed else "")
 
 
@@ -45,6 +50,8 @@ def print_stats(source) -> dict:
 def build(args) -> int:
   from asr.data import synth_tfds
   from asr.data.sources import open_source
+  if args.corpus == "manifest":
+    return _build_manifest(args)
   start = time.time()
   builder, built = synth_tfds.ensure_built(args.size, args.seed, args.data_dir, args.workers)
   if built:
@@ -55,12 +62,44 @@ def build(args) -> int:
   return 0
 
 
+def _build_manifest(args) -> int:
+  from asr.data import manifest
+  from asr.data.sources import open_source
+  if not args.manifest or not args.name:
+    print("--corpus manifest needs --manifest M.jsonl and --name NAME", file=sys.stderr)
+    return 2
+  start = time.time()
+  try:
+    builder = manifest.build(args.manifest, args.name, args.data_dir, args.skip_bad)
+  except manifest.ManifestError as e:
+    print(f"error: {e}\n(--skip-bad leaves bad rows out and counts them)", file=sys.stderr)
+    return 1
+  skipped = builder.info.metadata["skipped"]
+  print(f"built manifest/{args.name} in {time.time() - start:.1f} s -> {builder.data_dir}")
+  if skipped:
+    print(f"skipped {sum(skipped.values())} bad rows: "
+          + ", ".join(f"{n} {kind}" for kind, n in sorted(skipped.items())))
+  print_stats(open_source(_dataset_name(args), args.data_dir))
+  return 0
+
+
+def write_manifest(args) -> int:
+  from asr.data import manifest
+  try:
+    n = manifest.write_folder_manifest(args.folder, args.out, args.split, args.speaker)
+  except manifest.ManifestError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(f"wrote {n} rows to {args.out}")
+  return 0
+
+
 def show(args) -> int:
   from asr.data import conditions
   from asr.data.sources import open_source
   import numpy as np
   source = open_source(_dataset_name(args), args.data_dir)
-  split = args.split or ("dev" if args.corpus == "synth" else "dev_clean")
+  split = args.split or {"librispeech": "dev_clean"}.get(args.corpus, "dev")
   wav_dir = pathlib.Path(args.wav_dir) if args.wav_dir else None
   if wav_dir:
     wav_dir.mkdir(parents=True, exist_ok=True)
@@ -91,14 +130,18 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="asr-data", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
-  helps = {"build": "synthesize the embedded corpus (eSpeak NG) into a TFDS dataset",
+  helps = {"build": "synthesize the embedded corpus (eSpeak NG), or read a manifest's audio, "
+                    "into a TFDS dataset",
            "show": "print a split's first examples (and write them as WAV files)"}
   for name in ("build", "show"):
     p = sub.add_parser(name, help=helps[name], description=helps[name])
     # Only the synthetic corpus is built here (LibriSpeech: `tfds build librispeech`).
-    p.add_argument("--corpus", choices=["synth"] if name == "build" else ["synth", "librispeech"],
-                   default="synth", help="the embedded synthetic corpus, or (show) LibriSpeech "
-                                         "as TFDS built it")
+    p.add_argument("--corpus", default="synth",
+                   choices=["synth", "manifest"] + (["librispeech"] if name == "show" else []),
+                   help="the embedded synthetic corpus, a corpus of your own from a manifest "
+                        "(asr/data/manifest.py), or (show) LibriSpeech as TFDS built it")
+    p.add_argument("--name", default=None,
+                   help="with --corpus manifest: the dataset's name (manifest/NAME)")
     p.add_argument("--size", choices=list(SPECS), default="tiny",
                    help="the synthetic corpus's variant (tiny: tests; small: the demo; full: "
                         "the hour-long recipes)")
@@ -109,14 +152,27 @@ def main(argv=None) -> int:
     if name == "build":
       p.add_argument("--workers", type=int, default=None,
                      help="generation processes (default: all cores); the bytes do not depend on it")
+      p.add_argument("--manifest", default=None,
+                     help="with --corpus manifest: the JSON-lines manifest (one object a line: "
+                          "audio, text, optional speaker, split, duration, id)")
+      p.add_argument("--skip-bad", action="store_true",
+                     help="with --corpus manifest: leave bad rows out and count them, instead "
+                          "of stopping at the first with an error naming its line")
     else:
       p.add_argument("--split", default=None,
                      help="train, dev, test, test_accent or test_handwritten (LibriSpeech: "
                           "dev_clean, ...); default dev (dev_clean)")
       p.add_argument("-n", "--num", type=int, default=5, help="examples to print")
       p.add_argument("--wav-dir", default=None, help="also write the examples as WAV files here")
+  p = sub.add_parser("manifest", help="write a manifest for a folder of x.wav + x.txt pairs",
+                     description="write a manifest for a folder of x.wav + x.txt pairs")
+  p.add_argument("--folder", required=True, help="searched recursively for audio files")
+  p.add_argument("--out", required=True, help="the manifest to write (JSON lines)")
+  p.add_argument("--split", default="train", help="the split every row goes to")
+  p.add_argument("--speaker", default=None,
+                 help="every row's speaker (default: the name of the file's folder)")
   args = parser.parse_args(argv)
-  return {"build": build, "show": show}[args.command](args)
+  return {"build": build, "show": show, "manifest": write_manifest}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Datasets by name, read through TFDS and mapped onto one example schema.
 
-`open_source("synth_speech/small", data_dir)` or `open_source("librispeech", data_dir)` gives a
+`open_source("synth_speech/small", data_dir)`, `open_source("manifest/NAME", data_dir)` (a
+corpus built from a user's manifest, `asr.data.manifest`) or `open_source("librispeech",
+data_dir)` gives a
 `Source` whose `examples(split, ...)` yields NumPy dicts with the keys of
 `asr.data.synth_tfds.features()`: `id, audio (int16 [S]), text, speaker, accent, variant,
 whisper, noise, snr_db, reverb, intent, entities, bias_phrases`. LibriSpeech has no accents,
@@ -24,6 +26,7 @@ def default_data_dir() -> str:
 
 SYNTH = "synth_speech"
 LIBRISPEECH = "librispeech"
+MANIFEST = "manifest"       # manifest/<name>: a user's corpus (asr.data.manifest)
 
 
 class DatasetNotBuiltError(FileNotFoundError):
@@ -56,7 +59,7 @@ class Source:
     if self.splits and split not in self.splits:
       raise ValueError(f"{self.name} has no split {split!r}; it has {sorted(self.splits)}")
     shuffle = shuffle_seed is not None
-    if self.name.startswith(SYNTH):
+    if self.name.startswith((SYNTH, MANIFEST)):      # the synthetic corpus's records
       groups = self._synth_groups(split, shuffle_seed)
     else:
       groups = self._tfds_groups(split, shuffle_seed)
@@ -232,12 +235,21 @@ def open_source(name: str, data_dir: str | None = None, *, download: bool = Fals
     hint = f"asr-data build --corpus synth --size {size} --data-dir {data_dir}"
     if seed:
       hint += f" --seed {seed}"
+  elif name.startswith(MANIFEST + "/"):
+    from asr.data import manifest
+    builder = manifest.prepared(name.partition("/")[2], data_dir)
+    if builder is None:
+      raise DatasetNotBuiltError(
+          f"{name} is not built in {data_dir}; build it with: asr-data build --corpus manifest "
+          f"--manifest M.jsonl --name {name.partition('/')[2]} --data-dir {data_dir}")
+    return Source(name, builder, int(builder.info.metadata["sample_rate"]))
   elif name == LIBRISPEECH:
     builder = tfds.builder(LIBRISPEECH, data_dir=data_dir)
     hint = (f"tfds build librispeech --data_dir {data_dir}, or open_source(..., download=True) "
             "(about 60 GB), or place a prepared copy there")
   else:
-    raise ValueError(f"unknown dataset {name!r}: use '{SYNTH}/tiny|small|full' or '{LIBRISPEECH}'")
+    raise ValueError(f"unknown dataset {name!r}: use '{SYNTH}/tiny|small|full', "
+                     f"'{MANIFEST}/<name>' or '{LIBRISPEECH}'")
   if download and name == LIBRISPEECH:
     builder.download_and_prepare()
   elif not builder.is_prepared():
