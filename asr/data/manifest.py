@@ -57,37 +57,51 @@ class Row:
   id: str
 
 
-def _problem(record: dict, folder: pathlib.Path) -> tuple[str, str] | Row:
-  """`(kind, message)` of what is wrong with a parsed row, else the row (line 0)."""
+class _BadRow(Exception):
+  def __init__(self, kind: str, message: str):
+    super().__init__(message)
+    self.kind = kind
+
+
+def _parse_row(line: str, number: int, folder: pathlib.Path) -> Row:
+  """The manifest's line `number` as a row; `_BadRow(kind, message)` if it is not usable."""
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise _BadRow("not JSON", f"not JSON ({e.msg})") from None
+  if not isinstance(record, dict):
+    raise _BadRow("not an object", "not a JSON object")
   for key in ("audio", "text"):
     if not isinstance(record.get(key), str):
-      return "missing field", f"no {key!r} (a string)"
+      raise _BadRow("missing field", f"no {key!r} (a string)")
   path = pathlib.Path(record["audio"])
   path = path if path.is_absolute() else folder / path
   if not path.is_file():
-    return "missing file", f"audio file {str(path)!r} does not exist"
-  text = normalize(record["text"])
+    raise _BadRow("missing file", f"audio file {str(path)!r} does not exist")
   foreign = _foreign_letters(record["text"])
   if foreign:
-    return "outside the vocabulary", (f"letters outside the vocabulary ({ALPHABET.strip()!r}): "
-                                      f"{''.join(foreign)!r} in {record['text']!r}")
+    raise _BadRow("outside the vocabulary", f"letters outside the vocabulary "
+                  f"({ALPHABET.strip()!r}): {''.join(foreign)!r} in {record['text']!r}")
+  text = normalize(record["text"])
   if not text.strip():
-    return "empty text", f"text {record['text']!r} is empty once normalized"
+    raise _BadRow("empty text", f"text {record['text']!r} is empty once normalized")
   import soundfile
   try:
     info = soundfile.info(os.fspath(path))
   except Exception as e:  # libsndfile names the format problem, not the file
-    return "unreadable audio", f"{path}: unreadable audio ({type(e).__name__}: {e})"
+    raise _BadRow("unreadable audio",
+                  f"{path}: unreadable audio ({type(e).__name__}: {e})") from None
   if "duration" in record:
     try:
       stated = float(record["duration"])
     except (TypeError, ValueError):
-      return "bad duration", f"duration {record['duration']!r} is not a number"
+      raise _BadRow("bad duration", f"duration {record['duration']!r} is not a number") from None
     if abs(info.duration - stated) > max(0.1, 0.1 * info.duration):
-      return "duration mismatch", (f"duration {stated:.2f} s, but {path.name} lasts "
-                                   f"{info.duration:.2f} s")
-  return Row(0, path, text, str(record.get("speaker", "unknown")),
-             str(record.get("split", "train")), str(record.get("id", "")))
+      raise _BadRow("duration mismatch", f"duration {stated:.2f} s, but {path.name} lasts "
+                    f"{info.duration:.2f} s")
+  split = str(record.get("split", "train"))
+  return Row(number, path, text, str(record.get("speaker", "unknown")), split,
+             str(record.get("id") or f"{split}-{number:06d}"))
 
 
 def _foreign_letters(text: str) -> list[str]:
@@ -108,23 +122,16 @@ def read_manifest(path: os.PathLike, skip_bad: bool = False
       if not line.strip():
         continue
       try:
-        record = json.loads(line)
-        found = _problem(record, path.parent) if isinstance(record, dict) else \
-            ("not an object", "not a JSON object")
-      except json.JSONDecodeError as e:
-        found = ("not JSON", f"not JSON ({e.msg})")
-      if isinstance(found, Row):
-        row = dataclasses.replace(found, line=number, id=found.id or f"{found.split}-{number:06d}")
+        row = _parse_row(line, number, path.parent)
         if row.id in seen:
-          found = ("duplicate id", f"id {row.id!r} appears twice")
-        else:
-          seen.add(row.id)
-          rows.append(row)
-          continue
-      kind, message = found
-      if not skip_bad:
-        raise ManifestError(f"{path}:{number}: {message}")
-      skipped[kind] += 1
+          raise _BadRow("duplicate id", f"id {row.id!r} appears twice")
+      except _BadRow as bad:
+        if not skip_bad:
+          raise ManifestError(f"{path}:{number}: {bad}") from None
+        skipped[bad.kind] += 1
+        continue
+      seen.add(row.id)
+      rows.append(row)
   if not rows:
     raise ManifestError(f"{path}: no usable rows" + (f" (skipped: {dict(skipped)})"
                                                      if skipped else ""))
@@ -196,6 +203,8 @@ class Manifest(tfds.core.GeneratorBasedBuilder):
         audio = load_audio(row.audio, SAMPLE_RATE)
       except AudioFileError as e:
         raise ManifestError(f"{self.builder_config.manifest}:{row.line}: {e}") from e
+      # The inverse of reading 16-bit PCM as float (x / 32768), so such files come back bit
+      # for bit (`acoustics.to_int16` scales by 32767, for synthesized float audio).
       pcm = np.round(np.clip(audio, -1.0, 32767 / 32768) * 32768).astype(np.int16)
       yield row.id, {"id": row.id, "audio": pcm, "text": row.text, "speaker": row.speaker,
                      "accent": "", "variant": "", "whisper": False, "noise": "unrecorded",
