@@ -1,4 +1,4 @@
-"""`asr-report WORKDIR... | --sweep NAME [--root workdirs/sweeps]  --out DIR`: the
+"""`asr-report WORKDIR... | --sweep NAME [--root workdirs/sweeps] [--eval NAME] --out DIR`: the
 latency-versus-WER plane of a set of runs, from their workdirs (no wandb server needed).
 
 Writes into DIR:
@@ -10,12 +10,22 @@ Writes into DIR:
   of different frame rates compare), and says so: latency is never invented.
 - `latency_vs_wer.html`: the same plot, self-contained (hover a point for its run and numbers),
   with the table below it (click a column to sort).
+- `seeds.md` and `seeds.csv`, when the runs vary `config.seed`: the runs that differ only in
+  their seed pooled, each metric's mean with the sample standard deviation, minimum and maximum
+  over the seeds beside it; the plot then draws each pool's mean with bars from its best seed
+  to its worst on both axes (its seeds' runs faint behind it), and the front joins the means.
 - `runs.md` and `runs.csv`: every run with `wer, cer, flops_per_frame, flops_per_second, latency_ms_p50,
   latency_ms_p90, model_bytes, sparsity, backend`, its family, step, status and the values
   its sweep varied.
 
 A run's numbers are its `final.json` (written when it finished), else its newest evaluation
-(status `unfinished`); a run with no evaluation yet is listed with empty numbers.
+(status `unfinished`); a run with no evaluation yet is listed with empty numbers. With
+`--eval NAME` they are its `eval/NAME.json` instead, an `asr-eval` summary (status
+`evaluated`, or `no eval/NAME.json` and empty numbers): `--eval test_greedy_int8` puts every
+run on the plane as the edge processor runs it (`asr-eval --split test --backend int8`: the
+int8 model, its zero weights skipped, its latency simulated on the NPU profile), where
+training's own evaluations run the float model on `train.latency_profile`, so a pruned or
+quantized run costs there what its dense model does.
 """
 
 from __future__ import annotations
@@ -33,8 +43,9 @@ COLUMNS = ("run", "family", "step", "status") + STANDARD_METRICS
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
-def read_run(workdir: pathlib.Path) -> dict:
-  """One row of the report for a run workdir."""
+def read_run(workdir: pathlib.Path, evaluation: str | None = None) -> dict:
+  """One row of the report for a run workdir: its final or newest evaluation, or with
+  `evaluation` its `eval/<evaluation>.json`."""
   workdir = pathlib.Path(workdir)
   config_path = workdir / "config.json"
   if not config_path.exists():
@@ -47,6 +58,16 @@ def read_run(workdir: pathlib.Path) -> dict:
   if sweep_params.exists():  # the values this run's sweep varied
     record = json.loads(sweep_params.read_text())
     row["params"] = {k: record["params"][k] for k in record["varying"]}
+  if evaluation:
+    path = workdir / "eval" / f"{evaluation}.json"
+    if not path.exists():
+      return dict(row, status=f"no eval/{evaluation}.json")
+    summary = json.loads(path.read_text())
+    row.update({k: summary.get(k) for k in ("step", "profile", *STANDARD_METRICS)},
+               status="evaluated")
+    return row
+  # Training simulates its evaluations' latency on this profile.
+  row["profile"] = config.get("train", {}).get("latency_profile") or None
   if (workdir / "final.json").exists():
     row.update(json.loads((workdir / "final.json").read_text()), status="finished")
     return row
@@ -67,8 +88,8 @@ def read_run(workdir: pathlib.Path) -> dict:
   return row
 
 
-def collect_runs(workdirs) -> list[dict]:
-  rows = [read_run(w) for w in workdirs]
+def collect_runs(workdirs, evaluation: str | None = None) -> list[dict]:
+  rows = [read_run(w, evaluation) for w in workdirs]
   for r in rows:
     for k in COLUMNS:
       r.setdefault(k, None)
@@ -81,6 +102,62 @@ def sweep_workdirs(name: str, root: str | pathlib.Path) -> list[pathlib.Path]:
   if not runs:
     raise FileNotFoundError(f"no runs of sweep {name!r} in {sweep_dir}")
   return runs
+
+
+SEED = "config.seed"
+POOLED = ("wer", "cer", "latency_ms_p50", "latency_ms_p90", "flops_per_second", "model_bytes",
+          "sparsity")
+
+
+def _value_label(key: str, value) -> str:
+  if isinstance(value, str) and ".py:" in value:   # a config: its file's name and variant
+    value = pathlib.Path(value).name
+  return f"{key.removeprefix('config.')}={value}"
+
+
+def seed_pools(rows: list[dict]) -> list[dict]:
+  """The evaluated runs that differ only in `config.seed`, pooled, in the runs' order: `run`
+  (the other varied values), `family`, `seeds`, and for each of POOLED its mean, `_std` (sample
+  standard deviation; 0 for one seed), `_min` and `_max`. [] when no run varies the seed."""
+  if not any(SEED in r["params"] for r in rows):
+    return []
+  pools: dict[str, list[dict]] = {}
+  for r in rows:
+    if r.get("wer") is not None:
+      label = " ".join(_value_label(k, v) for k, v in sorted(r["params"].items()) if k != SEED)
+      pools.setdefault(label or "all", []).append(r)
+  out = []
+  for label, runs in pools.items():
+    pool = {"run": label, "family": runs[0]["family"], "profile": runs[0].get("profile"),
+            "seeds": [r["params"].get(SEED) for r in runs]}
+    for k in POOLED:
+      values = [r[k] for r in runs if r.get(k) is not None]
+      if len(values) == len(runs):
+        mean = sum(values) / len(values)
+        var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
+        pool.update({k: mean, f"{k}_std": math.sqrt(var), f"{k}_min": min(values),
+                     f"{k}_max": max(values)})
+    out.append(pool)
+  return out
+
+
+def write_seed_tables(pools: list[dict], out: pathlib.Path) -> None:
+  stats = [k for k in POOLED if any(k in p for p in pools)]
+  with (out / "seeds.csv").open("w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["run", "family", "seeds"] + [f"{k}{s}" for k in stats
+                                             for s in ("", "_std", "_min", "_max")])
+    for p in pools:
+      w.writerow([p["run"], p["family"], " ".join(map(str, p["seeds"]))] +
+                 [p.get(f"{k}{s}", "") for k in stats for s in ("", "_std", "_min", "_max")])
+  lines = ["| run | family | seeds | " + " | ".join(f"{k} mean ± std [min, max]" for k in stats)
+           + " |", "|" + " --- |" * (3 + len(stats))]
+  for p in pools:
+    cells = [f"{_fmt(k, p[k])} ± {_fmt(k, p[f'{k}_std'])} [{_fmt(k, p[f'{k}_min'])}, "
+             f"{_fmt(k, p[f'{k}_max'])}]" if k in p else "" for k in stats]
+    lines.append(f"| {p['run']} | {p['family']} | {', '.join(map(str, p['seeds']))} | "
+                 + " | ".join(cells) + " |")
+  (out / "seeds.md").write_text("\n".join(lines) + "\n")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -99,13 +176,15 @@ def plot_axes(rows: list[dict]) -> tuple[str, str, list[dict]]:
   """(x key, x label, plottable rows): latency when every evaluated run has it, else compute."""
   rows = [r for r in rows if r.get("wer") is not None]
   if rows and all(r.get("latency_ms_p50") is not None for r in rows):
-    return "latency_ms_p50", "latency p50 (ms)", rows
+    profiles = {r.get("profile") for r in rows}
+    where = f" on {profiles.pop()}" if len(profiles) == 1 and None not in profiles else ""
+    return "latency_ms_p50", f"latency p50{where} (ms)", rows
   return ("flops_per_second", "compute per second of audio (MFLOP/s); no latency simulated yet",
           [r for r in rows if r.get("flops_per_second") is not None])
 
 
 def _x_value(row, x_key):
-  return row[x_key] / 1e6 if x_key == "flops_per_second" else row[x_key]
+  return row[x_key] / 1e6 if x_key.startswith("flops_per_second") else row[x_key]
 
 
 def _sizes(rows) -> list[float]:
@@ -127,6 +206,17 @@ def write_png(rows: list[dict], path: pathlib.Path, title: str) -> None:
   x_key, x_label, rows = plot_axes(rows)
   fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
   colours = _colours(rows)
+  pools = seed_pools(rows)
+  if pools:   # each seed's run faint; the pools' means are the points that follow
+    ax.scatter([_x_value(r, x_key) for r in rows], [100 * r["wer"] for r in rows], s=12,
+               c=[colours[r["family"]] for r in rows], alpha=0.3, linewidths=0)
+    for p in pools:
+      x, lo, hi = (_x_value(p, x_key + s) for s in ("", "_min", "_max"))
+      y = 100 * p["wer"]   # (a mean of equal values can round past them: bars clipped at 0)
+      ax.errorbar(x, y, xerr=[[max(x - lo, 0)], [max(hi - x, 0)]],
+                  yerr=[[max(y - 100 * p["wer_min"], 0)], [max(100 * p["wer_max"] - y, 0)]],
+                  fmt="none", ecolor=colours[p["family"]], elinewidth=1, capsize=2, alpha=0.8)
+    rows = pools
   xs = [_x_value(r, x_key) for r in rows]
   ys = [100 * r["wer"] for r in rows]
   sizes = _sizes(rows)
@@ -140,10 +230,13 @@ def write_png(rows: list[dict], path: pathlib.Path, title: str) -> None:
     ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=[sizes[i] * 1.8 for i in front],
                facecolors="none", edgecolors="black", linewidths=1.2)
   for x, y, r in zip(xs, ys, rows):
-    ax.annotate(r["run"][:24], (x, y), fontsize=6, xytext=(4, 4), textcoords="offset points")
+    ax.annotate(r["run"].removeprefix("config=")[:32], (x, y), fontsize=6, xytext=(4, 4),
+                textcoords="offset points")
   ax.set_xlabel(x_label)
   ax.set_ylabel("WER (%)")
   ax.set_title(title + "  (marker area: FLOPs per second of audio)", fontsize=10)
+  if pools:
+    ax.set_ylabel("WER (%): mean over seeds, bars from best to worst")
   ax.grid(alpha=0.3)
   if rows:
     ax.legend(fontsize=8)
@@ -207,7 +300,15 @@ def write_report(rows: list[dict], out: pathlib.Path, title: str = "latency vs W
   write_png(rows, out / "latency_vs_wer.png", title)
   write_html(rows, out / "latency_vs_wer.html", title)
   write_tables(rows, out)
-  return [str(out / n) for n in ("latency_vs_wer.png", "latency_vs_wer.html", "runs.md", "runs.csv")]
+  names = ["latency_vs_wer.png", "latency_vs_wer.html", "runs.md", "runs.csv"]
+  pools = seed_pools(rows)
+  if pools:
+    write_seed_tables(pools, out)
+    names += ["seeds.md", "seeds.csv"]
+  else:   # not an earlier report's, left in the same folder
+    for name in ("seeds.md", "seeds.csv"):
+      (out / name).unlink(missing_ok=True)
+  return [str(out / n) for n in names]
 
 
 def main(argv=None) -> int:
@@ -216,18 +317,25 @@ def main(argv=None) -> int:
   p.add_argument("--sweep", help="a local sweep's name: its runs in ROOT/NAME/*")
   p.add_argument("--root", default="workdirs/sweeps",
                  help="the folder holding the sweeps' runs (one workdir per run)")
+  p.add_argument("--eval", dest="evaluation", metavar="NAME",
+                 help="each run's numbers from its eval/NAME.json (an asr-eval summary, e.g. "
+                      "test_greedy_int8: the edge processor's WER and latency) instead of its "
+                      "final evaluation")
   p.add_argument("--out", required=True, help="the folder the table, plots and HTML go to")
   args = p.parse_args(argv)
   if bool(args.workdirs) == bool(args.sweep):
     p.error("give run workdirs or --sweep NAME (one of the two)")
   try:
     workdirs = sweep_workdirs(args.sweep, args.root) if args.sweep else args.workdirs
-    rows = collect_runs(workdirs)
+    rows = collect_runs(workdirs, args.evaluation)
   except FileNotFoundError as e:
     print(f"asr-report: {e}", file=sys.stderr)
     return 2
-  paths = write_report(rows, pathlib.Path(args.out), args.sweep or "latency vs WER")
+  title = " ".join(filter(None, [args.sweep or "latency vs WER", args.evaluation]))
+  paths = write_report(rows, pathlib.Path(args.out), title)
   print((pathlib.Path(args.out) / "runs.md").read_text())
+  if (pathlib.Path(args.out) / "seeds.md").exists():
+    print((pathlib.Path(args.out) / "seeds.md").read_text())
   print("wrote " + ", ".join(paths))
   return 0
 

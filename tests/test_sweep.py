@@ -6,6 +6,8 @@ import itertools
 import json
 import random
 
+import numpy as np
+
 import pytest
 import yaml
 
@@ -76,7 +78,67 @@ def test_two_run_local_sweep_logs_skips_on_rerun_and_reports_its_own_numbers(tin
     assert float(r["latency_ms_p90"]) == f["latency_ms_p90"]
     assert float(r["config.optim.peak_lr"]) in (0.001, 0.003)
   page = (out / "latency_vs_wer.html").read_text()
-  assert all(name in page for name in finals) and "latency p50 (ms)" in page
+  assert all(name in page for name in finals) and "latency p50 on cpu650 (ms)" in page
+
+  # The plane as the edge processor runs it: one run evaluated on the int8 backend, the other
+  # not yet (listed, empty, not plotted).
+  from experiments import evaluate as eval_cli
+  int8_run, other = workdirs
+  assert eval_cli.main(["--workdir", str(int8_run), "--split", "test", "--backend", "int8",
+                        "--max-batches", "1", "--calibration-batches", "1"]) == 0
+  summary = json.loads((int8_run / "eval" / "test_greedy_int8.json").read_text())
+  out = tmp_path / "report_int8"
+  assert report.main(["--sweep", "lrgrid", "--root", str(root), "--eval", "test_greedy_int8",
+                      "--out", str(out)]) == 0
+  with (out / "runs.csv").open() as f:
+    rows = {r["run"]: r for r in csv.DictReader(f)}
+  assert rows[int8_run.name]["status"] == "evaluated" and rows[int8_run.name]["backend"] == "int8"
+  for key in ("wer", "cer", "latency_ms_p50", "flops_per_second"):
+    assert float(rows[int8_run.name][key]) == summary[key]
+  # Its weights in the compressed format, not the float model's bytes of its final evaluation.
+  assert int(rows[int8_run.name]["model_bytes"]) == summary["model_bytes"] < \
+      finals[int8_run.name]["model_bytes"]
+  assert rows[other.name]["status"] == "no eval/test_greedy_int8.json"
+  assert rows[other.name]["wer"] == ""
+  page = (out / "latency_vs_wer.html").read_text()
+  assert "latency p50 on npu (ms)" in page and "test_greedy_int8" in page
+
+
+def _run_row(run, method, seed, wer, latency, family="lstm-rnnt"):
+  params = {"config": f"experiments/configs/compression.py:{method}"}
+  if seed is not None:
+    params["config.seed"] = seed
+  row = {"run": run, "family": family, "params": params, "wer": wer, "latency_ms_p50": latency,
+         "flops_per_second": 1e6, "profile": "npu"}
+  return {**{k: None for k in report.COLUMNS}, **row}
+
+
+def test_runs_that_differ_only_in_their_seed_are_pooled_with_their_spread(tmp_path):
+  wers, latencies = {"dense": [0.30, 0.33, 0.31], "sparse50": [0.34, 0.32, 0.36]}, [0.8, 0.5]
+  rows = [_run_row(f"{m}_{s}", m, s, w, lat) for (m, ws), lat in zip(wers.items(), latencies)
+          for s, w in enumerate(ws)]
+  rows.append(_run_row("sparse80_0", "sparse80", 0, None, None))   # not evaluated: left out
+  pools = report.seed_pools(rows)
+  assert [p["run"] for p in pools] == ["config=compression.py:dense",
+                                       "config=compression.py:sparse50"]
+  for p, ws in zip(pools, wers.values()):
+    assert p["seeds"] == [0, 1, 2]
+    assert p["wer"] == pytest.approx(np.mean(ws)) and p["wer_std"] == pytest.approx(np.std(ws, ddof=1))
+    assert (p["wer_min"], p["wer_max"]) == (min(ws), max(ws))
+  assert pools[1]["latency_ms_p50"] == pytest.approx(0.5) and pools[1]["latency_ms_p50_std"] == 0
+  assert report.seed_pools([_run_row("a", "dense", None, 0.3, 0.8)]) == []
+
+  out = tmp_path / "report"
+  paths = report.write_report(rows, out, "pooled")
+  assert str(out / "seeds.md") in paths
+  md = (out / "seeds.md").read_text()
+  assert "| config=compression.py:sparse50 | lstm-rnnt | 0, 1, 2 | 34.00% ± 2.00% [32.00%, 36.00%]" in md
+  with (out / "seeds.csv").open() as f:
+    pooled = {r["run"]: r for r in csv.DictReader(f)}
+  assert float(pooled["config=compression.py:dense"]["wer_max"]) == 0.33
+  # A later report of runs with no seed varied leaves no stale pooled table behind.
+  report.write_report([_run_row("a", "dense", None, 0.3, 0.8)], out, "one")
+  assert not (out / "seeds.md").exists()
 
 
 def test_a_failed_run_is_reported_and_the_sweep_goes_on(tiny_data_dir, tmp_path, capsys):
