@@ -188,10 +188,11 @@ def _x_value(row, x_key):
 
 
 def _sizes(rows) -> list[float]:
-  """Marker areas (points^2) from 40 to 400 by compute per second of audio."""
+  """Marker areas (points^2) up to 400, in proportion to compute per second of audio (not
+  stretched from the smallest to the largest: runs a thousandth apart look alike)."""
   flops = [r.get("flops_per_second") or 0.0 for r in rows]
-  lo, hi = min(flops, default=0), max(flops, default=0)
-  return [40 + 360 * ((f - lo) / (hi - lo) if hi > lo else 0.5) for f in flops]
+  hi = max(flops, default=0)
+  return [40 + 360 * (f / hi if hi > 0 else 0.5) for f in flops]
 
 
 def _colours(rows) -> dict[str, str]:
