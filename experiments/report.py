@@ -38,6 +38,7 @@ import pathlib
 import sys
 
 from asr.training.logger import STANDARD_METRICS
+from experiments.sweep import short_value
 
 COLUMNS = ("run", "family", "step", "status") + STANDARD_METRICS
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -109,12 +110,6 @@ POOLED = ("wer", "cer", "latency_ms_p50", "latency_ms_p90", "flops_per_second", 
           "sparsity")
 
 
-def _value_label(key: str, value) -> str:
-  if isinstance(value, str) and ".py:" in value:   # a config: its file's name and variant
-    value = pathlib.Path(value).name
-  return f"{key.removeprefix('config.')}={value}"
-
-
 def seed_pools(rows: list[dict]) -> list[dict]:
   """The evaluated runs that differ only in `config.seed`, pooled, in the runs' order: `run`
   (the other varied values), `family`, `seeds`, and for each of POOLED its mean, `_std` (sample
@@ -124,7 +119,8 @@ def seed_pools(rows: list[dict]) -> list[dict]:
   pools: dict[str, list[dict]] = {}
   for r in rows:
     if r.get("wer") is not None:
-      label = " ".join(_value_label(k, v) for k, v in sorted(r["params"].items()) if k != SEED)
+      label = " ".join(f"{k.removeprefix('config.')}={short_value(v)}"
+                       for k, v in sorted(r["params"].items()) if k != SEED)
       pools.setdefault(label or "all", []).append(r)
   out = []
   for label, runs in pools.items():

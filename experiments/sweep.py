@@ -219,12 +219,13 @@ def run_name(params: dict, varying: list[str]) -> str:
   def label(k):
     tail = k.rsplit(".", 1)[-1]
     return ".".join(k.split(".")[-2:]) if tail == "enabled" or last.count(tail) > 1 else tail
-  readable = "_".join(f"{label(k)}={_fmt(params[k])}" for k in sorted(varying))
+  readable = "_".join(f"{label(k)}={short_value(params[k])}" for k in sorted(varying))
   readable = re.sub(r"[^A-Za-z0-9=._-]+", "-", readable)[:80] or "run"
   return f"{readable}_{hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:6]}"
 
 
-def _fmt(v) -> str:
+def short_value(v) -> str:
+  """A swept value as run names and reports show it."""
   if isinstance(v, str) and ".py:" in v:   # a config: its file's name and variant
     return pathlib.Path(v).name
   return f"{v:.4g}" if isinstance(v, float) else str(v)
