@@ -9,8 +9,10 @@ so every other compression method (pruning, quantization) and the FLOP counts of
 Initialization is a truncated SVD of the layer's kernel, `W = A S B^T`: `U = A_r S_r^1/2`,
 `V = S_r^1/2 B_r^T`, the best rank-`r` approximation in the Frobenius norm (Eckart and Young,
 1936). Of a freshly initialized kernel, it is a random low-rank start (training from scratch);
-of a trained model's kernel (`svd_from=<its workdir>`: the whole model is loaded from that
-run's checkpoint first), it starts from the trained layer (Xue, Li and Gong, Interspeech 2013,
+of a trained model's kernel (`svd_from=<its workdir>`: the model is loaded from that run's
+checkpoint first, every parameter or those matching `svd_from_keys`, each from its path after
+`svd_from_rename` as `init_from_rename` does: `asr.training.loop.take_stored`; a new branch
+can so start as the factors of a trained layer), it starts from the trained layer (Xue, Li and Gong, Interspeech 2013,
 "Restructuring of deep neural network acoustic models with singular value decomposition").
 
 The rank of each layer comes from one of:
@@ -40,7 +42,8 @@ import numpy as np
 from flax import nnx
 
 from asr.models.dense import Dense
-from asr.training.loop import load_for_inference, restoring_shapes
+from asr.training.checkpoint import tree_paths
+from asr.training.loop import load_for_inference, restoring_shapes, take_stored
 from compression.surgery import dense_layers, replace
 
 
@@ -81,7 +84,8 @@ def rank_for(w: np.ndarray, rank: int | None, macs_ratio: float | None,
 class Factorize:
   def __init__(self, rank: int | None = None, macs_ratio: float | None = None,
                energy: float | None = None, svd_from: str = "", step: int | None = None,
-               include: str = "", exclude: str = r"^ctc_head"):
+               svd_from_keys: str = "", svd_from_rename=(), include: str = "",
+               exclude: str = r"^ctc_head"):
     given = [k for k, v in (("rank", rank), ("macs_ratio", macs_ratio), ("energy", energy))
              if v is not None]
     if len(given) != 1:
@@ -96,19 +100,22 @@ class Factorize:
       raise ValueError(f"factorization: macs_ratio={macs_ratio} must be in (0, 1)")
     self.rank, self.macs_ratio, self.energy = rank, macs_ratio, energy
     self.svd_from, self.step = svd_from, step
+    self.svd_from_keys, self.svd_from_rename = svd_from_keys, tuple(map(tuple, svd_from_rename))
     self.include, self.exclude = include, exclude
 
   def _load(self, model) -> None:
     if not (pathlib.Path(self.svd_from) / "config.json").exists():
       raise FileNotFoundError(f"factorization: svd_from={self.svd_from!r} holds no config.json "
                               "(a trained run's workdir)")
-    _, graphdef, (params, model_state), _ = load_for_inference(self.svd_from, self.step)
-    ours = nnx.state(model, nnx.Param)
-    if jax.tree.structure(ours) != jax.tree.structure(params) or any(
-        np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(params))):
-      raise ValueError(f"factorization: svd_from={self.svd_from!r} is not this model before "
-                       "factorization (its parameters differ in names or shapes)")
-    nnx.update(model, params, model_state)
+    _, _, (params, model_state), _ = load_for_inference(self.svd_from, self.step)
+    stored = dict(tree_paths({"params": params, "model_state": model_state}))
+    _, ours, rest = nnx.split(model, nnx.Param, ...)
+    tree, _ = take_stored({"params": ours, "model_state": rest}, stored, self.svd_from_keys,
+                          self.svd_from_rename,
+                          where=f"factorization: svd_from={self.svd_from!r} is not this model "
+                                "before factorization")
+    tree = jax.tree.map(jnp.asarray, tree)   # the model's arrays: JAX's, not read-only NumPy
+    nnx.update(model, tree["params"], tree["model_state"])
 
   def __call__(self, model) -> None:
     # A model its checkpoint will fill takes each layer's rank from the checkpoint's factor

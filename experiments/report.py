@@ -15,8 +15,9 @@ Writes into DIR:
   over the seeds beside it; the plot then draws each pool's mean with bars from its best seed
   to its worst on both axes (its seeds' runs faint behind it), and the front joins the means.
 - `runs.md` and `runs.csv`: every run with `wer, cer, flops_per_frame, flops_per_second, latency_ms_p50,
-  latency_ms_p90, model_bytes, sparsity, backend`, its family, step, status and the values
-  its sweep varied.
+  latency_ms_p90, model_bytes, sparsity, backend, fast_fraction` (a branching encoder's share
+  of frames sent to its cheap branch; empty for other models), its family, step, status and
+  the values its sweep varied.
 
 A run's numbers are its `final.json` (written when it finished), else its newest evaluation
 (status `unfinished`); a run with no evaluation yet is listed with empty numbers. With
@@ -40,7 +41,9 @@ import sys
 from asr.training.logger import STANDARD_METRICS
 from experiments.sweep import short_value
 
-COLUMNS = ("run", "family", "step", "status") + STANDARD_METRICS
+# A branching encoder's share of frames routed to its cheap branch beside the standard ones.
+METRICS = STANDARD_METRICS + ("fast_fraction",)
+COLUMNS = ("run", "family", "step", "status") + METRICS
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
@@ -64,7 +67,7 @@ def read_run(workdir: pathlib.Path, evaluation: str | None = None) -> dict:
     if not path.exists():
       return dict(row, status=f"no eval/{evaluation}.json")
     summary = json.loads(path.read_text())
-    row.update({k: summary.get(k) for k in ("step", "profile", *STANDARD_METRICS)},
+    row.update({k: summary.get(k) for k in ("step", "profile", *METRICS)},
                status="evaluated")
     return row
   # Training simulates its evaluations' latency on this profile.
@@ -82,7 +85,7 @@ def read_run(workdir: pathlib.Path, evaluation: str | None = None) -> dict:
   row.update(static)
   if evals:
     summary = json.loads(evals[-1].read_text())
-    row.update({k: summary.get(k) for k in STANDARD_METRICS if k in summary},
+    row.update({k: summary.get(k) for k in METRICS if k in summary},
                step=int(evals[-1].stem.removeprefix("step_")), status="unfinished")
   else:
     row["status"] = "no evaluation yet"
@@ -106,8 +109,8 @@ def sweep_workdirs(name: str, root: str | pathlib.Path) -> list[pathlib.Path]:
 
 
 SEED = "config.seed"
-POOLED = ("wer", "cer", "latency_ms_p50", "latency_ms_p90", "flops_per_second", "model_bytes",
-          "sparsity")
+POOLED = ("wer", "cer", "latency_ms_p50", "latency_ms_p90", "flops_per_frame", "flops_per_second",
+          "model_bytes", "sparsity", "fast_fraction")
 
 
 def seed_pools(rows: list[dict]) -> list[dict]:
@@ -245,7 +248,7 @@ def write_png(rows: list[dict], path: pathlib.Path, title: str) -> None:
 def _fmt(key: str, value) -> str:
   if value is None:
     return ""
-  if key in ("wer", "cer", "sparsity") and isinstance(value, (int, float)):
+  if key in ("wer", "cer", "sparsity", "fast_fraction") and isinstance(value, (int, float)):
     return f"{100 * value:.2f}%"
   if key in ("flops_per_frame", "flops_per_second"):
     return f"{value / 1e6:.3f}M"

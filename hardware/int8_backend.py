@@ -24,7 +24,8 @@ from flax import nnx
 
 from asr import features as F
 from hardware import fixed_point as fp
-from hardware.int8_layers import IntDense, IntLayerNorm, IntLSTM, scan_int_cell
+from hardware.int8_amnet import IntAmNetEncoder
+from hardware.int8_layers import IntDense, IntLayerNorm, IntLowRankLSTM, IntLSTM, scan_int_cell
 from hardware.int8_layers import weight_macs as _macs
 from hardware.int8_lstm import IntLSTMEncoder, quantize_features
 from hardware.int8_transducer import IntTransducer, calibrate, convert, greedy
@@ -66,6 +67,14 @@ def model_work(m: IntTransducer, executed: bool = False) -> Work:
 def _encoder_layers(enc) -> dict[str, object]:
   """The encoder's integer layers by name: `IntDense`, `IntActDense` (`.dense` holds the
   product), `IntLSTM`, `IntLayerNorm`, and a Conformer's depthwise kernels (int8 `[K, D]`)."""
+  if isinstance(enc, IntAmNetEncoder):
+    out = {}
+    for i, layer in enumerate(enc.layers):
+      out[f"encoder/layers/{i}"], out[f"encoder/layers/{i}/cheap"] = layer.full, layer.cheap
+    out.update({f"encoder/norms/{i}": n for i, n in enumerate(enc.norms)})
+    out.update({"encoder/arbitrator/hidden": enc.arbitrator.hidden,
+                "encoder/arbitrator/out": enc.arbitrator.out})
+    return out
   if isinstance(enc, IntLSTMEncoder):
     out = {f"encoder/layers/{i}": layer for i, layer in enumerate(enc.layers)}
     out.update({f"encoder/norms/{i}": n for i, n in enumerate(enc.norms)})
@@ -86,8 +95,8 @@ def weight_tensors(m: IntTransducer) -> dict[str, np.ndarray]:
   """Every int8 weight matrix of the integer model, by name (the embedding table included)."""
   out = {}
   for name, layer in _encoder_layers(m.encoder).items():
-    if isinstance(layer, IntLSTM):
-      out[f"{name}/input"], out[f"{name}/recurrent"] = layer.w_in, layer.w_rec
+    if isinstance(layer, (IntLSTM, IntLowRankLSTM)):
+      out.update({f"{name}/{k}": w for k, w in layer.weights().items()})
     elif isinstance(layer, (IntDense, IntActDense)):
       out[name] = getattr(layer, "dense", layer).kernel
     elif name.endswith("/depthwise"):
@@ -122,8 +131,8 @@ def compressed_bytes(m: IntTransducer, block: int = 64, group: int | None = None
   biases = [m.enc_proj.bias, m.out.bias, m.pred_proj.bias]
   biases += [m.pred.b_in] if m.predictor_kind == "lstm" else [m.pred.bias]
   for layer in _encoder_layers(m.encoder).values():
-    if isinstance(layer, IntLSTM):
-      biases.append(layer.b_in)
+    if isinstance(layer, (IntLSTM, IntLowRankLSTM)):
+      biases.extend(layer.biases())
     elif isinstance(layer, IntDense):
       biases.append(layer.bias)
     elif isinstance(layer, IntActDense):
@@ -163,9 +172,13 @@ def int8_recognizer(graphdef, variables, calibration, *, decoder: str = "greedy"
 
   @fp.integer_jit
   def back(im, x, lengths):
-    frames, frame_lengths = im.encode(x, lengths)
+    out = {}
+    if hasattr(im.encoder, "routed_encode"):   # a branching encoder: each frame's branch too
+      frames, frame_lengths, out["route"] = im.encoder.routed_encode(x, lengths)
+    else:
+      frames, frame_lengths = im.encode(x, lengths)
     max_len = frames.shape[1] * max_symbols
-    out = {"frame_lengths": frame_lengths,
+    out |= {"frame_lengths": frame_lengths,
            "valid": jnp.arange(frames.shape[1])[None, :] < frame_lengths[:, None],
            "keys": im.encoder.visible_keys(frame_lengths, frames.shape[1])}
     if decoder == "greedy":
@@ -176,23 +189,31 @@ def int8_recognizer(graphdef, variables, calibration, *, decoder: str = "greedy"
           im, frames, frame_lengths, beam, max_symbols, max_len)
     return out
 
-  def work(per_frame: Work, valid, keys, emitted, hypotheses: int = 1):
-    return hypotheses * (valid * per_frame.decode_frame + emitted * per_frame.token) + (
-        valid * per_frame.encoder(keys))
+  def work(per_frame: Work, valid, encoder, emitted, hypotheses: int = 1):
+    """Each frame's MACs: the encoder's `[B, T']` and the decoding of its hypotheses."""
+    return hypotheses * (valid * per_frame.decode_frame + emitted * per_frame.token) + encoder
 
   def recognize(variables, audio, audio_lengths):
     x, lengths = front(variables, audio, audio_lengths)
     out = jax.device_get(back(int_model, x, lengths))
     frame_lengths, valid, keys = out["frame_lengths"], out.pop("valid"), out.pop("keys")
+    if "route" in out:     # a branching encoder's frames cost their branch
+      route = out.pop("route")
+      enc_dense, enc_executed = (np.asarray(int_model.encoder.frame_macs(route, valid, e))
+                                 for e in (False, True))
+      out["fast_frames"] = (route * valid).sum(axis=1)
+    else:
+      enc_dense, enc_executed = valid * dense.encoder(keys), valid * executed.encoder(keys)
     if decoder == "greedy":
       best, emitted, hypotheses = out["lengths"], out.pop("emitted"), 1
     else:   # as the float recognizer: the best hypothesis's labels spread over its frames
       best, hypotheses = out["lengths"][:, 0], beam
       emitted = valid * (best / np.maximum(frame_lengths, 1))[:, None]
-    out.update(flops=2.0 * valid * dense.encoder(keys),
+    out.update(flops=2.0 * enc_dense,
                decoding_flops=2.0 * (frame_lengths * dense.decode_frame + best * dense.token),
-               frame_flops=2.0 * work(dense, valid, keys, emitted, hypotheses),
-               frame_macs_executed=1.0 * work(executed, valid, keys, emitted, hypotheses))
+               frame_flops=2.0 * work(dense, valid, enc_dense, emitted, hypotheses),
+               frame_macs_executed=1.0 * work(executed, valid, enc_executed, emitted,
+                                              hypotheses))
     return out
 
   recognize.model = int_model
@@ -201,6 +222,9 @@ def int8_recognizer(graphdef, variables, calibration, *, decoder: str = "greedy"
 
 _apply = fp.integer_jit(lambda layer, *args: layer.apply(*args))
 _scan = fp.integer_jit(lambda cell, x, lengths: scan_int_cell(cell, x, lengths)[0])
+_scan_routed = fp.integer_jit(lambda cell, x, lengths, route: scan_int_cell(
+    cell, x, lengths, inputs=cell.inputs(x, route))[0])
+_routes = fp.integer_jit(lambda enc, x, lengths: enc.route(x.astype(jnp.int8), lengths)[0])
 
 
 def compare_layers(model, int_model: IntTransducer, features, lengths) -> list[tuple]:
@@ -211,6 +235,7 @@ def compare_layers(model, int_model: IntTransducer, features, lengths) -> list[t
   output frames (Transformer and Conformer encoders: T' of the input padded to whole streamed
   chunks)."""
   from asr.features import stack_frames
+  from asr.models.lstm import scan_cell
   from hardware.int8_layers import H_FRAC
   enc = model.encoder
   if not isinstance(int_model.encoder, IntLSTMEncoder):
@@ -219,12 +244,22 @@ def compare_layers(model, int_model: IntTransducer, features, lengths) -> list[t
   xf, n = stack_frames(x, jnp.asarray(lengths), enc.stack)
   xi, _ = quantize_features(x, jnp.asarray(lengths), enc.stack, int_model.in_scale)
   stages = [("input", xf, xi * int_model.in_scale, n)]
+  # A branching encoder's layers run both sides on the integer arbitrator's routes.
+  routes = (_routes(int_model.encoder, xi, n) if isinstance(int_model.encoder, IntAmNetEncoder)
+            else None)
   for i, (layer, int_layer) in enumerate(zip(enc.layers, int_model.encoder.layers)):
     if i and i == enc.reduce_after and enc.reduce > 1:
       xf, _ = stack_frames(xf, n, enc.reduce)
       xi, n = stack_frames(xi, n, enc.reduce)
-    xf, _ = layer(xf.astype(jnp.float32), n)
-    xi = _scan(int_layer, xi.astype(jnp.int8), n)     # stack_frames makes it float
+    if routes is None:
+      xf, _ = layer(xf.astype(jnp.float32), n)
+      xi = _scan(int_layer, xi.astype(jnp.int8), n)     # stack_frames makes it float
+    else:
+      route = routes if xi.shape[1] == routes.shape[1] else jnp.repeat(
+          routes, enc.reduce, axis=1)[:, :xi.shape[1]]
+      xf = scan_cell(layer, xf.astype(jnp.float32), n,
+                     inputs=layer.inputs(xf.astype(jnp.float32), jax.nn.one_hot(route, 2)))[0]
+      xi = _scan_routed(int_layer, xi.astype(jnp.int8), n, route)
     stages.append((f"layer {i} LSTM", xf, xi * 2.0 ** -H_FRAC, n))
     if enc.norms:
       xf = enc.norms[i](xf)

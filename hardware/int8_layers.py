@@ -151,9 +151,40 @@ class IntDense:
     return fp.requantize(acc, self.m0, self.shift, self.out_bits)
 
 
+class LSTMCellArithmetic:
+  """The integer LSTM cell's update, shared by every integer LSTM layer: a subclass gives
+  `hidden`, `inputs(x)` (every frame's input gates, Q3.12) and `recurrent(h)` (the recurrent
+  product's gates, Q3.12)."""
+
+  def init_state(self, batch: int) -> tuple[jax.Array, jax.Array]:
+    """(h int8 Q0.7, c int16-valued Q3.12 as int32), each `[B, H]`."""
+    return (jnp.zeros((batch, self.hidden), jnp.int8),
+            jnp.zeros((batch, self.hidden), jnp.int32))
+
+  def cell(self, carry: tuple[jax.Array, jax.Array], g_in: jax.Array):
+    """One frame, as `asr.models.lstm.LSTM.cell`: state (h, c), input gates `g_in [B, 4H]`
+    (Q3.12) -> (new state, h `[B, H]` int8 Q0.7, aux {})."""
+    h, c = carry
+    g = fp.saturate(g_in + self.recurrent(h), 16)
+    i, f, gg, o = jnp.split(table_index(g), 4, axis=-1)
+    si, sf, so = (fp.lookup(SIGMOID, v) for v in (i, f, o))
+    tg = fp.lookup(TANH, gg)
+    c = fp.saturate(fp.rounding_shift(sf * c, ACT_FRAC)
+                    + fp.rounding_shift(si * tg, 2 * ACT_FRAC - CELL_FRAC), 16)
+    tc = fp.lookup(TANH, table_index(c))
+    h = fp.saturate(fp.rounding_shift(so * tc, 2 * ACT_FRAC - H_FRAC), 8)
+    return (h, c), h, {}
+
+  def apply(self, x: jax.Array, lengths: jax.Array, state=None):
+    """int8 `x [B, T, D]`, `lengths [B]` -> h `[B, T, H]` (Q0.7, zero past each length), the
+    state after each utterance's last frame."""
+    y, state, _ = scan_int_cell(self, x, lengths, state)
+    return y, state
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
-class IntLSTM:
+class IntLSTM(LSTMCellArithmetic):
   """An LSTM layer (`asr.models.lstm.LSTM`: gates i, f, g, o) in integers."""
   w_in: jax.Array            # [D, 4H] int8
   b_in: jax.Array            # [4H] int32 at in_scale * s_in
@@ -179,11 +210,6 @@ class IntLSTM:
   def hidden(self) -> int:
     return self.w_rec.shape[0]
 
-  def init_state(self, batch: int) -> tuple[jax.Array, jax.Array]:
-    """(h int8 Q0.7, c int16-valued Q3.12 as int32), each `[B, H]`."""
-    return (jnp.zeros((batch, self.hidden), jnp.int8),
-            jnp.zeros((batch, self.hidden), jnp.int32))
-
   def macs(self, executed: bool = False) -> int:
     """MACs per frame of both products (`executed`: on non-zero weights only)."""
     return weight_macs(self.w_in, executed) + weight_macs(self.w_rec, executed)
@@ -194,32 +220,75 @@ class IntLSTM:
     return fp.requantize(fp.int_matmul(x, self.w_in, self.b_in, f"{self.name}/input"),
                          self.m_in, self.n_in, 16)
 
-  def cell(self, carry: tuple[jax.Array, jax.Array], g_in: jax.Array):
-    """One frame, as `asr.models.lstm.LSTM.cell`: state (h, c), input gates `g_in [B, 4H]`
-    (Q3.12) -> (new state, h `[B, H]` int8 Q0.7, aux {})."""
-    h, c = carry
+  def recurrent(self, h: jax.Array) -> jax.Array:
+    """h `[B, H]` int8 Q0.7 -> the recurrent product's gates `[B, 4H]` (Q3.12)."""
     acc = fp.int_matmul(h, self.w_rec, name=f"{self.name}/recurrent")
-    g = fp.saturate(g_in + fp.requantize(acc, self.m_rec, self.n_rec, 16), 16)
-    i, f, gg, o = jnp.split(table_index(g), 4, axis=-1)
-    si, sf, so = (fp.lookup(SIGMOID, v) for v in (i, f, o))
-    tg = fp.lookup(TANH, gg)
-    c = fp.saturate(fp.rounding_shift(sf * c, ACT_FRAC)
-                    + fp.rounding_shift(si * tg, 2 * ACT_FRAC - CELL_FRAC), 16)
-    tc = fp.lookup(TANH, table_index(c))
-    h = fp.saturate(fp.rounding_shift(so * tc, 2 * ACT_FRAC - H_FRAC), 8)
-    return (h, c), h, {}
+    return fp.requantize(acc, self.m_rec, self.n_rec, 16)
 
-  def apply(self, x: jax.Array, lengths: jax.Array, state=None):
-    """int8 `x [B, T, D]`, `lengths [B]` -> h `[B, T, H]` (Q0.7, zero past each length), the
-    state after each utterance's last frame."""
-    y, state, _ = scan_int_cell(self, x, lengths, state)
-    return y, state
+  def weights(self) -> dict[str, jax.Array]:
+    """Its int8 matrices by name under the layer's."""
+    return {"input": self.w_in, "recurrent": self.w_rec}
+
+  def biases(self) -> list[jax.Array]:
+    return [self.b_in]
 
 
-def scan_int_cell(layer, x: jax.Array, lengths: jax.Array, state=None):
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class IntLowRankLSTM(LSTMCellArithmetic):
+  """An LSTM layer whose two matrices are factored (`compression.factorization.LowRankDense`:
+  `x @ U @ V`) in integers: each `x @ U` (and `h @ U'`) requantized to int8 at its calibrated
+  scale, then `@ V` to the gates (Q3.12); the same cell."""
+  in_u: IntDense             # [D, r] -> int8 at the calibrated scale of x @ U
+  in_v: IntDense             # [r, 4H] (+ bias) -> Q3.12
+  rec_u: IntDense            # [H, r'] Q0.7 -> int8 at the calibrated scale of h @ U'
+  rec_v: IntDense            # [r', 4H] -> Q3.12
+
+  @classmethod
+  def from_factors(cls, in_u, in_v, in_bias, rec_u, rec_v, in_scale: float, in_mid: float,
+                   rec_mid: float, name: str = ""):
+    """Float factors `in_u [D, r]`, `in_v [r, 4H]` (bias `[4H]`), `rec_u [H, r']`,
+    `rec_v [r', 4H]`; `in_scale` of x, `in_mid` and `rec_mid` the int8 scales of `x @ U` and
+    `h @ U'` (calibrated)."""
+    q312 = 2.0 ** -GATE_FRAC
+    return cls(IntDense.from_float(in_u, None, in_scale, in_mid, 8, f"{name}/input/u"),
+               IntDense.from_float(in_v, in_bias, in_mid, q312, 16, f"{name}/input/v"),
+               IntDense.from_float(rec_u, None, 2.0 ** -H_FRAC, rec_mid, 8,
+                                   f"{name}/recurrent/u"),
+               IntDense.from_float(rec_v, None, rec_mid, q312, 16, f"{name}/recurrent/v"))
+
+  @property
+  def hidden(self) -> int:
+    return self.rec_u.kernel.shape[0]
+
+  def macs(self, executed: bool = False) -> int:
+    return sum(weight_macs(w, executed) for w in self.weights().values())
+
+  def inputs(self, x: jax.Array) -> jax.Array:
+    return self.in_v.apply(self.in_u.apply(x))
+
+  def recurrent(self, h: jax.Array) -> jax.Array:
+    return self.rec_v.apply(self.rec_u.apply(h))
+
+  def weights(self) -> dict[str, jax.Array]:
+    return {"input/u": self.in_u.kernel, "input/v": self.in_v.kernel,
+            "recurrent/u": self.rec_u.kernel, "recurrent/v": self.rec_v.kernel}
+
+  def biases(self) -> list[jax.Array]:
+    return [d.bias for d in (self.in_u, self.in_v, self.rec_u, self.rec_v)]
+
+
+def tanh_to_int8(g: jax.Array) -> jax.Array:
+  """tanh of Q3.12 values by table, to Q0.7 int8."""
+  return fp.saturate(fp.rounding_shift(fp.lookup(TANH, table_index(g)), ACT_FRAC - H_FRAC), 8)
+
+
+def scan_int_cell(layer, x: jax.Array, lengths: jax.Array, state=None, inputs=None):
   """Runs an integer cell (`inputs`, `cell`, `init_state`, as `IntLSTM`) over int8 `x [B, T, D]`
   -> (`y [B, T, H]`, zero past each length; the state after each utterance's last frame; each
-  frame's aux `{name: [B, T, ...]}`): `asr.models.lstm.scan_cell` in integers."""
+  frame's aux `{name: [B, T, ...]}`): `asr.models.lstm.scan_cell` in integers. `inputs`:
+  every frame's cell input where the caller made it (a routed cell's carry its routing);
+  default `layer.inputs(x)`."""
   b, t, _ = x.shape
   state = state if state is not None else layer.init_state(b)
   valid = jnp.arange(t)[None, :] < lengths[:, None]
@@ -230,7 +299,8 @@ def scan_int_cell(layer, x: jax.Array, lengths: jax.Array, state=None):
     return (jax.tree.map(lambda n, o: jnp.where(keep[:, None], n, o), new, carry),
             (jnp.where(keep[:, None], y, 0), aux))
 
-  time_major = (layer.inputs(x).swapaxes(0, 1), valid.swapaxes(0, 1))
+  inputs = layer.inputs(x) if inputs is None else inputs
+  time_major = jax.tree.map(lambda v: v.swapaxes(0, 1), (inputs, valid))
   state, (y, aux) = jax.lax.scan(frame, state, time_major)
   return y.swapaxes(0, 1), state, jax.tree.map(lambda v: v.swapaxes(0, 1), aux)
 

@@ -70,33 +70,58 @@ def dense(layer, x) -> np.ndarray:
   return requantize(acc, np.asarray(layer.m0), np.asarray(layer.shift), layer.out_bits)
 
 
+def input_gates(layer, x) -> np.ndarray:
+  """Every frame's input gates (Q3.12) of an integer LSTM layer (`IntLSTM` or
+  `IntLowRankLSTM`), `[..., 4H]`."""
+  from hardware.int8_layers import IntLowRankLSTM
+  if isinstance(layer, IntLowRankLSTM):
+    return dense(layer.in_v, dense(layer.in_u, x))
+  return requantize(int_matmul(x, np.asarray(layer.w_in), np.asarray(layer.b_in)),
+                    np.asarray(layer.m_in), np.asarray(layer.n_in), 16)
+
+
+def recurrent_gates(layer, h: list[int]) -> np.ndarray:
+  """The recurrent product's gates (Q3.12) of one state `h` (Python integers), `[4H]`."""
+  from hardware.int8_layers import IntLowRankLSTM
+  if isinstance(layer, IntLowRankLSTM):
+    return dense(layer.rec_v, dense(layer.rec_u, np.array([h])))[0]
+  return requantize(int_matmul(np.array([h]), np.asarray(layer.w_rec)), np.asarray(layer.m_rec),
+                    np.asarray(layer.n_rec), 16)[0]
+
+
+def cell(g_in, rec, h: list[int], c: list[int]) -> tuple[list[int], list[int]]:
+  """One frame of the integer LSTM cell, unit by unit: input gates `g_in [4H]` and recurrent
+  gates `rec [4H]` (Q3.12), state (h, c) -> the new state."""
+  from hardware.int8_layers import (ACT_FRAC, CELL_FRAC, GATE_FRAC, H_FRAC, SIGMOID,
+                                    TABLE_FRAC, TANH)
+  hidden = len(h)
+  index = lambda v: _sat(_shift(v, GATE_FRAC - TABLE_FRAC), 12) + 2048
+  g = [_sat(int(g_in[k]) + int(rec[k]), 16) for k in range(4 * hidden)]
+  h, c = list(h), list(c)
+  for j in range(hidden):
+    i, f, gg, o = (g[q * hidden + j] for q in range(4))
+    si, sf, so = int(SIGMOID[index(i)]), int(SIGMOID[index(f)]), int(SIGMOID[index(o)])
+    tg = int(TANH[index(gg)])
+    c[j] = _sat(_shift(sf * c[j], ACT_FRAC) + _shift(si * tg, 2 * ACT_FRAC - CELL_FRAC), 16)
+    h[j] = _sat(_shift(so * int(TANH[index(c[j])]), 2 * ACT_FRAC - H_FRAC), 8)
+  return h, c
+
+
 def lstm(layer, x, lengths, state=None):
-  """`hardware.int8_layers.IntLSTM.apply`, frame by frame and unit by unit: returns h
-  `[B, T, H]` and the state `(h, c)` (lists of Python integers per row; zeros if None)."""
-  from hardware.int8_layers import (ACT_FRAC, CELL_FRAC, GATE_FRAC, H_FRAC, SIGMOID, TABLE_FRAC,
-                                    TANH)
+  """`hardware.int8_layers.IntLSTM.apply` (or `IntLowRankLSTM`'s), frame by frame and unit by
+  unit: returns h `[B, T, H]` and the state `(h, c)` (lists of Python integers per row; zeros
+  if None)."""
   x = np.asarray(x)
   b, t, _ = x.shape
-  hidden = np.asarray(layer.w_rec).shape[0]
-  g_in = requantize(int_matmul(x, np.asarray(layer.w_in), np.asarray(layer.b_in)),
-                    np.asarray(layer.m_in), np.asarray(layer.n_in), 16)
-  w_rec, m_rec, n_rec = np.asarray(layer.w_rec), np.asarray(layer.m_rec), np.asarray(layer.n_rec)
-  index = lambda v: _sat(_shift(v, GATE_FRAC - TABLE_FRAC), 12) + 2048
+  hidden = layer.hidden
+  g_in = input_gates(layer, x)
   out = np.zeros((b, t, hidden), np.int64)
   state = state or ([[0] * hidden for _ in range(b)], [[0] * hidden for _ in range(b)])
   hs, cs = [list(v) for v in state[0]], [list(v) for v in state[1]]
   for u in range(b):
-    h, c = hs[u], cs[u]
     for s in range(int(lengths[u])):
-      rec = requantize(int_matmul(np.array([h]), w_rec), m_rec, n_rec, 16)[0]
-      g = [_sat(int(g_in[u, s, k]) + int(rec[k]), 16) for k in range(4 * hidden)]
-      for j in range(hidden):
-        i, f, gg, o = (g[q * hidden + j] for q in range(4))
-        si, sf, so = int(SIGMOID[index(i)]), int(SIGMOID[index(f)]), int(SIGMOID[index(o)])
-        tg = int(TANH[index(gg)])
-        c[j] = _sat(_shift(sf * c[j], ACT_FRAC) + _shift(si * tg, 2 * ACT_FRAC - CELL_FRAC), 16)
-        h[j] = _sat(_shift(so * int(TANH[index(c[j])]), 2 * ACT_FRAC - H_FRAC), 8)
-      out[u, s] = h
+      hs[u], cs[u] = cell(g_in[u, s], recurrent_gates(layer, hs[u]), hs[u], cs[u])
+      out[u, s] = hs[u]
   return out, (hs, cs)
 
 
@@ -137,6 +162,49 @@ def lstm_encoder(enc, x):
     if enc.norms:
       x = layer_norm(enc.norms[i], x)
   return x
+
+
+def amnet_encoder(enc, x):
+  """`hardware.int8_amnet.IntAmNetEncoder.routed_encode` of one utterance `[1, T, F']` (no
+  padding): the arbitrator and its backlog frame by frame, then each layer's frames through
+  the cell its output frame was routed to -> (frames `[1, T'', H]`, routes `[T'']`)."""
+  from hardware.int8_amnet import QUEUE_FRAC
+  x = np.asarray(x)
+  r = max(enc.reduce, 1)
+  feats = np.pad(x, ((0, 0), (0, -x.shape[1] % r), (0, 0))).reshape(1, -1, x.shape[2] * r)
+  a = enc.arbitrator
+  hidden = dense(a.hidden, feats)[0]
+  base = dense(a.out, np.asarray([[_tanh_to_int8(int(g)) for g in row] for row in hidden]))
+  weight = [int(w) for w in np.asarray(a.backlog_weight)]
+  costs = [int(c) for c in enc.costs]
+  hop, d, routes = enc.macs_per_hop, 0, []
+  for t in range(base.shape[0]):
+    logits = [int(v) for v in base[t]]
+    if hop:
+      queued = max(d - hop, 0)
+      frames = (queued << QUEUE_FRAC) // hop
+      logits = [v + _shift(w * frames, QUEUE_FRAC) for v, w in zip(logits, weight)]
+    route = 1 if logits[1] > logits[0] else 0
+    if hop:
+      d = queued + costs[route]
+    routes.append(route)
+  for i, layer in enumerate(enc.layers):
+    if i and i == enc.reduce_after and enc.reduce > 1:
+      f = x.shape[2]
+      x = np.pad(x, ((0, 0), (0, -x.shape[1] % enc.reduce), (0, 0)))
+      x = x.reshape(1, -1, f * enc.reduce)
+    rate = 1 if x.shape[1] == len(routes) else r
+    g = {0: input_gates(layer.full, x)[0], 1: input_gates(layer.cheap, x)[0]}
+    h, c, out = [0] * layer.hidden, [0] * layer.hidden, []
+    for s in range(x.shape[1]):
+      branch = routes[s // rate]
+      cell_layer = layer.cheap if branch else layer.full
+      h, c = cell(g[branch][s], recurrent_gates(cell_layer, h), h, c)
+      out.append(h)
+    x = np.asarray([out])
+    if enc.norms:
+      x = layer_norm(enc.norms[i], x)
+  return x, routes
 
 
 def _table(layer, x) -> np.ndarray:
@@ -246,10 +314,13 @@ def greedy(model, features, lengths, max_symbols: int) -> list[list[int]]:
   """`hardware.int8_transducer`'s encoder and greedy search, one utterance at a time: the
   encoder's int8 input `[B, T, F']` (`IntTransducer.prepare`), `lengths [B]` -> each
   utterance's tokens."""
+  from hardware.int8_amnet import IntAmNetEncoder
   from hardware.int8_lstm import IntLSTMEncoder
   results = []
   for u in range(len(lengths)):
-    if isinstance(model.encoder, IntLSTMEncoder):
+    if isinstance(model.encoder, IntAmNetEncoder):
+      x, _ = amnet_encoder(model.encoder, np.asarray(features)[u:u + 1, : int(lengths[u])])
+    elif isinstance(model.encoder, IntLSTMEncoder):
       x = lstm_encoder(model.encoder, np.asarray(features)[u:u + 1, : int(lengths[u])])
     else:
       x, n = transformer_encoder(model.encoder, np.asarray(features)[u:u + 1], int(lengths[u]))

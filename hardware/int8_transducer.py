@@ -37,10 +37,10 @@ from asr.decoding.greedy import greedy_decode
 from asr.models.context import Context
 from asr.models.dense import Dense, intercept_dense
 from hardware import fixed_point as fp
-from hardware import int8_lstm, int8_transformer  # noqa: F401  (register their families)
+from hardware import int8_amnet, int8_lstm, int8_transformer  # noqa: F401  (register them)
 from hardware.int8_families import int8_family
-from hardware.int8_layers import (ACT_FRAC, GATE_FRAC, H_FRAC, TANH, IntDense, dense_arrays,
-                                  quantize_activation_scale, scan_int_cell, table_index)
+from hardware.int8_layers import (GATE_FRAC, H_FRAC, IntDense, dense_arrays,
+                                  quantize_activation_scale, scan_int_cell, tanh_to_int8)
 
 LOGIT_FRAC = 8     # logits in Q7.8 int16
 
@@ -96,6 +96,8 @@ def calibrate(model, feature_batches) -> dict[str, float]:
     ctx = Context(observe=lambda name, x: note("encoder/residual", x))
     with intercept_dense(observe):
       encoded = model.encode(feats, lengths, ctx)
+      if family.note_encoded is not None:
+        family.note_encoded(model.encoder, encoded, note)
       t = encoded.frames.shape[1]
       valid[t] = length_mask(encoded.lengths, t)    # the frames the encoder hands the joint
       model.joint.project_encoder(encoded.frames)
@@ -155,11 +157,11 @@ class IntTransducer:
       return y[:, 0], state
     state = jnp.concatenate([state[:, 1:], tokens[:, None]], axis=1)
     e = jnp.take(self.embed, state, axis=0).reshape(tokens.shape[0], -1)
-    return _tanh_to_int8(self.pred.apply(e)), state
+    return tanh_to_int8(self.pred.apply(e)), state
 
   def logits(self, enc_p: jax.Array, pred_p: jax.Array) -> jax.Array:
     """Projected (Q3.12) encoder frame and prediction -> logits `[..., V]` Q7.8."""
-    return self.out.apply(_tanh_to_int8(fp.saturate(enc_p + pred_p, 16)))
+    return self.out.apply(tanh_to_int8(fp.saturate(enc_p + pred_p, 16)))
 
 
 class DecodingView:
@@ -196,11 +198,6 @@ class _PredictorView:
 
   def step(self, state, tokens):
     return self.m.pred_step(state, tokens)
-
-
-def _tanh_to_int8(g: jax.Array) -> jax.Array:
-  """tanh of Q3.12 values by table, to Q0.7 int8."""
-  return fp.saturate(fp.rounding_shift(fp.lookup(TANH, table_index(g)), ACT_FRAC - H_FRAC), 8)
 
 
 def convert(model, scales: dict[str, float]) -> IntTransducer:

@@ -171,7 +171,7 @@ def test_reduction_must_leave_layers_on_both_sides():
 
 
 def test_the_factory_names_an_unknown_family_or_option():
-  with pytest.raises(ValueError, match="unknown encoder family .lstn.*known: conformer, lstm, "
+  with pytest.raises(ValueError, match="unknown encoder family .lstn.*known: amnet, conformer, lstm, "
                                        "transformer"):
     encoder_config("lstn", {})
   with pytest.raises(ValueError, match="model.lstm has no option.*'hiden'.*takes.*hidden"):

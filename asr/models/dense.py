@@ -101,6 +101,14 @@ class Dense(nnx.Module):
     return fn(self, x, lambda x_, k=kernel, b=bias: _apply(x_, k, b, self.matmul_dtype))
 
 
+def executed_macs(module: nnx.Module) -> jax.Array:
+  """Multiply-accumulates per input row on the non-zero weights of every `Dense` in `module`
+  (a `Dense` itself, or the factors of a factorized layer): what a processor that skips zero
+  weights spends. An int32 scalar, traced under `jit`."""
+  return sum(jnp.count_nonzero(node.kernel[...]) for _, node in nnx.iter_graph(module)
+             if isinstance(node, Dense))
+
+
 def is_plain(layer: Dense) -> bool:
   """Whether calling `layer` now is exactly `matmul(x, kernel, matmul_dtype) (+ bias)`: a
   `Dense` itself (no subclass with statistics) and no interceptor active. Code that fuses the

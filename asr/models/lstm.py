@@ -30,7 +30,7 @@ from flax import nnx
 
 from asr.arrays import length_mask, tree_where
 from asr.models.context import Context
-from asr.models.dense import Dense, is_plain, matmul
+from asr.models.dense import Dense, executed_macs, is_plain, matmul
 
 
 @jax.tree_util.register_dataclass
@@ -46,13 +46,16 @@ def _forget_gate_bias(key, shape, dtype=jnp.float32):
   return jnp.zeros((4, shape[0] // 4), dtype).at[1].set(1.0).reshape(shape)
 
 
-def scan_cell(layer, x: jax.Array, lengths: jax.Array, state=None, ctx: Context = Context()):
+def scan_cell(layer, x: jax.Array, lengths: jax.Array, state=None, ctx: Context = Context(),
+              inputs=None):
   """Runs `layer`'s cell over `x [B, T, D]` -> (`y [B, T, H]`, zero past each length; the
   state after each utterance's last frame; `aux` of every frame, `{name: [B, T, ...]}`).
-  Frame `t` runs with `ctx.fold(t)`."""
+  Frame `t` runs with `ctx.fold(t)`. `inputs`: every frame's cell input (a tree of
+  `[B, T, ...]`) where the caller made it (a routed cell's inputs carry each frame's routing:
+  `asr.models.amnet`); default `layer.inputs(x, ctx)`."""
   b, t, _ = x.shape
   state = state if state is not None else layer.init_state(b)
-  inputs = layer.inputs(x, ctx)
+  inputs = layer.inputs(x, ctx) if inputs is None else inputs
   valid = length_mask(lengths, t)  # [B, T]
   if type(layer).cell is LSTM.cell and is_plain(layer.recurrent):
     y, h, c = lstm_recurrence(layer.recurrent.matmul_dtype, layer.recurrent.kernel[...],
@@ -151,6 +154,10 @@ class LSTM(nnx.Module):
   def macs_per_frame(self) -> int:
     """Multiply-accumulates per frame: the two matmuls (gate nonlinearities are O(H))."""
     return self.input.macs() + self.recurrent.macs()
+
+  def executed_macs(self) -> jax.Array:
+    """`macs_per_frame` on non-zero weights only (traced)."""
+    return executed_macs(self.input) + executed_macs(self.recurrent)
 
   def inputs(self, x: jax.Array, ctx: Context = Context()) -> jax.Array:
     """Every frame's input gates, `[B, T, 4H]`: one matmul before the scan."""

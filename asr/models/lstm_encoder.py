@@ -39,7 +39,12 @@ class LSTMEncoderConfig:
 @register_encoder("lstm", LSTMEncoderConfig)
 class LSTMEncoder(nnx.Module):
   """Streaming: `step` takes chunks whose length is a multiple of `stack * reduce` (the last
-  chunk of an utterance may be shorter); the output equals the full-utterance output."""
+  chunk of an utterance may be shorter); the output equals the full-utterance output.
+
+  Besides `flops`, `aux["flops_executed"] [B, T']` counts each frame's work on non-zero weights
+  only: what a processor that skips zeros spends on a pruned model."""
+
+  layer_class = LSTM        # the layer of the stack: an LSTM, or a subclass with its own cell
 
   def __init__(self, num_mels: int, cfg: LSTMEncoderConfig, *,
                input_frame_seconds: float = FeatureConfig().hop_seconds, rngs: nnx.Rngs):
@@ -56,7 +61,8 @@ class LSTMEncoder(nnx.Module):
     dims = [num_mels * cfg.stack] + [cfg.hidden] * cfg.layers
     in_dims = [d * (cfg.reduce if i == self.reduce_after and i > 0 else 1)
                for i, d in enumerate(dims[:-1])]
-    self.layers = nnx.List([LSTM(a, b, rngs=rngs) for a, b in zip(in_dims, dims[1:])])
+    self.layers = nnx.List([self.layer_class(a, b, rngs=rngs)
+                            for a, b in zip(in_dims, dims[1:])])
     self.norms = nnx.List([nnx.LayerNorm(cfg.hidden, rngs=rngs) for _ in range(cfg.layers)]
                           if cfg.layer_norm else [])
 
@@ -69,11 +75,16 @@ class LSTMEncoder(nnx.Module):
     """Input frames a streamed chunk is a multiple of."""
     return self.stack * self.reduce
 
+  def per_output_frame(self, layer_cost) -> object:
+    """`layer_cost(layer)` summed over the stack per output frame: the layers below the time
+    reduction run `reduce` times."""
+    return sum(layer_cost(layer) * (self.reduce if i < self.reduce_after else 1)
+               for i, layer in enumerate(self.layers))
+
   def flops_per_frame(self) -> int:
     """Per output frame: two matmuls per LSTM layer, the layers below the time reduction run
     `reduce` times (gates and LayerNorm are O(hidden) and left out)."""
-    return 2 * sum(layer.macs_per_frame() * (self.reduce if i < self.reduce_after else 1)
-                   for i, layer in enumerate(self.layers))
+    return 2 * self.per_output_frame(lambda layer: layer.macs_per_frame())
 
   def init_state(self, batch: int) -> list[LSTMState]:
     return [layer.init_state(batch) for layer in self.layers]
@@ -82,6 +93,19 @@ class LSTMEncoder(nnx.Module):
            ctx: Context = Context()) -> tuple[EncoderOutput, list[LSTMState]]:
     """`features [B, C, F]` (normalized), `lengths [B]` -> this chunk's output, new state."""
     x, lengths = stack_frames(features, lengths, self.stack)
+    x, lengths, new_state, aux = self.run_layers(state, x, lengths, ctx)
+    valid = length_mask(lengths, x.shape[1])
+    flops = jnp.where(valid, float(self.flops_per_frame()), 0.0)
+    executed = 2 * self.per_output_frame(lambda layer: layer.executed_macs())
+    aux["flops_executed"] = jnp.where(valid, executed.astype(jnp.float32), 0.0)
+    return EncoderOutput(x, lengths, flops, self.frame_seconds, aux), new_state
+
+  def run_layers(self, state: list, x: jax.Array, lengths: jax.Array, ctx: Context,
+                 cell_inputs=None) -> tuple[jax.Array, jax.Array, list, dict]:
+    """The stack over stacked frames `x [B, T, D]` -> (frames `[B, T', H]`, their lengths, the
+    layers' new states, aux). `cell_inputs(layer, x, ctx)`: each layer's per-frame cell
+    inputs where the caller makes them (a routed stack binds each frame's routing to them);
+    default the layer's own `inputs`."""
     new_state, aux = [], {}
     dropout = ctx.train and self.cfg.dropout > 0 and ctx.rng is not None
     cells = []
@@ -90,8 +114,10 @@ class LSTMEncoder(nnx.Module):
         aux = {"pre_reduction": x, "pre_reduction_lengths": lengths}
         x, lengths = stack_frames(x, lengths, self.reduce)
       # Layer i's frames run with ctx.fold(i, t); its dropout draws from ctx.key(i) itself.
+      layer_ctx = ctx.fold(i)
+      inputs = None if cell_inputs is None else cell_inputs(layer, x, layer_ctx)
       with jax.named_scope(f"lstm{i}"):    # names the layer in profiles
-        x, s, cell_aux = scan_cell(layer, x, lengths, s, ctx.fold(i))
+        x, s, cell_aux = scan_cell(layer, x, lengths, s, layer_ctx, inputs)
       cells.append(cell_aux)
       if self.norms:
         # LayerNorm maps a zero (padded) frame to its bias: mask it again, or padding would
@@ -101,10 +127,9 @@ class LSTMEncoder(nnx.Module):
         keep = jax.random.bernoulli(ctx.key(i), 1 - self.cfg.dropout, x.shape)
         x = jnp.where(keep, x / (1 - self.cfg.dropout), 0.0)
       new_state.append(s)
-    flops = jnp.where(length_mask(lengths, x.shape[1]), float(self.flops_per_frame()), 0.0)
     if any(cells):    # what the layers' cells report per frame (a routed cell's choices)
       aux["cells"] = cells
-    return EncoderOutput(x, lengths, flops, self.frame_seconds, aux), new_state
+    return x, lengths, new_state, aux
 
   def __call__(self, features: jax.Array, lengths: jax.Array,
                ctx: Context = Context()) -> EncoderOutput:

@@ -23,7 +23,7 @@ from flax import nnx
 from asr import features as F
 from asr.arrays import length_mask
 from asr.losses import rnnt_loss_lean
-from asr.models import conformer, lstm_encoder  # noqa: F401  (register their families)
+from asr.models import amnet, conformer, lstm_encoder  # noqa: F401  (register their families)
 from asr.models.context import Context
 from asr.models.dense import Dense, check_matmul_dtype, set_matmul_dtype
 from asr.models.encoder import EncoderOutput, build_encoder

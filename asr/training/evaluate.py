@@ -3,7 +3,9 @@
 `recognize` is one jitted function per (decoder, bucket shape): features, encoder, search. The
 summary holds `wer, cer, substitutions, deletions, insertions, num_utterances, flops_per_frame,
 flops_per_second, rtf, backend, per_accent, per_speaker, per_condition` (`{facet: {value:
-WER}}`: noise kind, SNR band, reverberation, whisper); the per-utterance rows hold id, speaker,
+WER}}`: noise kind, SNR band, reverberation, whisper) and, for a branching encoder
+(`asr.models.amnet`), `fast_fraction`: the share of valid frames routed to its cheap branch.
+The per-utterance rows hold id, speaker,
 accent, condition, reference, hypothesis, word_errors, num_words and (for beam search) the
 n-best list.
 
@@ -62,6 +64,10 @@ def make_recognizer(graphdef, decoder: str = "greedy", beam: int = 4, max_symbol
       frame_decoding = beam * model.decoding_flops(valid, valid * per_frame[:, None])
     out["decoding_flops"] = model.decoding_flops(enc.lengths, best)
     out["frame_flops"] = enc.flops + frame_decoding
+    if "flops_executed" in enc.aux:   # the encoder's work on non-zero weights (zero skipping)
+      out["frame_macs_executed"] = (enc.aux["flops_executed"] + frame_decoding) / 2
+    if "fast" in enc.aux:             # frames a branching encoder sent to its cheap branch
+      out["fast_frames"] = jnp.sum(enc.aux["fast"], axis=1)
     return out
 
   return recognize
@@ -91,6 +97,7 @@ def _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches, sa
               progress, latency):
   rows, refs, hyps = [], [], []
   encoder_flops, decoding_flops, frames, audio_s, decode_s = 0.0, 0.0, 0, 0.0, 0.0
+  fast_frames = None
   compiled = set()
   for i, batch in enumerate(batches):
     if max_batches and i >= max_batches:
@@ -107,6 +114,8 @@ def _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches, sa
     encoder_flops += float(out["flops"][real].sum())
     decoding_flops += float(out["decoding_flops"][real].sum())
     frames += int(out["frame_lengths"][real].sum())
+    if "fast_frames" in out:
+      fast_frames = (fast_frames or 0.0) + float(out["fast_frames"][real].sum())
     seconds = (np.asarray(latency(out, batch["audio_lengths"] / sample_rate))
                if latency is not None else None)
     for row in np.flatnonzero(real):
@@ -139,6 +148,8 @@ def _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches, sa
       per_accent=grouped_wer(refs, hyps, [r["accent"] or "unknown" for r in rows]),
       per_speaker=grouped_wer(refs, hyps, [r["speaker"] for r in rows]),
       per_condition=per_condition_wer(refs, hyps, [r["condition"] for r in rows]))
+  if fast_frames is not None:
+    summary["fast_fraction"] = fast_frames / max(frames, 1)
   return summary, rows
 
 

@@ -8,7 +8,8 @@ compares across frame rates), `latency_ms_p50`, `latency_ms_p90`, `model_bytes`,
 the run's evaluations so far (`eval/latency_vs_wer`; its x axis is the simulated p50 latency
 when the trainer was given a device simulator, as `asr-train` does by default, else FLOPs per
 second of audio: `latency_ms_*` stay empty where nothing simulated them, never invented). A finished run
-writes the standard metrics of its last evaluation to `final.json` (sweeps and reports read it).
+writes the standard metrics of its last evaluation to `final.json` (sweeps and reports read it),
+with a branching encoder's `fast_fraction` (`asr.models.amnet`).
 
 A resumed run first cuts `metrics.jsonl` and `eval/` back to the step it restored, so the
 steps logged between that checkpoint and the interruption are not counted twice. (wandb keeps
@@ -129,7 +130,8 @@ class MetricsLogger:
   def write_final(self, summary: dict) -> dict:
     """The run's standard metrics (and step, split, utterances) in `final.json`."""
     final = {k: summary.get(k) for k in STANDARD_METRICS}
-    final.update({k: summary[k] for k in ("step", "num_utterances", "split") if k in summary})
+    final.update({k: summary[k] for k in ("step", "num_utterances", "split", "fast_fraction")
+                  if k in summary})
     if self.enabled:
       (self.workdir / "final.json").write_text(json.dumps(final, indent=2))
     return final

@@ -240,11 +240,53 @@ def estimate_feature_stats(source, config, tokenizer) -> tuple[np.ndarray, np.nd
     batches.close()
 
 
-def load_initial_weights(state: dict, source: str, include: str) -> tuple[dict, int]:
+def renamed(path: str, rename) -> str:
+  """`path` with each `(pattern, replacement)` of `rename` applied in turn (`re.sub`)."""
+  for pattern, replacement in rename:
+    path = re.sub(pattern, replacement, path)
+  return path
+
+
+def take_stored(tree, stored: dict, include: str = "", rename=(), *,
+                where: str = "init_from") -> tuple[object, int]:
+  """`tree` with each leaf under `params/` or `model_state/` whose path matches the regex
+  `include` ("" = all) replaced by `stored[renamed(path, rename)]` (`stored`: `{path: array}`
+  of a checkpoint, paths as `tree_paths` writes them). With `rename`, a leaf loads from another
+  path: a branch of a new model from the layer of a trained one it copies, e.g.
+  `((r"/cheap_(input|recurrent)/", r"/\1/"),)` starts `encoder/layers/0/cheap_input/kernel`
+  from `encoder/layers/0/input/kernel`. Returns (tree, leaves loaded); a matched leaf whose
+  source is missing or of another shape fails, naming both paths (`where` names the option)."""
+  pattern = re.compile(include or ".*")
+  flat, treedef = jax.tree.flatten(tree)
+  problems, loaded = [], 0
+  for i, (p, leaf) in enumerate(tree_paths(tree)):
+    if not p.startswith(("params/", "model_state/")) or not pattern.search(p):
+      continue
+    source = renamed(p, rename)
+    named = p if source == p else f"{p} (from {source})"
+    if source not in stored:
+      problems.append(f"{named} is not in the checkpoint")
+    elif np.shape(stored[source]) != np.shape(leaf):
+      problems.append(f"{named}: checkpoint {np.shape(stored[source])}, this model "
+                      f"{np.shape(leaf)}")
+    else:
+      flat[i] = np.asarray(stored[source], np.asarray(leaf).dtype)
+      loaded += 1
+  if problems or not loaded:
+    raise ValueError(f"{where} (keys {include!r}, rename {list(map(tuple, rename))}): "
+                     + ("; ".join(problems[:8]) + (f"; and {len(problems) - 8} more"
+                                                   if len(problems) > 8 else "")
+                        if problems else "no parameter matched"))
+  return jax.tree.unflatten(treedef, flat), loaded
+
+
+def load_initial_weights(state: dict, source: str, include: str,
+                         rename=()) -> tuple[dict, int]:
   """`state` with the leaves of `params` and `model_state` whose path matches the regex
-  `include` ("" = all) replaced by a checkpoint's: `source` is a run workdir (its newest
-  checkpoint), a checkpoints folder, or one step's folder in it. Returns (state, leaves
-  loaded); a matched leaf that the checkpoint lacks, or holds in another shape, fails."""
+  `include` ("" = all) replaced by a checkpoint's, each from its path after `rename`
+  (`take_stored`): `source` is a run workdir (its newest checkpoint), a checkpoints folder, or
+  one step's folder in it. Returns (state, leaves loaded); a matched leaf that the checkpoint
+  lacks, or holds in another shape, fails."""
   path = pathlib.Path(source)
   step = None
   if (path / "checkpoints").is_dir():
@@ -258,23 +300,8 @@ def load_initial_weights(state: dict, source: str, include: str) -> tuple[dict, 
     stored, _, step = ckpt.read(step)
   finally:
     ckpt.close()
-  pattern = re.compile(include or ".*")
-  flat, treedef = jax.tree.flatten(state)
-  problems, loaded = [], 0
-  for i, (p, leaf) in enumerate(tree_paths(state)):
-    if not p.startswith(("params/", "model_state/")) or not pattern.search(p):
-      continue
-    if p not in stored:
-      problems.append(f"{p} is not in the checkpoint")
-    elif np.shape(stored[p]) != np.shape(leaf):
-      problems.append(f"{p}: checkpoint {np.shape(stored[p])}, this model {np.shape(leaf)}")
-    else:
-      flat[i] = np.asarray(stored[p], np.asarray(leaf).dtype)
-      loaded += 1
-  if problems or not loaded:
-    raise ValueError(f"init_from={source!r} (step {step}, init_from_keys={include!r}): "
-                     + ("; ".join(problems[:8]) if problems else "no parameter matched"))
-  return jax.tree.unflatten(treedef, flat), loaded
+  return take_stored(state, stored, include, rename,
+                     where=f"init_from={source!r} (step {step})")
 
 
 def _flat_config(d: dict, prefix: str = "") -> dict:
@@ -380,7 +407,8 @@ class Trainer:
     step_fn, tx, self.schedules = build_step(config, self.graphdef, self.transforms, terms)
     state = ts.init_train_state(model, tx, c.seed, self.transforms, terms)
     if resume_step is None and c.init_from:
-      state, loaded = load_initial_weights(state, c.init_from, c.init_from_keys)
+      state, loaded = load_initial_weights(state, c.init_from, c.init_from_keys,
+                                           c.get("init_from_rename", ()))
       print(f"init_from {c.init_from}: {loaded} arrays loaded")
 
     # -- The jitted step: one compilation per bucket shape, or it fails --

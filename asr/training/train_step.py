@@ -129,6 +129,9 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: StepConfig,
     metrics.update(utterances=real.sum(),
                    flops_per_frame=encoder_flops / jnp.maximum(frames, 1.0),
                    flops_per_second=(encoder_flops + decoding) / jnp.maximum(audio_s, 1e-9))
+    if "fast" in encoded.aux:   # a branching encoder's weight on its cheap branch
+      metrics["fast_fraction"] = (jnp.sum(encoded.aux["fast"] * real[:, None])
+                                  / jnp.maximum(frames, 1.0))
     return loss, metrics
 
   def train_step(state: dict, batch: dict) -> tuple[dict, dict]:

@@ -98,9 +98,13 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   # Modules imported before the run starts: they register encoder families or loss terms.
   c.imports = ()
   # Start from another run's weights: its workdir, checkpoints folder or one step's folder;
-  # `init_from_keys` is a regex over parameter paths ("" = all), e.g. "params/encoder/".
+  # `init_from_keys` is a regex over parameter paths ("" = all), e.g. "params/encoder/";
+  # `init_from_rename`, (pattern, replacement) pairs that map a path of this model to the
+  # checkpoint's path it starts from (asr/training/loop.py, take_stored): a new branch copies
+  # a trained layer.
   c.init_from = ""
   c.init_from_keys = ""
+  c.init_from_rename = ()
 
   c.optim = ml_collections.ConfigDict()
   c.optim.peak_lr = {"tiny": 3e-3, "small": 3e-3, "base": 1e-3}[variant]
