@@ -15,8 +15,9 @@ Writes into DIR:
   over the seeds beside it; the plot then draws each pool's mean with bars from its best seed
   to its worst on both axes (its seeds' runs faint behind it), and the front joins the means.
 - `runs.md` and `runs.csv`: every run with `wer, cer, flops_per_frame, flops_per_second, latency_ms_p50,
-  latency_ms_p90, model_bytes, sparsity, backend, fast_fraction` (a branching encoder's share
-  of frames sent to its cheap branch; empty for other models), its family, step, status and
+  latency_ms_p90, model_bytes, sparsity, backend, flops_per_frame_executed, fast_fraction`
+  (the encoder's FLOPs on non-zero weights, where it reports them; a branching encoder's share
+  of frames sent to its cheap branch, empty for other models), its family, step, status and
   the values its sweep varied.
 
 A run's numbers are its `final.json` (written when it finished), else its newest evaluation
@@ -42,7 +43,7 @@ from asr.training.logger import STANDARD_METRICS
 from experiments.sweep import short_value
 
 # A branching encoder's share of frames routed to its cheap branch beside the standard ones.
-METRICS = STANDARD_METRICS + ("fast_fraction",)
+METRICS = STANDARD_METRICS + ("flops_per_frame_executed", "fast_fraction")
 COLUMNS = ("run", "family", "step", "status") + METRICS
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
@@ -109,8 +110,9 @@ def sweep_workdirs(name: str, root: str | pathlib.Path) -> list[pathlib.Path]:
 
 
 SEED = "config.seed"
-POOLED = ("wer", "cer", "latency_ms_p50", "latency_ms_p90", "flops_per_frame", "flops_per_second",
-          "model_bytes", "sparsity", "fast_fraction")
+POOLED = ("wer", "cer", "latency_ms_p50", "latency_ms_p90", "flops_per_frame",
+          "flops_per_frame_executed", "flops_per_second", "model_bytes", "sparsity",
+          "fast_fraction")
 
 
 def seed_pools(rows: list[dict]) -> list[dict]:
@@ -200,11 +202,11 @@ def _colours(rows) -> dict[str, str]:
 
 
 def write_png(rows: list[dict], path: pathlib.Path, title: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  # A figure of its own (no pyplot): the caller's backend (a notebook's inline plots) stays.
+  from matplotlib.figure import Figure
   x_key, x_label, rows = plot_axes(rows)
-  fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+  fig = Figure(figsize=(7, 4.5), dpi=120)
+  ax = fig.subplots()
   colours = _colours(rows)
   pools = seed_pools(rows)
   if pools:   # each seed's run faint; the pools' means are the points that follow
@@ -232,6 +234,9 @@ def write_png(rows: list[dict], path: pathlib.Path, title: str) -> None:
   for x, y, r in zip(xs, ys, rows):
     ax.annotate(r["run"].removeprefix("config=")[:32], (x, y), fontsize=6, xytext=(4, 4),
                 textcoords="offset points")
+  if xs and min(xs) > 0 and max(xs) > 100 * min(xs):   # milliseconds to seconds: a log axis
+    ax.set_xscale("log")
+    x_label += ", log scale"
   ax.set_xlabel(x_label)
   ax.set_ylabel("WER (%)")
   ax.set_title(title + "  (marker area: FLOPs per second of audio)", fontsize=10)
@@ -242,7 +247,6 @@ def write_png(rows: list[dict], path: pathlib.Path, title: str) -> None:
     ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path)
-  plt.close(fig)
 
 
 def _fmt(key: str, value) -> str:
@@ -250,7 +254,7 @@ def _fmt(key: str, value) -> str:
     return ""
   if key in ("wer", "cer", "sparsity", "fast_fraction") and isinstance(value, (int, float)):
     return f"{100 * value:.2f}%"
-  if key in ("flops_per_frame", "flops_per_second"):
+  if key in ("flops_per_frame", "flops_per_frame_executed", "flops_per_second"):
     return f"{value / 1e6:.3f}M"
   if isinstance(value, float):
     return f"{value:.4g}"

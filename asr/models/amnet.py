@@ -19,9 +19,14 @@ Design (the paper leaves it open for a recurrent encoder; ours):
   of `backlog_flops_per_second` (0: no backlog input). Its logits are
   `out(tanh(hidden(features))) + backlog_weight * backlog / hop`.
 - Training mixes the branches' new states per frame by Gumbel-softmax weights
-  `softmax((logits + g) / temperature)`, the noise from the step's key (folded apart from
-  dropout's), the temperature the schedule `arbitrator_temperature` (or the config's constant);
-  annealed from about 70/30 splits to 99.99/0.01, the mixture becomes the routing. Without
+  `softmax((logits + s g) / temperature)`, the Gumbel noise `g` from the step's key (folded
+  apart from dropout's), the temperature the schedule `arbitrator_temperature` (or the config's
+  constant), the noise's scale `s` the schedule `arbitrator_noise` (default 1); annealed from
+  about 70/30 splits to 99.99/0.01, the mixture becomes the routing. Noise at a low temperature
+  samples a route per frame, where evaluation takes the argmax: an arbitrator that is not sure
+  (0.7 for the cheap branch) is sampled full 30% of the time in training and never in
+  evaluation, so annealing the noise away too makes the last steps train the routes evaluation
+  takes. Without
   `ctx.train` (evaluation, streaming) the routing is hard: the arbitrator's argmax, one-hot, so
   the output is the chosen branch's exactly. (Both branches are computed and one is kept: an
   emulation; the cost below charges the chosen one only.)
@@ -173,7 +178,8 @@ class AmNetEncoder(LSTMEncoder):
     soft = ctx.train and ctx.rng is not None and cfg.route == "learned"
     if soft:
       temperature = ctx.schedules.get("arbitrator_temperature", cfg.temperature)
-      noise = jax.random.gumbel(ctx.key(ROUTING_KEY), base.shape)
+      noise = jax.random.gumbel(ctx.key(ROUTING_KEY), base.shape) * ctx.schedules.get(
+          "arbitrator_noise", 1.0)
     else:
       temperature, noise = 1.0, jnp.zeros_like(base)
     forced = {"full": FULL, "cheap": CHEAP}.get(cfg.route)

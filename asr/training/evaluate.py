@@ -3,8 +3,10 @@
 `recognize` is one jitted function per (decoder, bucket shape): features, encoder, search. The
 summary holds `wer, cer, substitutions, deletions, insertions, num_utterances, flops_per_frame,
 flops_per_second, rtf, backend, per_accent, per_speaker, per_condition` (`{facet: {value:
-WER}}`: noise kind, SNR band, reverberation, whisper) and, for a branching encoder
-(`asr.models.amnet`), `fast_fraction`: the share of valid frames routed to its cheap branch.
+WER}}`: noise kind, SNR band, reverberation, whisper), `flops_per_frame_executed` (the
+encoder's FLOPs on non-zero weights only, what a processor that skips zeros spends, where the
+encoder reports them) and, for a branching encoder (`asr.models.amnet`), `fast_fraction`: the
+share of valid frames routed to its cheap branch.
 The per-utterance rows hold id, speaker,
 accent, condition, reference, hypothesis, word_errors, num_words and (for beam search) the
 n-best list.
@@ -66,6 +68,7 @@ def make_recognizer(graphdef, decoder: str = "greedy", beam: int = 4, max_symbol
     out["frame_flops"] = enc.flops + frame_decoding
     if "flops_executed" in enc.aux:   # the encoder's work on non-zero weights (zero skipping)
       out["frame_macs_executed"] = (enc.aux["flops_executed"] + frame_decoding) / 2
+      out["encoder_flops_executed"] = jnp.sum(enc.aux["flops_executed"], axis=1)
     if "fast" in enc.aux:             # frames a branching encoder sent to its cheap branch
       out["fast_frames"] = jnp.sum(enc.aux["fast"], axis=1)
     return out
@@ -97,7 +100,7 @@ def _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches, sa
               progress, latency):
   rows, refs, hyps = [], [], []
   encoder_flops, decoding_flops, frames, audio_s, decode_s = 0.0, 0.0, 0, 0.0, 0.0
-  fast_frames = None
+  fast_frames = executed_flops = None
   compiled = set()
   for i, batch in enumerate(batches):
     if max_batches and i >= max_batches:
@@ -116,6 +119,8 @@ def _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches, sa
     frames += int(out["frame_lengths"][real].sum())
     if "fast_frames" in out:
       fast_frames = (fast_frames or 0.0) + float(out["fast_frames"][real].sum())
+    if "encoder_flops_executed" in out:
+      executed_flops = (executed_flops or 0.0) + float(out["encoder_flops_executed"][real].sum())
     seconds = (np.asarray(latency(out, batch["audio_lengths"] / sample_rate))
                if latency is not None else None)
     for row in np.flatnonzero(real):
@@ -150,6 +155,8 @@ def _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches, sa
       per_condition=per_condition_wer(refs, hyps, [r["condition"] for r in rows]))
   if fast_frames is not None:
     summary["fast_fraction"] = fast_frames / max(frames, 1)
+  if executed_flops is not None:
+    summary["flops_per_frame_executed"] = executed_flops / max(frames, 1)
   return summary, rows
 
 

@@ -7,10 +7,12 @@ transducer and a processor slower than real time.
   asr-train --config experiments/configs/amnet.py:amnet_sparse_lamr --workdir W  # one row
   asr-train --config experiments/configs/amnet.py:tiny --workdir W               # tests, CI
 
-`arg` is `[SIZE,]VARIANT`: SIZE is `rnnt.py`'s (`small` by default: every row continues the
-trained LSTM of `compression.py:pretrain` for the same `train.num_steps` on `synth_speech/full`;
-`tiny` trains from scratch on the tiny corpus), VARIANT one of (`amnet_factorized_lamr` when
-only a size is given):
+`arg` is `[SIZE,]VARIANT`. SIZE: `small` (the default: every row continues the trained LSTM of
+`compression.py:pretrain` for the same `train.num_steps`, 1,200, on `synth_speech/full`),
+`quick` (the demo's recipe from scratch: `rnnt.py:small` on `synth_speech/small` for 1,200
+steps, nothing to pretrain; README's side-by-side, `experiments/sweeps/amnet_quick.yaml`) or
+`tiny` (tests, CI: from scratch on the tiny corpus). VARIANT, one of (`amnet_factorized_lamr`
+when only a size is given):
 
   full                   the LSTM encoder, continued: the reference
   sparse                 a single LSTM encoder pruned to SINGLE_SPARSITY zeros (its encoder)
@@ -42,6 +44,7 @@ import ml_collections
 from asr.features import FeatureConfig
 from experiments.configs import rnnt
 
+SIZES = ("tiny", "quick", "small")
 VARIANTS = ("full", "sparse", "factorized", "amnet_sparse", "amnet_sparse_lamr",
             "amnet_factorized", "amnet_factorized_lamr", "amnet_factorized_avg")
 BASE_RUN = "workdirs/compression_base"   # compression.py:pretrain's run
@@ -71,16 +74,19 @@ def _at(steps, percent: int):
 
 def get_config(arg: str = "amnet_factorized_lamr") -> ml_collections.ConfigDict:
   size, _, variant = (arg or "").rpartition(",")
-  if not size and variant in ("tiny", "small", "base"):
+  if not size and variant in SIZES:
     size, variant = variant, "amnet_factorized_lamr"
-  if variant not in VARIANTS:
-    raise ValueError(f"amnet.py: unknown variant {variant!r} in {arg!r}; one of "
-                     f"{', '.join(VARIANTS)} (after an optional size: tiny,amnet_sparse)")
-  c = rnnt.get_config(size or "small")
+  if variant not in VARIANTS or size not in ("",) + SIZES:
+    raise ValueError(f"amnet.py: unknown variant {variant!r} or size {size!r} in {arg!r}; "
+                     f"variants {', '.join(VARIANTS)} after an optional size "
+                     f"({', '.join(SIZES)}): tiny,amnet_sparse")
+  c = rnnt.get_config("small" if size in ("", "quick") else size)
   c.method = variant
   c.family = f"lstm-rnnt-{variant}"
   c.train.latency_profile = PROFILE
   steps = c.train.get_ref("num_steps")
+  if size == "quick":
+    c.variant = "quick"
   if c.variant == "small":
     c.data.dataset = "synth_speech/full"
     c.init_from = BASE_RUN
@@ -116,9 +122,12 @@ def _amnet(c: ml_collections.ConfigDict, variant: str, steps) -> None:
       backlog_zero_skipping=DEVICE["zero_skipping"], route="learned"))
   c.imports = list(c.get("imports", ())) + ["asr.losses.cost"]
   # Soft splits first (about 70/30 at logits one apart), hard ones (99.99/0.01) from 60% of
-  # the run on: evaluation's argmax then routes as training did.
+  # the run on; the Gumbel noise fades out over 40-80%, so the last steps route as evaluation's
+  # argmax does (asr/models/amnet.py).
   c.schedules.arbitrator_temperature = ml_collections.ConfigDict(dict(
       kind="exponential", start=1.0, end=0.1, begin_step=0, end_step=_at(steps, 60)))
+  c.schedules.arbitrator_noise = ml_collections.ConfigDict(dict(
+      kind="linear", start=1.0, end=0.0, begin_step=_at(steps, 40), end_step=_at(steps, 80)))
   if "sparse" in variant:
     c.transforms.prune = _prune(steps, CHEAP_SPARSITY, r"/cheap_(input|recurrent)/kernel$")
     if c.init_from:
