@@ -235,7 +235,6 @@ def compare_layers(model, int_model: IntTransducer, features, lengths) -> list[t
   output frames (Transformer and Conformer encoders: T' of the input padded to whole streamed
   chunks)."""
   from asr.features import stack_frames
-  from asr.models.lstm import scan_cell
   from hardware.int8_layers import H_FRAC
   enc = model.encoder
   if not isinstance(int_model.encoder, IntLSTMEncoder):
@@ -257,8 +256,7 @@ def compare_layers(model, int_model: IntTransducer, features, lengths) -> list[t
     else:
       route = routes if xi.shape[1] == routes.shape[1] else jnp.repeat(
           routes, enc.reduce, axis=1)[:, :xi.shape[1]]
-      xf = scan_cell(layer, xf.astype(jnp.float32), n,
-                     inputs=layer.inputs(xf.astype(jnp.float32), jax.nn.one_hot(route, 2)))[0]
+      xf, _ = layer(xf.astype(jnp.float32), n, route=jax.nn.one_hot(route, 2))
       xi = _scan_routed(int_layer, xi.astype(jnp.int8), n, route)
     stages.append((f"layer {i} LSTM", xf, xi * 2.0 ** -H_FRAC, n))
     if enc.norms:

@@ -52,7 +52,7 @@ from asr.features import FeatureConfig, stack_frames
 from asr.models.context import Context
 from asr.models.dense import Dense, executed_macs
 from asr.models.encoder import EncoderOutput, register_encoder
-from asr.models.lstm import LSTM, LSTMState, _forget_gate_bias, _gates
+from asr.models.lstm import LSTM, LSTMState, _forget_gate_bias, _gates, scan_cell
 from asr.models.lstm_encoder import LSTMEncoder, LSTMEncoderConfig
 
 ROUTES = ("learned", "full", "cheap")
@@ -99,6 +99,16 @@ class RoutedLSTM(LSTM):
     """`x [B, T, D]`, routing weights `route [B, T, 2]` -> every frame's input gates of both
     versions `[B, T, 4H]` and its weights: one product each before the scan."""
     return self.input(x), self.cheap_input(x), route
+
+  def __call__(self, x: jax.Array, lengths: jax.Array, state: LSTMState | None = None,
+               ctx: Context = Context(), route: jax.Array | None = None):
+    """`x [B, T, D]`, `lengths [B]`, `route [B, T, 2]` (each frame's weights) -> `y [B, T, H]`,
+    new state."""
+    if route is None:
+      raise ValueError("a RoutedLSTM runs each frame on its routing weights: give route "
+                       "[B, T, 2] (full, cheap)")
+    y, state, _ = scan_cell(self, x, lengths, state, ctx, self.inputs(x, route, ctx))
+    return y, state
 
   def cell(self, carry: LSTMState, inputs_t, ctx: Context = Context()):
     """One frame: (full gates, cheap gates `[B, 4H]`, weights `[B, 2]`) -> (new state, h,
