@@ -244,6 +244,7 @@ def test_tiny_amnet_trains_and_reports_fast_fraction_and_latency(tiny_data_dir, 
   from experiments.evaluate import latency_for
   c = get_config("tiny,amnet_sparse_lamr")
   c.data.data_dir, c.wandb.mode = tiny_data_dir, "disabled"
+  c.data.bucket_seconds = (6.0,)          # one shape: one compilation of the step
   c.train.num_steps = c.train.eval_every = c.train.checkpoint_every = 20
   train(c, tmp_path / "run", latency=latency_for(c.train.latency_profile))
   final = json.loads((tmp_path / "run" / "final.json").read_text())
