@@ -100,7 +100,7 @@ def get_config(arg: str = "amnet_factorized_lamr") -> ml_collections.ConfigDict:
         include="^encoder/", svd_from=c.init_from))
     c.init_from = ""   # the surgery loads the trained model whole (its SVD needs it)
   elif variant.startswith("amnet"):
-    _amnet(c, variant, steps)
+    _amnet(c, variant, steps, size)
   return c
 
 
@@ -112,7 +112,7 @@ def _prune(steps, target: float, include: str) -> ml_collections.ConfigDict:
       scope="lamp", block=(1, 1), include=include))
 
 
-def _amnet(c: ml_collections.ConfigDict, variant: str, steps) -> None:
+def _amnet(c: ml_collections.ConfigDict, variant: str, steps, size: str) -> None:
   lstm = c.model.lstm.to_dict()
   del c.model["lstm"]
   c.model.encoder = "amnet"
@@ -139,12 +139,18 @@ def _amnet(c: ml_collections.ConfigDict, variant: str, steps) -> None:
         svd_from_rename=CHEAP_FROM_FULL))
     c.init_from = ""   # the surgery loads the trained model (the cheap branch: its factors)
   if variant.endswith("_lamr"):
+    term = "latency"
     c.loss.latency = ml_collections.ConfigDict(dict(weight=LAMR_WEIGHT, **DEVICE))
   else:
-    share = LAMR_MATCHED_BUDGET if variant.endswith("_avg") else AVERAGE_BUDGET
+    term, share = "compute", LAMR_MATCHED_BUDGET if variant.endswith("_avg") else AVERAGE_BUDGET
     c.loss.compute = ml_collections.ConfigDict(dict(
         weight=COMPUTE_WEIGHT, budget_flops_per_second=share * lstm_flops_per_second(c),
         zero_skipping=DEVICE["zero_skipping"]))
+  if size == "quick":
+    # From scratch neither branch knows anything yet: the penalty waits while both learn,
+    # then ramps in over the second quarter of the run.
+    c.schedules[f"{term}_weight"] = ml_collections.ConfigDict(dict(
+        kind="linear", start=0.0, end=1.0, begin_step=_at(steps, 25), end_step=_at(steps, 50)))
 
 
 def lstm_flops_per_second(c: ml_collections.ConfigDict) -> float:
