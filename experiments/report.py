@@ -42,7 +42,8 @@ import sys
 from asr.training.logger import STANDARD_METRICS
 from experiments.sweep import short_value
 
-# A branching encoder's share of frames routed to its cheap branch beside the standard ones.
+# Beside the standard metrics: the encoder's FLOPs on non-zero weights, and a branching
+# encoder's share of frames routed to its cheap branch (each empty where a run has none).
 METRICS = STANDARD_METRICS + ("flops_per_frame_executed", "fast_fraction")
 COLUMNS = ("run", "family", "step", "status") + METRICS
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")

@@ -114,9 +114,9 @@ class IntAmNetEncoder(IntLSTMEncoder):
     full, cheap = self.branch_macs(executed)
     return jnp.where(valid, jnp.where(route == 1, cheap, full) + self.arbitrator.macs(), 0)
 
-  def route(self, x: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """int8 stacked features `[B, T, D]` -> (route `[B, T']` int32, 1 where the cheap branch
-    runs; the logits `[B, T', 2]` each frame was decided by)."""
+  def route(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """int8 stacked features `[B, T, D]` -> each output frame's route `[B, T']` (int32, 1
+    where the cheap branch runs)."""
     feats, out_lengths = _stack(x, lengths, self.reduce) if self.reduce > 1 else (x, lengths)
     valid = length_mask(out_lengths, feats.shape[1])
     base = self.arbitrator.frame_logits(feats.astype(jnp.int8)).astype(jnp.int64)
@@ -133,11 +133,11 @@ class IntAmNetEncoder(IntLSTMEncoder):
         queued, logits = d, base_t
       route = (logits[:, 1] > logits[:, 0]).astype(jnp.int32)
       d = jnp.where(valid_t, queued + costs[route], d) if hop else d
-      return d, (jnp.where(valid_t, route, 0), logits)
+      return d, jnp.where(valid_t, route, 0)
 
     d0 = jnp.zeros(x.shape[0], jnp.int64)
-    _, (route, logits) = jax.lax.scan(frame, d0, (base.swapaxes(0, 1), valid.swapaxes(0, 1)))
-    return route.swapaxes(0, 1), logits.swapaxes(0, 1)
+    _, route = jax.lax.scan(frame, d0, (base.swapaxes(0, 1), valid.swapaxes(0, 1)))
+    return route.swapaxes(0, 1)
 
   def encode(self, features: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
     frames, lengths, _ = self.routed_encode(features, lengths)
@@ -145,7 +145,7 @@ class IntAmNetEncoder(IntLSTMEncoder):
 
   def routed_encode(self, features: jax.Array, lengths: jax.Array):
     """As `encode`, and each output frame's route `[B, T']` (1: cheap)."""
-    route, _ = self.route(features, lengths)
+    route = self.route(features, lengths)
     x = features
     at_layer0 = jnp.repeat(route, max(self.reduce, 1), axis=1)[:, :x.shape[1]]
     for i, layer in enumerate(self.layers):

@@ -224,7 +224,7 @@ _apply = fp.integer_jit(lambda layer, *args: layer.apply(*args))
 _scan = fp.integer_jit(lambda cell, x, lengths: scan_int_cell(cell, x, lengths)[0])
 _scan_routed = fp.integer_jit(lambda cell, x, lengths, route: scan_int_cell(
     cell, x, lengths, inputs=cell.inputs(x, route))[0])
-_routes = fp.integer_jit(lambda enc, x, lengths: enc.route(x.astype(jnp.int8), lengths)[0])
+_routes = fp.integer_jit(lambda enc, x, lengths: enc.route(x.astype(jnp.int8), lengths))
 
 
 def compare_layers(model, int_model: IntTransducer, features, lengths) -> list[tuple]:

@@ -83,7 +83,8 @@ def test_integer_amnet_equals_the_reference_bit_for_bit(cheap):
 
 
 def test_the_int8_recognizer_counts_each_frames_branch(tmp_path):
-  from hardware.int8_backend import compressed_bytes, int8_recognizer, model_work
+  from hardware.int8_backend import compressed_bytes, int8_recognizer, model_work, weight_tensors
+  from hardware.weight_format import packed_bytes
   model = _model("factored")
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   rng = np.random.default_rng(1)
@@ -101,8 +102,12 @@ def test_the_int8_recognizer_counts_each_frames_branch(tmp_path):
   fast = int(np.sum(per_frame == cheap + arbitrator))
   assert out["fast_frames"].sum() == fast
   # Every weight of both branches and the arbitrator is packed.
-  assert compressed_bytes(recognize.model) > sum(
-      np.asarray(w).size for w in (enc.arbitrator.hidden.kernel, enc.layers[0].full.w_in))
+  tensors = weight_tensors(recognize.model)
+  assert {"encoder/layers/0/input", "encoder/layers/1/recurrent", "encoder/layers/0/cheap/input/u",
+          "encoder/layers/1/cheap/recurrent/v", "encoder/arbitrator/hidden",
+          "encoder/arbitrator/out"} <= set(tensors)
+  assert compressed_bytes(recognize.model, group=1) > sum(packed_bytes(w, group=1)
+                                                         for w in tensors.values())
   assert model_work(recognize.model).encoder_frame == full + arbitrator
 
 

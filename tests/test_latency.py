@@ -183,3 +183,11 @@ def test_profiles_load_from_json_and_name_what_is_wrong(tmp_path):
     profile_from_dict(dict(spec, kind="gpu"))
   with pytest.raises(ValueError, match="unknown device profile 'tpu'"):
     load_profile("tpu")
+
+
+def test_a_cpu_that_skips_zeros_charges_only_the_macs_on_non_zero_weights():
+  sparse = load_profile("cpu36sparse")
+  assert sparse.seconds(1e6, 4e5) == pytest.approx(2 * 4e5 / 36e6)
+  assert sparse.seconds(1e6) == pytest.approx(2 * 1e6 / 36e6)      # nothing said: all of them
+  plain = profile_from_dict({"kind": "cpu", "name": "x", "flops_per_second": 36e6})
+  assert not plain.zero_skipping and plain.seconds(1e6, 4e5) == pytest.approx(2 * 1e6 / 36e6)

@@ -34,9 +34,9 @@ Design (the paper leaves it open for a recurrent encoder; ours):
 Cost: `flops [B, T']` is each frame's branch, weighted by its routing (one-hot at inference:
 the chosen branch), plus the arbitrator's; `aux["flops_executed"]` the same on non-zero
 weights only, what a processor that skips zeros spends (a pruned cheap branch is cheaper only
-there). Also in `aux`: `routing [B, T', 2]` (full, cheap), `route_logits`, `backlog` (seconds),
-`fast [B, T']` (the cheap branch's weight: its mean over valid frames is the `fast_fraction`
-evaluation reports), `branch_flops` and `branch_flops_executed` `[2]` per output frame.
+there). Also in `aux`: `routing [B, T', 2]` (full, cheap), `route_logits`, `backlog` (seconds)
+and `fast [B, T']` (the cheap branch's weight: its mean over valid frames is the
+`fast_fraction` evaluation reports).
 """
 
 from __future__ import annotations
@@ -235,7 +235,6 @@ class AmNetEncoder(LSTMEncoder):
     arbitrator = self.arbitrator_flops() * length_mask(lengths, x.shape[1])
     dense, executed = self.branch_flops(), self.branch_flops_executed()
     aux.update(routing=w, route_logits=logits, backlog=queued, fast=w[..., CHEAP],
-               branch_flops=dense, branch_flops_executed=executed,
                flops_executed=w @ executed + arbitrator)
     out = EncoderOutput(x, lengths, w @ dense + arbitrator, self.frame_seconds, aux)
     return out, {"backlog": backlog, "layers": layers}

@@ -39,9 +39,10 @@ compute to keep up. Evaluation simulates every utterance's latency on it
 (`train.latency_profile`); the arbitrator's backlog and L_amr assume its speed (DEVICE).
 """
 
+import dataclasses
+
 import ml_collections
 
-from asr.features import FeatureConfig
 from experiments.configs import rnnt
 
 SIZES = ("tiny", "quick", "small")
@@ -155,14 +156,13 @@ def _amnet(c: ml_collections.ConfigDict, variant: str, steps, size: str) -> None
 
 
 def lstm_flops_per_second(c: ml_collections.ConfigDict) -> float:
-  """FLOPs per second of audio of the config's LSTM stack (the full branch): two products a
-  layer, the layers below the time reduction `reduce` times (`LSTMEncoder.flops_per_frame`);
-  3.6 MFLOPs a 60 ms frame, 60.1 MFLOP/s, for `small`."""
-  m = c.model.amnet if c.model.encoder == "amnet" else c.model.lstm
-  h, reduce = m.hidden, m.reduce if m.reduce > 1 else 1
-  after = m.reduce_after if reduce > 1 else 0
-  macs = 0
-  for i in range(m.layers):
-    d_in = c.model.num_mels * m.stack if i == 0 else h * (reduce if i == after else 1)
-    macs += (d_in + h) * 4 * h * (reduce if i < after else 1)
-  return 2.0 * macs / (FeatureConfig().hop_seconds * m.stack * reduce)
+  """FLOPs per second of audio of the config's LSTM stack (the full branch), as the encoder
+  counts them (`LSTMEncoder.flops_per_frame`, of a shape-only model): 3.6 MFLOPs a 60 ms
+  frame, 60.1 MFLOP/s, for `small`."""
+  from flax import nnx
+  from asr.models.lstm_encoder import LSTMEncoder, LSTMEncoderConfig
+  fields = {f.name for f in dataclasses.fields(LSTMEncoderConfig)}
+  options = {k: v for k, v in c.model[c.model.encoder].to_dict().items() if k in fields}
+  enc = nnx.eval_shape(lambda: LSTMEncoder(c.model.num_mels, LSTMEncoderConfig(**options),
+                                           rngs=nnx.Rngs(0)))
+  return enc.flops_per_frame() / enc.frame_seconds
