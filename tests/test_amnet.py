@@ -177,6 +177,10 @@ def test_compute_penalty_is_flops_per_second_over_the_budget():
   np.testing.assert_allclose(float(value), per_second / 2e6 - 1, rtol=1e-6)
   np.testing.assert_allclose(float(metrics["flops_per_second"]), per_second, rtol=1e-6)
   assert float(ComputeTerm(budget_flops_per_second=4e6)(x, {})[0]) == 0.0
+  # Without the hinge (the compute-amortized Transformer's lambda * E[F] / F_ungated): F/budget
+  # below the budget too.
+  linear = ComputeTerm(budget_flops_per_second=4e6, hinge=False)(x, {})[0]
+  np.testing.assert_allclose(float(linear), per_second / 4e6, rtol=1e-6)
 
 
 def _amnet_tiny(tiny_data_dir, run, **changes):

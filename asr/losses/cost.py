@@ -4,7 +4,10 @@ encoders whose compute follows the input (`asr.models.amnet`):
 - `compute`: the average-compute regulariser of prior work on conditional computation: the
   batch's expected encoder FLOPs per second of audio, over a budget, `relu(F / budget - 1)`.
   Below the budget it is zero, so the accuracy terms spend what the budget allows and the
-  average settles at it: the knob that matches one run's average compute to another's.
+  average settles at it: the knob that matches one run's average compute to another's. With
+  `hinge=False` it is `F / budget` at any F, the budget the ungated model's compute: the
+  compute-amortized Transformer's `lambda * E[F]` relative to it (Xie et al., "Compute Cost
+  Amortized Transformer for Streaming ASR", Interspeech 2022), `lambda` the term's weight.
 - `latency`: AmNet's latency penalty `L_amr` (Macoskey et al., "Amortized Neural Networks for
   Low-Latency Speech Recognition", Interspeech 2021): the expected user-perceived latency at
   the end of each utterance (seconds, mean over the batch), through the differentiable backlog
@@ -52,19 +55,23 @@ def _audio_seconds(x: LossInputs) -> jax.Array:
 
 @register_loss_term("compute")
 class ComputeTerm(LossTerm):
-  """`relu(F / budget - 1)`, F the batch's encoder FLOPs per second of audio."""
+  """`relu(F / budget - 1)` (`hinge=False`: `F / budget`), F the batch's encoder FLOPs per
+  second of audio."""
 
-  def __init__(self, *, budget_flops_per_second: float, zero_skipping: bool = False):
+  def __init__(self, *, budget_flops_per_second: float, zero_skipping: bool = False,
+               hinge: bool = True):
     if budget_flops_per_second <= 0:
       raise ValueError(f"loss.compute: budget_flops_per_second={budget_flops_per_second} must "
                        "be positive")
     self.budget, self.zero_skipping = float(budget_flops_per_second), bool(zero_skipping)
+    self.hinge = bool(hinge)
 
   def __call__(self, x: LossInputs, state) -> tuple[jax.Array, dict]:
     flops = jnp.sum(jnp.where(x.is_real[:, None], frame_flops(x, self.zero_skipping), 0.0))
     seconds = jnp.sum(jnp.where(x.is_real, _audio_seconds(x), 0.0))
     per_second = flops / jnp.maximum(seconds, 1e-9)
-    return jax.nn.relu(per_second / self.budget - 1.0), {"flops_per_second": per_second}
+    ratio = per_second / self.budget
+    return (jax.nn.relu(ratio - 1.0) if self.hinge else ratio), {"flops_per_second": per_second}
 
 
 @register_loss_term("latency")

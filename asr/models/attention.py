@@ -67,9 +67,17 @@ class ChunkedSelfAttention(nnx.Module):
     self.qkv = Dense(dim, 3 * dim, rngs=rngs)
     self.out = Dense(dim, dim, rngs=rngs)
 
+  def macs_by_part(self, keys) -> dict:
+    """Per frame: the query's projection, the key's and value's (`qkv`'s MACs split by its
+    output columns), the scores and weighted values over `keys` visible keys, the output
+    projection."""
+    key_value = self.qkv.macs() * 2 // 3
+    return {"query": self.qkv.macs() - key_value, "key_value": key_value,
+            "scores": 2 * self.dim * keys, "output": self.out.macs()}
+
   def macs_per_frame(self, keys):
     """Projections plus scores and weighted values over `keys` visible keys."""
-    return self.qkv.macs() + self.out.macs() + 2 * self.dim * keys
+    return sum(self.macs_by_part(keys).values())
 
   def init_cache(self, batch: int):
     shape = (batch, self.left * self.chunk, self.heads, self.dim // self.heads)
@@ -105,4 +113,8 @@ class ChunkedSelfAttention(nnx.Module):
   def __call__(self, x, frames, cache, ctx) -> UnitOutput:
     """The residual unit (`asr.models.units`): MACs per frame over the keys it sees."""
     y, keys, cache = self.forward(x, frames.lengths, frames.positions, cache)
-    return UnitOutput(y, self.macs_per_frame(keys), {}, cache)
+    # A frame whose attention is gated off still gives later frames its key and value: a
+    # streaming device cannot know whether the open frames of chunks still to come attend to
+    # it, so it computes them for every frame.
+    return UnitOutput(y, self.macs_per_frame(keys), {}, cache,
+                      self.macs_by_part(keys)["key_value"])

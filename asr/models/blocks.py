@@ -25,6 +25,7 @@ from flax import nnx
 from asr.arrays import mask_padding
 from asr.models.attention import ChunkedSelfAttention
 from asr.models.dense import Dense
+from asr.models.gates import GateHead, gate_values
 from asr.models.units import UnitOutput, shift_in
 
 # Every unit's name, in the order that folds its key (`Block`: unit `j` runs with
@@ -109,7 +110,9 @@ class ConvModule(nnx.Module):
 
   def __call__(self, x, frames, cache, ctx) -> UnitOutput:
     y, cache = self.forward(x, cache)
-    return UnitOutput(y, self.macs_per_frame(), {}, cache)
+    # A frame whose convolution is gated off still feeds the next frames' depthwise
+    # convolution its GLU output.
+    return UnitOutput(y, self.macs_per_frame(), {}, cache, self.pointwise_in.macs())
 
 
 def build_unit(name: str, cfg, *, rngs: nnx.Rngs) -> nnx.Module:
@@ -126,7 +129,12 @@ def build_unit(name: str, cfg, *, rngs: nnx.Rngs) -> nnx.Module:
 class Block(nnx.Module):
   """A residual block: the units of `cfg.layout` (`(name, scale)`, held under those names, so
   parameter paths read `blocks/<i>/<name>/...`) run in order, each adding `scale` times its
-  output (after dropout) to the residual stream; then a LayerNorm if `cfg.block_norm`."""
+  output (after dropout) to the residual stream; then a LayerNorm if `cfg.block_norm`.
+
+  With `cfg.gates` (`asr.models.gates`) an arbitrator head (`blocks/<i>/arbitrator`) gives each
+  unit a gate per frame from the arbitrators' trunk and the block's input; a unit's output is
+  multiplied by its gate, and a frame costs the unit's `closed_macs` plus the gate times the
+  rest."""
 
   def __init__(self, cfg, index: int, *, rngs: nnx.Rngs):
     self.layout = tuple((name, float(scale)) for name, scale in cfg.layout)
@@ -137,6 +145,10 @@ class Block(nnx.Module):
     for name, _ in sorted(self.layout, key=lambda unit: unit[0] != "attention"):
       setattr(self, name, build_unit(name, cfg, rngs=rngs))
     self.norm = nnx.LayerNorm(cfg.dim, rngs=rngs) if cfg.block_norm else None
+    self.gate_estimator = cfg.gate_estimator
+    self.arbitrator = GateHead(cfg.gate_hidden, cfg.dim, len(self.layout),
+                               block_input=cfg.gate_block_input, bias_init=cfg.gate_bias_init,
+                               rngs=rngs) if cfg.gates else None
 
   def units(self):
     """`(name, scale, unit)` in order."""
@@ -147,22 +159,33 @@ class Block(nnx.Module):
     caches = {name: unit.init_cache(batch) for name, _, unit in self.units()}
     return {name: c for name, c in caches.items() if c is not None}
 
-  def __call__(self, x, frames, cache: dict, ctx):
+  def __call__(self, x, frames, cache: dict, ctx, gate_trunk=None):
     """-> output `[B, T, D]` (zero past each length), `{unit: MACs per frame}`, `{unit: aux}`
-    (units that report one), new cache. A unit runs with `ctx.fold(SUB_BLOCKS.index(name))`;
-    dropout on its output draws from that key itself, so a unit's own randomness folds
-    further (`ctx.key(0)`, ...)."""
+    (units that report one; with gates, `gate` `[B, T]` and `gate_logit` for every unit), new
+    cache. A unit runs with `ctx.fold(SUB_BLOCKS.index(name))`; dropout on its output draws
+    from that key itself, so a unit's own randomness folds further (`ctx.key(0)`, ...).
+    `gate_trunk [B, T, H]`: the arbitrators' trunk output, given iff the block is gated."""
     macs, aux, new = {}, {}, {}
-    for name, scale, unit in self.units():
+    gates = None
+    if self.arbitrator is not None:
+      with jax.named_scope("arbitrator"):
+        logits = self.arbitrator(gate_trunk, x)
+        gates = gate_values(logits, ctx, self.gate_estimator)
+    for j, (name, scale, unit) in enumerate(self.units()):
       unit_ctx = ctx.fold(SUB_BLOCKS.index(name))
       with jax.named_scope(name):     # names the unit in profiles (`benchmarks.step_ops`)
         out = unit(x, frames, cache.get(name), unit_ctx)
         y = self._dropout(out.y, unit_ctx)
-      x = x + (y if scale == 1.0 else scale * y)
-      ctx.note(f"{self.where}/{name}", x)
       macs[name] = out.macs
       if out.aux:
         aux[name] = out.aux
+      if gates is not None:
+        g = gates[..., j]
+        y = y * g[..., None]
+        macs[name] = out.closed_macs + g * (out.macs - out.closed_macs)
+        aux[name] = dict(aux.get(name, {}), gate=g, gate_logit=logits[..., j])
+      x = x + (y if scale == 1.0 else scale * y)
+      ctx.note(f"{self.where}/{name}", x)
       if out.cache is not None:
         new[name] = out.cache
     if self.norm is not None:

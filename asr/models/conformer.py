@@ -26,10 +26,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from asr.arrays import length_mask, mask_padding, tree_where
-from asr.features import FeatureConfig
+from asr.features import FeatureConfig, stack_frames
 from asr.models.blocks import Block, CausalSubsampling
 from asr.models.context import Context
 from asr.models.encoder import EncoderOutput, register_encoder
+from asr.models.gates import ESTIMATORS, GateTrunk
 from asr.models.units import Frames
 
 
@@ -44,6 +45,12 @@ class TransformerConfig:
   chunk: int = 4              # attention chunk in output frames: look-ahead up to chunk - 1
   left_chunks: int = 8        # chunks of left context each frame attends to
   dropout: float = 0.1        # on each sub-block's output, in training
+  # Per-frame gates on every residual unit (`asr.models.gates`; off: the plain encoder).
+  gates: bool = False
+  gate_hidden: int = 32       # the arbitrators' shared hidden layer
+  gate_block_input: bool = False   # each block's arbitrator also sees the block's input
+  gate_estimator: str = "gumbel"   # or "straight_through"
+  gate_bias_init: float = 2.0      # each gate's starting logit (open)
 
   @property
   def layout(self) -> tuple:
@@ -105,6 +112,9 @@ class TransformerEncoder(nnx.Module):
       raise ValueError(f"{name}.conv_kernel={cfg.conv_kernel} must be >= 1")
     if not 0.0 <= cfg.dropout < 1.0:
       raise ValueError(f"{name}.dropout={cfg.dropout} must be in [0, 1)")
+    if cfg.gates and (cfg.gate_hidden < 1 or cfg.gate_estimator not in ESTIMATORS):
+      raise ValueError(f"{name}: gate_hidden={cfg.gate_hidden} must be >= 1 and "
+                       f"gate_estimator={cfg.gate_estimator!r} one of {', '.join(ESTIMATORS)}")
     self.cfg = cfg
     self.subsample_factor = math.prod(cfg.subsample)
     self.input_frame_seconds = input_frame_seconds
@@ -114,6 +124,8 @@ class TransformerEncoder(nnx.Module):
                                  for a, b, s in zip(dims, dims[1:], cfg.subsample)])
     self.blocks = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.layers)])
     self.final_norm = None if cfg.block_norm else nnx.LayerNorm(cfg.dim, rngs=rngs)
+    self.arbitrator = (GateTrunk(num_mels * self.subsample_factor, cfg.gate_hidden, rngs=rngs)
+                       if cfg.gates else None)
 
   @property
   def out_dim(self) -> int:
@@ -132,6 +144,12 @@ class TransformerEncoder(nnx.Module):
       per_output *= layer.stride
     return total
 
+  def arbitrator_macs(self) -> int:
+    """Per output frame: the arbitrators' trunk and every block's head (0 without gates)."""
+    if self.arbitrator is None:
+      return 0
+    return self.arbitrator.macs() + sum(block.arbitrator.macs() for block in self.blocks)
+
   def init_state(self, batch: int) -> ConformerState:
     return ConformerState(jnp.zeros(batch, jnp.int32),
                           [s.init_state(batch) for s in self.subsampling],
@@ -145,6 +163,10 @@ class TransformerEncoder(nnx.Module):
     if features.shape[1] % self.stream_multiple:
       raise ValueError(f"a streamed chunk of {features.shape[1]} feature frames is not a "
                        f"multiple of {self.stream_multiple} (subsampling x attention chunk)")
+    trunk = None
+    if self.arbitrator is not None:   # the arbitrators see the audio each output frame covers
+      with jax.named_scope("arbitrator"):
+        trunk = self.arbitrator(stack_frames(features, lengths, self.subsample_factor)[0])
     x, out_lengths, sub_state = features, lengths, []
     for layer, cache in zip(self.subsampling, state.subsample):
       with jax.named_scope("subsampling"):
@@ -155,7 +177,7 @@ class TransformerEncoder(nnx.Module):
 
     layer_caches, per_block, unit_aux = [], {}, []
     for i, (block, cache) in enumerate(zip(self.blocks, state.layers)):
-      x, macs, aux, cache = block(x, frames, cache, ctx.fold(i))
+      x, macs, aux, cache = block(x, frames, cache, ctx.fold(i), trunk)
       layer_caches.append(cache)
       unit_aux.append(aux)
       for name, m in macs.items():
@@ -165,6 +187,8 @@ class TransformerEncoder(nnx.Module):
 
     valid = length_mask(out_lengths, x.shape[1])
     flops_by_block = {"subsampling": jnp.where(valid, 2.0 * self.subsampling_macs(), 0.0)}
+    if self.arbitrator is not None:
+      flops_by_block["arbitrator"] = jnp.where(valid, 2.0 * self.arbitrator_macs(), 0.0)
     for name, per_layer in per_block.items():
       flops_by_block[name] = jnp.where(valid[..., None], 2.0 * jnp.stack(per_layer, -1), 0.0)
     flops = sum(f if f.ndim == 2 else f.sum(-1) for f in flops_by_block.values())
@@ -172,6 +196,11 @@ class TransformerEncoder(nnx.Module):
     aux = {"flops_by_block": flops_by_block}
     if any(unit_aux):
       aux["units"] = unit_aux
+    if self.arbitrator is not None:
+      aux["gates"] = {name: jnp.stack([a[name]["gate"] for a in unit_aux], -1)
+                      for name, _ in self.cfg.layout}                       # [B, T', layers]
+      aux["open"] = jnp.where(valid, jnp.mean(jnp.concatenate(
+          list(aux["gates"].values()), -1), -1), 0.0)
     out = EncoderOutput(x, out_lengths, flops, self.frame_seconds, aux)
     return out, tree_where(lengths > 0, new, state)
 

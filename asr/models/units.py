@@ -9,8 +9,10 @@ the same call,
 so a mechanism that changes a unit (a per-frame gate, say) is one unit class and a config
 field, on the float path and, through the same layout, the int8 path
 (`hardware.int8_transformer`). `macs` is the unit's multiply-accumulates per frame (a number,
-or `[B, T]` where frames differ), `aux` what it reports (gate probabilities), `cache` its
-streaming state (None for a unit that has none). A unit called with `cache=None` starts the
+or `[B, T]` where frames differ), `aux` what it reports, `cache` its streaming state (None for
+a unit that has none), `closed_macs` what a frame whose gate is closed still pays for it (work
+other frames read: attention's keys and values, the GLU outputs a convolution's neighbours
+read; `asr.models.gates`). A unit called with `cache=None` starts the
 stream at `x` (a whole utterance: no left context, as after `init_cache`) and returns no cache.
 """
 
@@ -36,6 +38,7 @@ class UnitOutput:
   macs: object                          # per frame: a number or [B, T]
   aux: dict = dataclasses.field(default_factory=dict)
   cache: object = None                  # the unit's new streaming state
+  closed_macs: object = 0               # per frame, paid with its gate closed (`asr.models.gates`)
 
 
 def shift_in(cache: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:

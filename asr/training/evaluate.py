@@ -5,8 +5,9 @@ summary holds `wer, cer, substitutions, deletions, insertions, num_utterances, f
 flops_per_second, rtf, backend, per_accent, per_speaker, per_condition` (`{facet: {value:
 WER}}`: noise kind, SNR band, reverberation, whisper), `flops_per_frame_executed` (the
 encoder's FLOPs on non-zero weights only, what a processor that skips zeros spends, where the
-encoder reports them) and, for a branching encoder (`asr.models.amnet`), `fast_fraction`: the
-share of valid frames routed to its cheap branch.
+encoder reports them), for a branching encoder (`asr.models.amnet`) `fast_fraction`: the
+share of valid frames routed to its cheap branch, and for a gated one (`asr.models.gates`)
+`open_fraction`: the share of its sub-blocks' per-frame gates that were open.
 The per-utterance rows hold id, speaker,
 accent, condition, reference, hypothesis, word_errors, num_words and (for beam search) the
 n-best list.
@@ -71,6 +72,8 @@ def make_recognizer(graphdef, decoder: str = "greedy", beam: int = 4, max_symbol
       out["encoder_flops_executed"] = jnp.sum(enc.aux["flops_executed"], axis=1)
     if "fast" in enc.aux:             # frames a branching encoder sent to its cheap branch
       out["fast_frames"] = jnp.sum(enc.aux["fast"], axis=1)
+    if "open" in enc.aux:             # a gated encoder's open gates per frame, in frames
+      out["open_frames"] = jnp.sum(enc.aux["open"], axis=1)
     return out
 
   return recognize
@@ -100,7 +103,7 @@ def _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches, sa
               progress, latency):
   rows, refs, hyps = [], [], []
   encoder_flops, decoding_flops, frames, audio_s, decode_s = 0.0, 0.0, 0, 0.0, 0.0
-  fast_frames = executed_flops = None
+  fast_frames = open_frames = executed_flops = None
   compiled = set()
   for i, batch in enumerate(batches):
     if max_batches and i >= max_batches:
@@ -119,6 +122,8 @@ def _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches, sa
     frames += int(out["frame_lengths"][real].sum())
     if "fast_frames" in out:
       fast_frames = (fast_frames or 0.0) + float(out["fast_frames"][real].sum())
+    if "open_frames" in out:
+      open_frames = (open_frames or 0.0) + float(out["open_frames"][real].sum())
     if "encoder_flops_executed" in out:
       executed_flops = (executed_flops or 0.0) + float(out["encoder_flops_executed"][real].sum())
     seconds = (np.asarray(latency(out, batch["audio_lengths"] / sample_rate))
@@ -155,6 +160,8 @@ def _evaluate(recognize, variables, batches, tokenizer, decoder, max_batches, sa
       per_condition=per_condition_wer(refs, hyps, [r["condition"] for r in rows]))
   if fast_frames is not None:
     summary["fast_fraction"] = fast_frames / max(frames, 1)
+  if open_frames is not None:
+    summary["open_fraction"] = open_frames / max(frames, 1)
   if executed_flops is not None:
     summary["flops_per_frame_executed"] = executed_flops / max(frames, 1)
   return summary, rows

@@ -9,7 +9,8 @@ the run's evaluations so far (`eval/latency_vs_wer`; its x axis is the simulated
 when the trainer was given a device simulator, as `asr-train` does by default, else FLOPs per
 second of audio: `latency_ms_*` stay empty where nothing simulated them, never invented). A finished run
 writes the standard metrics of its last evaluation to `final.json` (sweeps and reports read it),
-with a branching encoder's `fast_fraction` (`asr.models.amnet`) and the encoder's
+with a branching encoder's `fast_fraction` (`asr.models.amnet`), a gated one's
+`open_fraction` (`asr.models.gates`) and the encoder's
 `flops_per_frame_executed` (non-zero weights only) where it reports them.
 
 A resumed run first cuts `metrics.jsonl` and `eval/` back to the step it restored, so the
@@ -132,7 +133,7 @@ class MetricsLogger:
     """The run's standard metrics (and step, split, utterances) in `final.json`."""
     final = {k: summary.get(k) for k in STANDARD_METRICS}
     final.update({k: summary[k] for k in ("step", "num_utterances", "split", "fast_fraction",
-                                          "flops_per_frame_executed") if k in summary})
+                                          "open_fraction", "flops_per_frame_executed") if k in summary})
     if self.enabled:
       (self.workdir / "final.json").write_text(json.dumps(final, indent=2))
     return final

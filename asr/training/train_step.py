@@ -132,6 +132,9 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: StepConfig,
     if "fast" in encoded.aux:   # a branching encoder's weight on its cheap branch
       metrics["fast_fraction"] = (jnp.sum(encoded.aux["fast"] * real[:, None])
                                   / jnp.maximum(frames, 1.0))
+    if "open" in encoded.aux:   # a gated encoder's share of open sub-block gates
+      metrics["open_fraction"] = (jnp.sum(encoded.aux["open"] * real[:, None])
+                                  / jnp.maximum(frames, 1.0))
     return loss, metrics
 
   def train_step(state: dict, batch: dict) -> tuple[dict, dict]:
