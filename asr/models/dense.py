@@ -101,6 +101,16 @@ class Dense(nnx.Module):
     return fn(self, x, lambda x_, k=kernel, b=bias: _apply(x_, k, b, self.matmul_dtype))
 
 
+def columns(layer: Dense, x: jax.Array, start: int, stop: int) -> jax.Array:
+  """`layer(x)[..., start:stop]`, computing only those outputs where the layer is plain
+  (`is_plain`); otherwise all of them, then the slice, so statistics and interceptors see the
+  whole product as always."""
+  if not is_plain(layer):
+    return layer(x)[..., start:stop]
+  bias = None if layer.bias is None else layer.bias[start:stop]
+  return _apply(x, layer.kernel[:, start:stop], bias, layer.matmul_dtype)
+
+
 def executed_macs(module: nnx.Module) -> jax.Array:
   """Multiply-accumulates per input row on the non-zero weights of every `Dense` in `module`
   (a `Dense` itself, or the factors of a factorized layer): what a processor that skips zero

@@ -32,6 +32,7 @@ class Frames:
   positions: jax.Array
 
 
+@jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class UnitOutput:
   y: jax.Array                          # [B, T, D], added to the residual stream
