@@ -1,5 +1,6 @@
-"""`asr-report WORKDIR... | --sweep NAME [--root workdirs/sweeps] [--eval NAME] --out DIR`: the
-latency-versus-WER plane of a set of runs, from their workdirs (no wandb server needed).
+"""`asr-report WORKDIR... | --sweep NAME [--root workdirs/sweeps] [--eval NAME] [--x compute]
+--out DIR`: the latency-versus-WER plane of a set of runs, from their workdirs (no wandb server
+needed).
 
 Writes into DIR:
 - `latency_vs_wer.png`: one point per run, WER against latency (p50), one colour per model
@@ -10,6 +11,9 @@ Writes into DIR:
   of different frame rates compare), and says so: latency is never invented.
 - `latency_vs_wer.html`: the same plot, self-contained (hover a point for its run and numbers),
   with the table below it (click a column to sort).
+- with `--x compute`, `compute_vs_wer.png` and `.html` instead: WER against the encoder's
+  FLOPs per output frame (the plane of encoders whose compute follows the input, where the
+  latency a processor adds is not the question).
 - `seeds.md` and `seeds.csv`, when the runs vary `config.seed`: the runs that differ only in
   their seed pooled, each metric's mean with the sample standard deviation, minimum and maximum
   over the seeds beside it; the plot then draws each pool's mean with bars from its best seed
@@ -176,9 +180,13 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
   return front
 
 
-def plot_axes(rows: list[dict]) -> tuple[str, str, list[dict]]:
-  """(x key, x label, plottable rows): latency when every evaluated run has it, else compute."""
+def plot_axes(rows: list[dict], x: str = "latency") -> tuple[str, str, list[dict]]:
+  """(x key, x label, plottable rows): for `x="latency"`, latency when every evaluated run has
+  it, else compute per second of audio; for `x="compute"`, the encoder's FLOPs per frame."""
   rows = [r for r in rows if r.get("wer") is not None]
+  if x == "compute":
+    return ("flops_per_frame", "encoder compute per output frame (MFLOPs)",
+            [r for r in rows if r.get("flops_per_frame") is not None])
   if rows and all(r.get("latency_ms_p50") is not None for r in rows):
     profiles = {r.get("profile") for r in rows}
     where = f" on {profiles.pop()}" if len(profiles) == 1 and None not in profiles else ""
@@ -188,7 +196,7 @@ def plot_axes(rows: list[dict]) -> tuple[str, str, list[dict]]:
 
 
 def _x_value(row, x_key):
-  return row[x_key] / 1e6 if x_key.startswith("flops_per_second") else row[x_key]
+  return row[x_key] / 1e6 if x_key.startswith("flops_per_") else row[x_key]
 
 
 def _sizes(rows) -> list[float]:
@@ -204,10 +212,10 @@ def _colours(rows) -> dict[str, str]:
   return {f: PALETTE[i % len(PALETTE)] for i, f in enumerate(families)}
 
 
-def write_png(rows: list[dict], path: pathlib.Path, title: str) -> None:
+def write_png(rows: list[dict], path: pathlib.Path, title: str, x: str = "latency") -> None:
   # A figure of its own (no pyplot): the caller's backend (a notebook's inline plots) stays.
   from matplotlib.figure import Figure
-  x_key, x_label, rows = plot_axes(rows)
+  x_key, x_label, rows = plot_axes(rows, x)
   fig = Figure(figsize=(7, 4.5), dpi=120)
   ax = fig.subplots()
   colours = _colours(rows)
@@ -284,9 +292,9 @@ def write_tables(rows: list[dict], out: pathlib.Path) -> None:
   (out / "runs.md").write_text("\n".join(lines) + "\n")
 
 
-def write_html(rows: list[dict], path: pathlib.Path, title: str) -> None:
+def write_html(rows: list[dict], path: pathlib.Path, title: str, x: str = "latency") -> None:
   from experiments.report_html import page
-  x_key, x_label, plotted = plot_axes(rows)
+  x_key, x_label, plotted = plot_axes(rows, x)
   points = [{"x": _x_value(r, x_key), "y": 100 * r["wer"], "run": r["run"],
              "family": r["family"], "size": s,
              "tip": " | ".join(f"{k} {_fmt(k, r[k])}" for k in COLUMNS if r[k] is not None)}
@@ -301,13 +309,16 @@ def write_html(rows: list[dict], path: pathlib.Path, title: str) -> None:
   path.write_text(page(title, points, front, _colours(plotted), x_label, header, table))
 
 
-def write_report(rows: list[dict], out: pathlib.Path, title: str = "latency vs WER") -> list[str]:
+def write_report(rows: list[dict], out: pathlib.Path, title: str = "latency vs WER",
+                 x: str = "latency") -> list[str]:
+  """The plot (`<x>_vs_wer.png`, `.html`: x `latency` or `compute`), the run tables and, when
+  the runs vary the seed, the pooled ones, in `out`; returns their paths."""
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  write_png(rows, out / "latency_vs_wer.png", title)
-  write_html(rows, out / "latency_vs_wer.html", title)
+  write_png(rows, out / f"{x}_vs_wer.png", title, x)
+  write_html(rows, out / f"{x}_vs_wer.html", title, x)
   write_tables(rows, out)
-  names = ["latency_vs_wer.png", "latency_vs_wer.html", "runs.md", "runs.csv"]
+  names = [f"{x}_vs_wer.png", f"{x}_vs_wer.html", "runs.md", "runs.csv"]
   pools = seed_pools(rows)
   if pools:
     write_seed_tables(pools, out)
@@ -329,6 +340,10 @@ def main(argv=None) -> int:
                       "test_greedy_int8: the edge processor's WER and latency) instead of its "
                       "final evaluation")
   p.add_argument("--out", required=True, help="the folder the table, plots and HTML go to")
+  p.add_argument("--x", choices=("latency", "compute"), default="latency",
+                 help="the plot's x axis: simulated latency (compute per second of audio where "
+                      "none was simulated), or the encoder's FLOPs per frame "
+                      "(compute_vs_wer.png)")
   args = p.parse_args(argv)
   if bool(args.workdirs) == bool(args.sweep):
     p.error("give run workdirs or --sweep NAME (one of the two)")
@@ -339,7 +354,7 @@ def main(argv=None) -> int:
     print(f"asr-report: {e}", file=sys.stderr)
     return 2
   title = " ".join(filter(None, [args.sweep or "latency vs WER", args.evaluation]))
-  paths = write_report(rows, pathlib.Path(args.out), title)
+  paths = write_report(rows, pathlib.Path(args.out), title, args.x)
   print((pathlib.Path(args.out) / "runs.md").read_text())
   if (pathlib.Path(args.out) / "seeds.md").exists():
     print((pathlib.Path(args.out) / "seeds.md").read_text())

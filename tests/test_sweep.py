@@ -141,6 +141,22 @@ def test_runs_that_differ_only_in_their_seed_are_pooled_with_their_spread(tmp_pa
   assert not (out / "seeds.md").exists()
 
 
+def test_the_compute_plane_plots_encoder_flops_per_frame(tmp_path):
+  rows = [dict(_run_row(f"g{i}", "dense", None, w, 0.5), flops_per_frame=f)
+          for i, (w, f) in enumerate([(0.20, 3.3e6), (0.21, 1.25e6), (0.25, 1.5e6)])]
+  x_key, label, plotted = report.plot_axes(rows, "compute")
+  assert x_key == "flops_per_frame" and "MFLOPs" in label and len(plotted) == 3
+  assert [report._x_value(r, x_key) for r in plotted] == pytest.approx([3.3, 1.25, 1.5])
+  paths = report.write_report(rows, tmp_path, "cat", x="compute")
+  assert str(tmp_path / "compute_vs_wer.png") in paths
+  assert (tmp_path / "compute_vs_wer.png").stat().st_size > 0
+  page = (tmp_path / "compute_vs_wer.html").read_text()
+  assert "encoder compute per output frame (MFLOPs)" in page
+  # The front: 3.3M at 20% and 1.25M at 21% (1.5M at 25% is beaten by 1.25M at 21%).
+  xs = [report._x_value(r, x_key) for r in plotted]
+  assert sorted(report.pareto_front(list(zip(xs, [r["wer"] for r in plotted])))) == [0, 1]
+
+
 def test_a_failed_run_is_reported_and_the_sweep_goes_on(tiny_data_dir, tmp_path, capsys):
   # tiny has one encoder layer, so a time reduction inside it is refused at model build.
   path = _write_sweep(tmp_path, "bad", {"config.model.lstm.reduce": {"values": [2]},
