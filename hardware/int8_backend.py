@@ -11,6 +11,8 @@ scores for beam search, frame lengths, per-frame `flops` and `frame_flops`, `dec
 counted as 2 x the MACs of the integer model (equal to the float model's count: a Transformer's
 attention over the keys each frame sees), and `frame_macs_executed [B, T']`: the MACs on
 non-zero weights, what a processor that skips zeros spends (`hardware.profiles.NPUProfile`).
+A branching encoder's frames cost their branch (and `fast_frames` counts the cheap ones), a
+gated one's their open units (`open_frames`: the share of open unit gates, summed over frames).
 """
 
 from __future__ import annotations
@@ -88,6 +90,11 @@ def _encoder_layers(enc) -> dict[str, object]:
       out[f"{block.where}/norm"] = block.norm
   if enc.final_norm is not None:
     out["encoder/final_norm"] = enc.final_norm
+  if enc.arbitrator is not None:   # gated units' arbitrators
+    out["encoder/arbitrator/hidden"] = enc.arbitrator
+    for block in enc.blocks:
+      out.update({f"{block.where}/arbitrator/{k}": layer
+                  for k, layer in block.arbitrator.layers().items()})
   return out
 
 
@@ -175,6 +182,8 @@ def int8_recognizer(graphdef, variables, calibration, *, decoder: str = "greedy"
     out = {}
     if hasattr(im.encoder, "routed_encode"):   # a branching encoder: each frame's branch too
       frames, frame_lengths, out["route"] = im.encoder.routed_encode(x, lengths)
+    elif getattr(im.encoder, "arbitrator", None) is not None:   # gated units: their gates too
+      frames, frame_lengths, out["gates"] = im.encoder.gated_encode(x, lengths)
     else:
       frames, frame_lengths = im.encode(x, lengths)
     max_len = frames.shape[1] * max_symbols
@@ -202,6 +211,11 @@ def int8_recognizer(graphdef, variables, calibration, *, decoder: str = "greedy"
       enc_dense, enc_executed = (np.asarray(int_model.encoder.frame_macs(route, valid, e))
                                  for e in (False, True))
       out["fast_frames"] = (route * valid).sum(axis=1)
+    elif "gates" in out:   # a gated encoder's frames cost their open units
+      gates = out.pop("gates")
+      enc_dense, enc_executed = (np.asarray(int_model.encoder.frame_macs(gates, keys, valid, e))
+                                 for e in (False, True))
+      out["open_frames"] = (gates.mean(axis=(2, 3)) * valid).sum(axis=1)
     else:
       enc_dense, enc_executed = valid * dense.encoder(keys), valid * executed.encoder(keys)
     if decoder == "greedy":

@@ -254,10 +254,11 @@ def _attention(a, r, n: int) -> np.ndarray:
   return dense(a.out, requantize(ctx, int(a.ctx_m0), int(a.ctx_n), 8))
 
 
-def transformer_encoder(enc, x, n: int):
+def transformer_encoder(enc, x, n: int, gates: list | None = None):
   """`hardware.int8_transformer.IntTransformerEncoder.encode` of one utterance `x [1, T, F]`
   (T a multiple of the streamed chunk) of `n` valid frames -> its frames `[1, T'', D]` and
-  their count."""
+  their count. A gated encoder's gates (`[T'', units]` bool per block) are appended to
+  `gates`."""
   def masked(rows, n):
     return np.asarray([row if i < n else [0] * len(row) for i, row in enumerate(rows)])
 
@@ -269,6 +270,12 @@ def transformer_encoder(enc, x, n: int):
     return dense(f.down, _table(f.up, layer_norm(f.norm, x)))
 
   x = np.asarray(x)[0]
+  trunk = None
+  if enc.arbitrator is not None:      # each output frame's stacked input, tanh by table
+    s = enc.subsample_factor
+    stacked = masked(x, n).reshape(x.shape[0] // s, s * x.shape[1])
+    trunk = np.asarray([[_tanh_to_int8(int(g)) for g in row]
+                        for row in dense(enc.arbitrator, stacked)])
   for layer in enc.subsampling:
     t = x.shape[0]
     joined = np.pad(masked(x, n), ((layer.kernel - layer.stride, 0), (0, 0)))
@@ -280,9 +287,20 @@ def transformer_encoder(enc, x, n: int):
            IntAttention: lambda u, x: _attention(u, x, n),
            IntConvModule: lambda u, x: _conv_module(u, x)}
   for block in enc.blocks:
-    for name in block.layout:             # the units in order, each added to the residual
+    head, opened = block.arbitrator, None
+    if head is not None:
+      logits = dense(head.out, trunk).astype(np.int64)
+      if head.from_input is not None:
+        logits = logits + dense(head.from_input, layer_norm(head.norm, x))
+      opened = logits > 0
+      if gates is not None:
+        gates.append(opened)
+    for j, name in enumerate(block.layout):  # the units in order, each added to the residual
       unit = block.units[name]
-      x = add(x, plain[type(unit)](unit, x))
+      y = plain[type(unit)](unit, x)
+      if opened is not None:
+        y = np.asarray([row if opened[i, j] else [0] * len(row) for i, row in enumerate(y)])
+      x = add(x, y)
     if block.norm is not None:
       x = layer_norm(block.norm, x)
     x = masked(x, n)

@@ -35,6 +35,13 @@ Number formats (`Qm.f` as in `hardware.int8_layers`; scales from
   the residual; its convolution module is `IntConvModule`'s; its block norm writes the int16
   residual (the last block's, the int8 frames).
 
+Gated residual units (`asr.models.gates`): the arbitrators' trunk takes the int8 input
+stacked per output frame (the input's scale) to Q3.12, tanh by table to Q0.7; each block's head
+gives Q7.8 logits (int16), from the trunk and, with the block's input, from a parameter-free
+`IntLayerNorm` of the residual; a unit whose logit is not above 0 adds nothing for the frame.
+`frame_macs` charges each frame what `asr.models.blocks.Block` charges it: a closed unit its
+`closed_macs` (attention's key and value, the convolution's GLU), an open one all of it.
+
 Streaming positions beyond `MAX_POSITIONS` output frames (5.5 minutes of 40 ms frames) reuse
 the last table row; evaluation utterances are far shorter. Calibration sees the residual after
 every unit (the float blocks' `observe` notes), on valid frames only; its 2x headroom is for
@@ -55,9 +62,9 @@ from asr.models.blocks import ConvModule, FeedForward
 from asr.models.units import Frames
 from hardware import fixed_point as fp
 from hardware.int8_families import register_int8_family
-from hardware.int8_layers import (ACT_FRAC, GATE_FRAC, SIGMOID, IntDense, IntLayerNorm,
-                                  calibrated_scale, dense_arrays, int32_bias, quantize,
-                                  quantize_weights, table_index)
+from hardware.int8_layers import (ACT_FRAC, GATE_FRAC, H_FRAC, SIGMOID, IntDense,
+                                  IntLayerNorm, calibrated_scale, dense_arrays, int32_bias,
+                                  quantize, quantize_weights, table_index, tanh_to_int8)
 from hardware.int8_layers import weight_macs as _macs
 
 PRE_BITS = 12          # pre-activations of SiLU: the table's index
@@ -67,6 +74,7 @@ EXP_FRAC = 7           # softmax exponents, Q4.7 (12 bits)
 DEPTH_FRAC = 7         # the Conformer's normalized depthwise outputs, Q4.7 (12 bits)
 PROB_FRAC = 8          # probabilities, uint8 Q0.8
 MAX_POSITIONS = 8192
+GATE_LOGIT_FRAC = 8    # gate logits, Q7.8 int16 (as the AmNet arbitrator's)
 
 EXP = fp.lookup_table(np.exp, 2.0 ** -EXP_FRAC, 2.0 ** -ACT_FRAC, out_bits=16, in_bits=12)
 
@@ -181,6 +189,11 @@ class IntAttention:
   def macs_per_key(self) -> int:
     return 2 * self.out.kernel.shape[0]
 
+  def closed_macs(self, executed: bool = False) -> int:
+    """Per frame whose gate is closed: its key and value (`asr.models.attention`)."""
+    d = self.out.kernel.shape[0]
+    return _macs(self.qkv.kernel[:, d:], executed)
+
   def layers(self) -> dict:
     """Its integer layers by name (`hardware.int8_backend`'s accounting)."""
     return {"norm": self.norm, "qkv": self.qkv, "out": self.out}
@@ -216,6 +229,9 @@ class IntFeedForward:
   def macs(self, executed: bool = False) -> int:
     return _macs(self.up.dense.kernel, executed) + _macs(self.down.kernel, executed)
 
+  def closed_macs(self, executed: bool = False) -> int:
+    return 0
+
   def layers(self) -> dict:
     return {"norm": self.norm, "up": self.up, "down": self.down}
 
@@ -246,6 +262,10 @@ class IntConvModule:
     return (_macs(self.values.kernel, executed) + _macs(self.gates.kernel, executed)
             + _macs(self.depthwise, executed) + _macs(self.out.kernel, executed))
 
+  def closed_macs(self, executed: bool = False) -> int:
+    """Per frame whose gate is closed: its GLU, which the next frames' convolution reads."""
+    return _macs(self.values.kernel, executed) + _macs(self.gates.kernel, executed)
+
   def layers(self) -> dict:
     """The depthwise kernel is an int8 `[K, D]` array, not a layer."""
     return {"norm": self.norm, "values": self.values, "gates": self.gates,
@@ -265,6 +285,35 @@ class IntConvModule:
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
+class IntGateHead:
+  """`asr.models.gates.GateHead`: the arbitrators' trunk (Q0.7) through `out` to one logit per
+  unit in Q7.8 (int16), plus, with the block's input, a parameter-free LayerNorm of the
+  residual into int8 and `from_input` into the same Q7.8; a gate is open where the sum is
+  above 0."""
+  out: IntDense
+  norm: IntLayerNorm | None = None
+  from_input: IntDense | None = None
+
+  def logits(self, trunk: jax.Array, r: jax.Array) -> jax.Array:
+    """int8 `trunk [B, T, H]`, the int16 residual `[B, T, D]` -> int32 logits `[B, T, U]`."""
+    logits = self.out.apply(trunk).astype(jnp.int32)
+    if self.from_input is not None:
+      logits = logits + self.from_input.apply(self.norm.apply(r)).astype(jnp.int32)
+    return logits
+
+  def macs(self) -> int:
+    return _macs(self.out.kernel) + (0 if self.from_input is None else
+                                     _macs(self.from_input.kernel))
+
+  def layers(self) -> dict:
+    out = {"out": self.out}
+    if self.from_input is not None:
+      out.update(norm=self.norm, from_input=self.from_input)
+    return out
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
 class IntBlock:
   """`asr.models.blocks.Block` in integers: the same residual units in the same order (each
   adds into the int16 residual with saturation; a half step's 1/2 is in its requantization),
@@ -274,18 +323,25 @@ class IntBlock:
   norm: IntLayerNorm | None
   layout: tuple = dataclasses.field(metadata=dict(static=True))    # unit names, in order
   where: str = dataclasses.field(metadata=dict(static=True))       # "encoder/blocks/<i>"
+  arbitrator: IntGateHead | None = None    # gated residual units (`asr.models.gates`)
 
-  def apply(self, r: jax.Array, frames: Frames, tap=lambda name, r, scale: None) -> jax.Array:
-    """The int16 residual `[B, T, D]` -> the block's output; `tap(name, r, scale)` sees the
-    residual after each unit, and the block's normalized output, named as the float block's
-    `observe` notes name them (`compare_layers`)."""
-    for name in self.layout:
-      r = fp.saturate(r + self.units[name].apply(r, frames), RESIDUAL_BITS)
+  def apply(self, r: jax.Array, frames: Frames, tap=lambda name, r, scale: None,
+            trunk: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
+    """The int16 residual `[B, T, D]` -> the block's output and, gated, each unit's gate
+    `[B, T, units]` (bool; the arbitrators' `trunk` given); a closed gate adds nothing.
+    `tap(name, r, scale)` sees the residual after each unit, and the block's normalized
+    output, named as the float block's `observe` notes name them (`compare_layers`)."""
+    gates = None if self.arbitrator is None else self.arbitrator.logits(trunk, r) > 0
+    for j, name in enumerate(self.layout):
+      y = self.units[name].apply(r, frames)
+      if gates is not None:
+        y = jnp.where(gates[..., j:j + 1], y, 0)
+      r = fp.saturate(r + y, RESIDUAL_BITS)
       tap(f"{self.where}/{name}", r, None)
     if self.norm is not None:
       r = mask_padding(self.norm.apply(r), frames.lengths, 0)
       tap(self.where, r, self.norm.out_scale)
-    return mask_padding(r, frames.lengths, 0)
+    return mask_padding(r, frames.lengths, 0), gates
 
 
 @jax.tree_util.register_dataclass
@@ -297,6 +353,19 @@ class IntTransformerEncoder:
                                     # (a Conformer's last block norm does it instead)
   multiple: int = dataclasses.field(metadata=dict(static=True))   # input frames per chunk
   residual_scale: float = dataclasses.field(default=1.0, metadata=dict(static=True))
+  arbitrator: IntDense | None = None   # gates' trunk: stacked int8 features -> Q3.12
+
+  @property
+  def subsample_factor(self) -> int:
+    return int(np.prod([layer.stride for layer in self.subsampling]))
+
+  def trunk(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """int8 input `[B, T, F]` -> the arbitrators' trunk `[B, T / factor, H]` (Q0.7): each
+    output frame's stacked features through `arbitrator`, tanh by table."""
+    b, t, f = x.shape
+    s = self.subsample_factor
+    stacked = mask_padding(x, lengths, 0).reshape(b, t // s, s * f)
+    return tanh_to_int8(self.arbitrator.apply(stacked))
 
   def prepare(self, features: jax.Array, lengths: jax.Array, scale: float):
     """Normalized float log-mels `[B, T, F]` -> int8 `[B, T', F]` (T' the next multiple of a
@@ -310,28 +379,63 @@ class IntTransformerEncoder:
     """int8 input (`prepare`) -> int8 encoder frames `[B, T'', D]`, their lengths.
     `tap(stage, x, scale)` sees the integers after the subsampling, after each unit and
     block norm, and after the final norm, with the scale they are at (`compare_layers`)."""
+    return self.gated_encode(x, lengths, tap)[:2]
+
+  def gated_encode(self, x: jax.Array, lengths: jax.Array, tap=lambda name, x, scale: None):
+    """`encode`, and every unit's gate per frame `[B, T'', blocks, units]` (bool; None without
+    gates)."""
+    trunk = None if self.arbitrator is None else self.trunk(x, lengths)
     for layer in self.subsampling:
       x, lengths = layer.apply(x, lengths)
     residual = lambda name, r, scale: tap(name, r, scale or self.residual_scale)
     residual("encoder/subsampling", x, None)
     frames = Frames(lengths, jnp.broadcast_to(jnp.arange(x.shape[1])[None], x.shape[:2]))
+    gates = []
     for block in self.blocks:
-      x = block.apply(x, frames, residual)
+      x, g = block.apply(x, frames, residual, trunk)
+      gates.append(g)
     if self.final_norm is not None:
       x = mask_padding(self.final_norm.apply(x), lengths, 0)
       tap("encoder/final_norm", x, self.final_norm.out_scale)
-    return x, lengths
+    return x, lengths, None if trunk is None else jnp.stack(gates, axis=2)
+
+  def arbitrator_macs(self) -> int:
+    """Per output frame: the trunk and every block's head (0 without gates)."""
+    if self.arbitrator is None:
+      return 0
+    return _macs(self.arbitrator.kernel) + sum(b.arbitrator.macs() for b in self.blocks)
+
+  def frame_macs(self, gates, keys, valid, executed: bool = False) -> np.ndarray:
+    """MACs of each output frame `[B, T]` (int64, on the host) of a gated encoder with `gates [B, T, blocks,
+    units]`, attending to `keys [B, T]` keys in each block: the subsampling and the
+    arbitrators, and per unit what it costs closed plus, open, the rest (as
+    `asr.models.blocks.Block` counts it)."""
+    keys = np.asarray(keys, np.int64)
+    per_frame = np.zeros(keys.shape, np.int64) + self.subsampling_macs(executed) \
+        + self.arbitrator_macs()
+    for i, block in enumerate(self.blocks):
+      for j, name in enumerate(block.layout):
+        unit = block.units[name]
+        opened = unit.macs(executed) + (unit.macs_per_key * keys
+                                        if isinstance(unit, IntAttention) else 0)
+        closed = unit.closed_macs(executed)
+        per_frame = per_frame + np.where(np.asarray(gates)[:, :, i, j], opened, closed)
+    return np.where(valid, per_frame, 0)
 
   def macs(self, executed: bool = False) -> int:
     """MACs per output frame on weights (`executed`: the non-zero ones): the subsampling's,
     each product's at its frame rate, and every unit's; attention over its keys is
     `macs_per_key` more a key."""
+    return self.subsampling_macs(executed) + sum(unit.macs(executed) for block in self.blocks
+                                                 for unit in block.units.values())
+
+  def subsampling_macs(self, executed: bool = False) -> int:
+    """Per output frame: each subsampling product's, at its frame rate."""
     total, per_output = 0, 1
     for layer in reversed(self.subsampling):
       total += _macs(layer.proj.dense.kernel, executed) * per_output
       per_output *= layer.stride
-    return total + sum(unit.macs(executed) for block in self.blocks
-                       for unit in block.units.values())
+    return total
 
   @property
   def macs_per_key(self) -> int:
@@ -494,10 +598,32 @@ def convert_encoder(enc, scales: dict[str, float]
     if block.norm is not None:   # into the residual; the last block's into the int8 frames
       last = i + 1 == len(enc.blocks)
       norm = _norm(block.norm, out_scale if last else s_r, 8 if last else RESIDUAL_BITS)
-    blocks.append(IntBlock(units, norm, tuple(n for n, _ in block.layout), block.where))
+    head = None if block.arbitrator is None else _gate_head(block.arbitrator,
+                                                            f"{block.where}/arbitrator", scales)
+    blocks.append(IntBlock(units, norm, tuple(n for n, _ in block.layout), block.where, head))
   final = None if enc.final_norm is None else _norm(enc.final_norm, out_scale)
-  return (IntTransformerEncoder(sub, blocks, final, enc.stream_multiple, s_r), in_scale,
+  trunk = None
+  if enc.arbitrator is not None:   # the stacked features are the input's values, at its scale
+    name = "encoder/arbitrator/hidden"
+    trunk = IntDense.from_float(*dense_arrays(enc.arbitrator.hidden, name), in_scale,
+                                2.0 ** -GATE_FRAC, 16, name=name)
+  return (IntTransformerEncoder(sub, blocks, final, enc.stream_multiple, s_r, trunk), in_scale,
           out_scale)
+
+
+def _gate_head(head, at: str, scales) -> IntGateHead:
+  """A float `GateHead` in integers: logits in Q7.8 from the trunk's Q0.7 and, with the block's
+  input, from its parameter-free LayerNorm at the calibrated scale."""
+  out = IntDense.from_float(*dense_arrays(head.out, f"{at}/out"), 2.0 ** -H_FRAC,
+                            2.0 ** -GATE_LOGIT_FRAC, 16, name=f"{at}/out")
+  if head.from_input is None:
+    return IntGateHead(out)
+  name = f"{at}/from_input"
+  s_in = calibrated_scale(scales, name)
+  dim = head.from_input.in_dim
+  norm = IntLayerNorm.from_float(np.ones(dim), np.zeros(dim), s_in)
+  return IntGateHead(out, norm, IntDense.from_float(*dense_arrays(head.from_input, name), s_in,
+                                                    2.0 ** -GATE_LOGIT_FRAC, 16, name=name))
 
 
 register_int8_family("transformer", "conformer", stage_lengths=stage_lengths,
