@@ -172,9 +172,10 @@ def test_expected_compute_grows_with_every_gate_logit():
     assert (np.asarray(block["arbitrator"]["out"]["bias"][...]) > 0).all()
 
 
-def test_cat_recipe_variants_and_a_tiny_gated_model_trains_from_an_ungated_one(
-    tiny_data_dir, tmp_path):
-  from asr.training.loop import train
+def test_cat_recipe_variants_and_the_gated_model_starts_from_the_ungated_one():
+  import asr.losses.cost  # noqa: F401  (registers `compute`, the gated configs' term)
+  from asr.training.checkpoint import tree_paths
+  from asr.training.loop import build_model, take_stored
   from experiments.configs import cat
   small = {v: cat.get_config(v) for v in cat.VARIANTS}
   assert [small[f"window_w{i + 1}"].model.transformer.left_chunks for i in range(3)] == \
@@ -184,20 +185,31 @@ def test_cat_recipe_variants_and_a_tiny_gated_model_trains_from_an_ungated_one(
              cat.FINE_TUNE_STEPS for v in cat.VARIANTS)
   with pytest.raises(ValueError, match="unknown variant 'gated_l9'"):
     cat.get_config("gated_l9")
+  # Every parameter but the arbitrators' loads from an ungated model's (the warm start's keys).
+  ungated = {"params": nnx.state(build_model(cat.get_config("tiny,ungated")), nnx.Param)}
+  gated = {"params": nnx.state(build_model(cat.get_config("tiny,gated_l2")), nnx.Param)}
+  stored = {p: np.asarray(v) for p, v in tree_paths(ungated)}
+  loaded, count = take_stored(gated, stored, cat.NOT_ARBITRATORS)
+  paths = dict(tree_paths(loaded))
+  assert count == len(stored) and len(paths) > count
+  for p, v in paths.items():
+    if "/arbitrator/" in p:    # as initialized
+      np.testing.assert_array_equal(np.asarray(v), np.asarray(dict(tree_paths(gated))[p]))
+    else:
+      np.testing.assert_array_equal(np.asarray(v), stored[p])
+  with pytest.raises(ValueError, match="arbitrator/.* is not in the checkpoint"):
+    take_stored(gated, stored, "")
 
-  def tiny(variant, **changes):
-    c = cat.get_config(f"tiny,{variant}")
-    c.data.data_dir, c.wandb.mode = tiny_data_dir, "disabled"
-    c.data.bucket_seconds = (6.0,)          # one shape: one compilation of the step
-    c.train.num_steps = c.train.eval_every = c.train.checkpoint_every = 10
-    c.train.eval_max_batches = 2
-    c.update(changes)
-    return c
 
-  train(tiny("ungated"), tmp_path / "ungated")
-  # The gated model starts from the ungated run (every parameter but the arbitrators').
-  train(tiny("gated_l4", init_from=str(tmp_path / "ungated"), init_from_keys=cat.NOT_ARBITRATORS),
-        tmp_path / "gated")
+def test_tiny_gated_model_trains_and_reports_its_open_gates(tiny_data_dir, tmp_path):
+  from asr.training.loop import train
+  from experiments.configs import cat
+  c = cat.get_config("tiny,gated_l4")
+  c.data.data_dir, c.wandb.mode = tiny_data_dir, "disabled"
+  c.data.bucket_seconds = (6.0,)          # one shape: one compilation of the step
+  c.train.num_steps = c.train.eval_every = c.train.checkpoint_every = 10
+  c.train.eval_max_batches = 2
+  train(c, tmp_path / "gated")
   final = json.loads((tmp_path / "gated" / "final.json").read_text())
   assert 0 < final["open_fraction"] <= 1 and final["flops_per_frame"] > 0
   records = [json.loads(l) for l in (tmp_path / "gated" / "metrics.jsonl").read_text().splitlines()]
