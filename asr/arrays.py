@@ -1,5 +1,5 @@
 """What every layer of the recognizer needs from arrays, written once: length masks, a tree-wide
-`where`, gathering and scattering chosen frames, and the log-space sentinel.
+`where`, and the log-space sentinel.
 
 Lengths cross module boundaries (`lengths [B]`, never boolean masks); masks are derived here.
 """
@@ -42,15 +42,3 @@ def tree_where(cond: jax.Array, new, old):
   return jax.tree.map(pick, new, old)
 
 
-
-def take_rows(x: jax.Array, pick: jax.Array) -> jax.Array:
-  """`x [B, T, ...]` and a one-hot selection `pick [B, K, T]` -> the picked frames
-  `[B, K, ...]`. A product, not a gather: for the few frames of a streamed chunk XLA's CPU
-  backend runs it faster than `take_along_axis` (and exactly: one term of each sum is not 0)."""
-  return jnp.einsum("bkt,bt...->bk...", pick.astype(x.dtype), x)
-
-
-def put_rows(y: jax.Array, pick: jax.Array) -> jax.Array:
-  """`y [B, K, ...]` back at the frames `pick [B, K, T]` selected, zeros elsewhere:
-  `[B, T, ...]`."""
-  return jnp.einsum("bkt,bk...->bt...", pick.astype(y.dtype), y)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from asr.arrays import NEG_INF, length_mask, take_rows
+from asr.arrays import NEG_INF, length_mask
 from asr.models.dense import Dense, columns, mixed_einsum
 from asr.models.units import UnitOutput, shift_in
 
@@ -83,24 +83,22 @@ class ChunkedSelfAttention(nnx.Module):
     shape = (batch, self.left * self.chunk, self.heads, self.dim // self.heads)
     return jnp.zeros(shape), jnp.zeros(shape), jnp.zeros(shape[:2], bool)
 
-  def forward(self, x, lengths, positions, cache, rows=None):
+  def forward(self, x, lengths, positions, cache, closed=False):
     """-> output `[B, T, D]`, keys each frame sees `[B, T]`, new cache (keys, values, valid).
     `cache=None`: the stream starts with `x` (a whole utterance); there is no left context to
-    attend to and no new cache (None). `rows [B, K, T]` (one-hot): only those frames' outputs
-    (`[B, K, D]`)
-    are computed, every frame's key and value still (gated streaming, `asr.models.blocks`)."""
+    attend to and no new cache (None). `closed`: every frame's gate is closed (gated
+    streaming, `asr.models.blocks`): only the keys and values later frames read are computed,
+    and the output is zero."""
     b, t, d = x.shape
     h = self.heads
-    split = lambda y, parts: y.reshape(*y.shape[:2], parts * h, d // h)
+    split = lambda y, parts: y.reshape(b, t, parts * h, d // h)
     normed = self.norm(x)
-    if rows is None:
-      q, k, v = jnp.split(split(self.qkv(normed), 3), 3, axis=2)
-    else:
+    if closed:
       k, v = jnp.split(split(columns(self.qkv, normed, d, 3 * d), 2), 2, axis=2)
-      q = split(columns(self.qkv, take_rows(normed, rows), 0, d), 1)
-    if rows is not None:     # exact: positions are far below 2^24
-      positions_q = jnp.round(take_rows(positions.astype(jnp.float32), rows)).astype(jnp.int32)
-    q = rotary(q, positions if rows is None else positions_q)
+      q = None
+    else:
+      q, k, v = jnp.split(split(self.qkv(normed), 3), 3, axis=2)
+      q = rotary(q, positions)
     k = rotary(k, positions)
     valid = length_mask(lengths, t)
     if cache is None:
@@ -115,16 +113,17 @@ class ChunkedSelfAttention(nnx.Module):
       valid, new_cache = valid[..., 0], (cached_keys, cached_values, cached_valid[..., 0])
     seen = (chunk_visibility(t, keys.shape[1], self.chunk, self.left)[None]
             & valid[:, None, :])                                             # [B, T, keys]
-    asked = seen if rows is None else take_rows(seen.astype(jnp.float32), rows) > 0.5
+    if closed:
+      return jnp.zeros_like(x), seen.sum(-1), new_cache
     # The query scaled before the product: `[B, T, H, D/H]` multiplies instead of the scores.
     scores = mixed_einsum("bqhd,bkhd->bhqk", q / math.sqrt(d // h), keys, self.matmul_dtype)
-    probs = jax.nn.softmax(jnp.where(asked[:, None], scores, NEG_INF), axis=-1)
-    y = mixed_einsum("bhqk,bkhd->bqhd", probs, values, self.matmul_dtype)
-    return self.out(y.reshape(*y.shape[:2], d)), seen.sum(-1), new_cache
+    probs = jax.nn.softmax(jnp.where(seen[:, None], scores, NEG_INF), axis=-1)
+    y = mixed_einsum("bhqk,bkhd->bqhd", probs, values, self.matmul_dtype).reshape(b, t, d)
+    return self.out(y), seen.sum(-1), new_cache
 
-  def __call__(self, x, frames, cache, ctx, rows=None) -> UnitOutput:
+  def __call__(self, x, frames, cache, ctx, closed=False) -> UnitOutput:
     """The residual unit (`asr.models.units`): MACs per frame over the keys it sees."""
-    y, keys, cache = self.forward(x, frames.lengths, frames.positions, cache, rows)
+    y, keys, cache = self.forward(x, frames.lengths, frames.positions, cache, closed)
     # A frame whose attention is gated off still gives later frames its key and value: a
     # streaming device cannot know whether the open frames of chunks still to come attend to
     # it, so it computes them for every frame.

@@ -18,13 +18,11 @@ the frame actually sees; convolution `2 * dim^2 + dim * conv_kernel + dim^2`.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from asr.arrays import length_mask, mask_padding, put_rows, take_rows
+from asr.arrays import length_mask, mask_padding
 from asr.models.attention import ChunkedSelfAttention
 from asr.models.dense import Dense
 from asr.models.gates import GateHead, gate_values
@@ -72,9 +70,8 @@ class FeedForward(nnx.Module):
   def forward(self, x):
     return self.down(jax.nn.silu(self.up(self.norm(x))))
 
-  def __call__(self, x, frames, cache, ctx, rows=None) -> UnitOutput:
-    return UnitOutput(self.forward(x if rows is None else take_rows(x, rows)),
-                      self.macs_per_frame())
+  def __call__(self, x, frames, cache, ctx, closed=False) -> UnitOutput:
+    return UnitOutput(jnp.zeros_like(x) if closed else self.forward(x), self.macs_per_frame())
 
 
 class ConvModule(nnx.Module):
@@ -99,54 +96,38 @@ class ConvModule(nnx.Module):
   def init_cache(self, batch: int):
     return jnp.zeros((batch, self.kernel - 1, self.dim))
 
-  def forward(self, x, cache, rows=None):
+  def forward(self, x, cache, closed=False):
     """-> `[B, T, D]`, new cache; `cache=None`: the stream starts with `x`, zeros before it,
-    and no new cache. `rows [B, K, T]` (one-hot): only those frames' outputs, `[B, K, D]`
-    (every frame's GLU still: the frames after it read them)."""
+    and no new cache. `closed`: every frame's gate is closed: only the GLU the next frames read
+    is computed (into the cache), and the output is zero."""
     t = x.shape[1]
     a, gate = jnp.split(self.pointwise_in(self.norm(x)), 2, axis=-1)
     start = cache is None
     joined, cache = shift_in(self.init_cache(x.shape[0]) if start else cache,
                              a * jax.nn.sigmoid(gate))
+    if closed:
+      return jnp.zeros_like(x), None if start else cache
     w = self.depthwise[...]
-    # Output frame `r` reads `joined[r + i]` for taps i = 0 .. kernel - 1.
-    k = self.kernel
-    tap = ((lambda i: joined[:, i:i + t]) if rows is None
-           else (lambda i: take_rows(joined, jnp.pad(rows, ((0, 0), (0, 0), (i, k - 1 - i))))))
-    y = sum(tap(i) * w[i] for i in range(self.kernel)) + self.depthwise_bias[...]
+    y = sum(joined[:, i:i + t] * w[i] for i in range(self.kernel)) + self.depthwise_bias[...]
     return self.pointwise_out(jax.nn.silu(self.depth_norm(y))), None if start else cache
 
-  def __call__(self, x, frames, cache, ctx, rows=None) -> UnitOutput:
-    y, cache = self.forward(x, cache, rows)
+  def __call__(self, x, frames, cache, ctx, closed=False) -> UnitOutput:
+    y, cache = self.forward(x, cache, closed)
     # A frame whose convolution is gated off still feeds the next frames' depthwise
     # convolution its GLU output.
     return UnitOutput(y, self.macs_per_frame(), {}, cache, self.pointwise_in.macs())
 
 
-def _open_frames_only(unit, x, frames, cache, ctx, gate) -> UnitOutput:
-  """A streamed chunk's unit output with hard gates `gate [B, T]` (0 or 1), computing only the
-  frames whose gate is open: the open frames gathered first (`rows`), as many as the batch's
-  most, one branch per count so every shape is static. Closed frames' outputs are zero (the
-  gate multiplies them); what closed frames still compute for others (keys and values, GLU
-  inputs) the unit computes for all."""
-  t = x.shape[1]
-  is_open = (gate > 0) & length_mask(frames.lengths, t)
-  # Each frame's place: the open ones first, in time order, then the closed ones.
-  opened = jnp.cumsum(is_open, axis=1)
-  count = opened[:, -1:]
-  place = jnp.where(is_open, opened - 1, count + jnp.cumsum(~is_open, axis=1) - 1)
-  order = jax.nn.one_hot(place, t, axis=1)                 # [B, T places, T frames]
-
-  def branch(k):
-    def run(x, cache):
-      if k == t:
-        return unit(x, frames, cache, ctx)
-      out = unit(x, frames, cache, ctx, rows=order[:, :k])
-      return dataclasses.replace(out, y=put_rows(out.y, order[:, :k]))
-    return run
-
-  count = jnp.max(count)
-  return jax.lax.switch(count, [branch(k) for k in range(t + 1)], x, cache)
+def _skip_closed_chunk(unit, x, frames, cache, ctx, gate) -> UnitOutput:
+  """A streamed chunk's unit output with hard gates `gate [B, T]` (0 or 1): where every valid
+  frame of the chunk is closed, the unit computes only what later frames read (`closed`: its
+  cache) and outputs zero; otherwise all of it (the gate then zeroes the closed frames).
+  Gathering the open frames instead ran slower on this project's CPU (0.76x the ungated
+  encoder's speed where this runs at 0.94x, BENCHMARKS.md): a chunk's few frames cost the
+  products' per-call overhead more than their arithmetic."""
+  any_open = jnp.any((gate > 0) & length_mask(frames.lengths, x.shape[1]))
+  return jax.lax.cond(any_open, lambda x, c: unit(x, frames, c, ctx),
+                      lambda x, c: unit(x, frames, c, ctx, closed=True), x, cache)
 
 
 def build_unit(name: str, cfg, *, rngs: nnx.Rngs) -> nnx.Module:
@@ -208,8 +189,8 @@ class Block(nnx.Module):
     for j, (name, scale, unit) in enumerate(self.units()):
       unit_ctx = ctx.fold(SUB_BLOCKS.index(name))
       with jax.named_scope(name):     # names the unit in profiles (`benchmarks.step_ops`)
-        if gates is not None and not ctx.train and cache:
-          out = _open_frames_only(unit, x, frames, cache.get(name), unit_ctx, gates[..., j])
+        if gates is not None and not ctx.train and cache:    # streaming with hard gates
+          out = _skip_closed_chunk(unit, x, frames, cache.get(name), unit_ctx, gates[..., j])
         else:
           out = unit(x, frames, cache.get(name), unit_ctx)
         y = self._dropout(out.y, unit_ctx)

@@ -13,7 +13,9 @@ or `[B, T]` where frames differ), `aux` what it reports, `cache` its streaming s
 a unit that has none), `closed_macs` what a frame whose gate is closed still pays for it (work
 other frames read: attention's keys and values, the GLU outputs a convolution's neighbours
 read; `asr.models.gates`). A unit called with `cache=None` starts the
-stream at `x` (a whole utterance: no left context, as after `init_cache`) and returns no cache.
+stream at `x` (a whole utterance: no left context, as after `init_cache`) and returns no cache;
+with `closed=True` (every frame's gate closed) it computes only that work, into its cache, and
+outputs zeros.
 """
 
 from __future__ import annotations
