@@ -83,16 +83,10 @@ def test_integer_amnet_equals_the_reference_bit_for_bit(cheap):
 
 
 def test_the_int8_recognizer_counts_each_frames_branch(tmp_path):
-  from hardware.int8_backend import compressed_bytes, int8_recognizer, model_work, weight_tensors
+  from hardware.int8_backend import compressed_bytes, model_work, weight_tensors
+  from tests.helpers import int8_recognition
   from hardware.weight_format import packed_bytes
-  model = _model("factored")
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  rng = np.random.default_rng(1)
-  audio = jnp.asarray(rng.standard_normal((3, 16000)) * 0.1, jnp.float32)
-  audio_lengths = jnp.asarray([16000, 11000, 5000])
-  batch = {"audio": audio, "audio_lengths": audio_lengths}
-  recognize = int8_recognizer(graphdef, (params, rest), [batch], max_symbols=3)
-  out = recognize((params, rest), audio, audio_lengths)
+  recognize, out = int8_recognition(_model("factored"))
   enc = recognize.model.encoder
   full, cheap = enc.branch_macs()
   arbitrator = enc.arbitrator.macs()

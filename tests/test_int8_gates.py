@@ -11,7 +11,7 @@ from hardware import fixed_point as fp
 from hardware import int8_reference as ref
 from hardware.int8_backend import compressed_bytes, model_work, weight_tensors
 from hardware.int8_transducer import calibrate, convert
-from tests.helpers import randomize
+from tests.helpers import int8_recognition, randomize
 from tests.test_int8_transducer import _features
 
 
@@ -79,16 +79,7 @@ def test_gated_integer_encoder_equals_the_reference_and_charges_the_float_models
 
 
 def test_the_int8_recognizer_charges_each_frame_its_open_units():
-  import jax.numpy as jnp
-  from hardware.int8_backend import int8_recognizer
-  model = _gated_model("conformer")
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  rng = np.random.default_rng(1)
-  audio = jnp.asarray(rng.standard_normal((3, 16000)) * 0.1, jnp.float32)
-  audio_lengths = jnp.asarray([16000, 11000, 5000])
-  batch = {"audio": audio, "audio_lengths": audio_lengths}
-  recognize = int8_recognizer(graphdef, (params, rest), [batch], max_symbols=3)
-  out = recognize((params, rest), audio, audio_lengths)
+  recognize, out = int8_recognition(_gated_model("conformer"))
   enc = recognize.model.encoder
   valid = np.arange(out["flops"].shape[1])[None, :] < out["frame_lengths"][:, None]
   keys = np.asarray(enc.visible_keys(out["frame_lengths"], valid.shape[1]))

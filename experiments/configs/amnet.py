@@ -44,6 +44,7 @@ import dataclasses
 import ml_collections
 
 from experiments.configs import rnnt
+from experiments.configs.recipe import anneal_arbitrators, at, size_and_variant
 
 SIZES = ("tiny", "quick", "small")
 VARIANTS = ("full", "sparse", "factorized", "amnet_sparse", "amnet_sparse_lamr",
@@ -69,19 +70,8 @@ ARBITRATOR = r"^(?!params/encoder/arbitrator/)"
 CHEAP_FROM_FULL = ((r"/cheap_(input|recurrent)/", r"/\1/"),)
 
 
-def _at(steps, percent: int):
-  """`percent` % of the run's steps, tied to `train.num_steps` (an int field reference)."""
-  return (steps * percent) // 100
-
-
 def get_config(arg: str = "amnet_factorized_lamr") -> ml_collections.ConfigDict:
-  size, _, variant = (arg or "").rpartition(",")
-  if not size and variant in SIZES:
-    size, variant = variant, "amnet_factorized_lamr"
-  if variant not in VARIANTS or size not in ("",) + SIZES:
-    raise ValueError(f"amnet.py: unknown variant {variant!r} or size {size!r} in {arg!r}; "
-                     f"variants {', '.join(VARIANTS)} after an optional size "
-                     f"({', '.join(SIZES)}): tiny,amnet_sparse")
+  size, variant = size_and_variant("amnet.py", arg, SIZES, VARIANTS, "amnet_factorized_lamr")
   c = rnnt.get_config("small" if size in ("", "quick") else size)
   c.method = variant
   c.family = f"lstm-rnnt-{variant}"
@@ -110,7 +100,7 @@ def _prune(steps, target: float, include: str) -> ml_collections.ConfigDict:
   """Gradual magnitude pruning as `compression.py:sparse*` does it, of the matching matrices."""
   return ml_collections.ConfigDict(dict(
       factory="compression.sparsity:gradual_magnitude_pruning", order=0, target=target,
-      begin_step=0, end_step=_at(steps, 40), every=(steps * 2) // 100 + 1, power=3.0,
+      begin_step=0, end_step=at(steps, 40), every=(steps * 2) // 100 + 1, power=3.0,
       scope="lamp", block=(1, 1), include=include))
 
 
@@ -123,13 +113,9 @@ def _amnet(c: ml_collections.ConfigDict, variant: str, steps, size: str) -> None
       backlog_flops_per_second=DEVICE["flops_per_second"],
       backlog_zero_skipping=DEVICE["zero_skipping"], route="learned"))
   c.imports = list(c.get("imports", ())) + ["asr.losses.cost"]
-  # Soft splits first (about 70/30 at logits one apart), hard ones (99.99/0.01) from 60% of
-  # the run on; the Gumbel noise fades out over 40-80%, so the last steps route as evaluation's
-  # argmax does (asr/models/amnet.py).
-  c.schedules.arbitrator_temperature = ml_collections.ConfigDict(dict(
-      kind="exponential", start=1.0, end=0.1, begin_step=0, end_step=_at(steps, 60)))
-  c.schedules.arbitrator_noise = ml_collections.ConfigDict(dict(
-      kind="linear", start=1.0, end=0.0, begin_step=_at(steps, 40), end_step=_at(steps, 80)))
+  # Soft splits first, hard ones (99.99/0.01) from 60% of the run on; the noise fades out over
+  # 40-80%, so the last steps route as evaluation's argmax does (asr/models/amnet.py).
+  anneal_arbitrators(c, steps)
   if "sparse" in variant:
     c.transforms.prune = _prune(steps, CHEAP_SPARSITY, r"/cheap_(input|recurrent)/kernel$")
     if c.init_from:
@@ -152,7 +138,7 @@ def _amnet(c: ml_collections.ConfigDict, variant: str, steps, size: str) -> None
     # From scratch neither branch knows anything yet: the penalty waits while both learn,
     # then ramps in over the second quarter of the run.
     c.schedules[f"{term}_weight"] = ml_collections.ConfigDict(dict(
-        kind="linear", start=0.0, end=1.0, begin_step=_at(steps, 25), end_step=_at(steps, 50)))
+        kind="linear", start=0.0, end=1.0, begin_step=at(steps, 25), end_step=at(steps, 50)))
 
 
 def lstm_flops_per_second(c: ml_collections.ConfigDict) -> float:

@@ -29,6 +29,7 @@ import dataclasses
 import ml_collections
 
 from experiments.configs import transformer
+from experiments.configs.recipe import anneal_arbitrators, size_and_variant
 
 SIZES = ("tiny", "small")
 # gated_l1 .. gated_l4: the compute term's weight. Tuned on seed 0 over 256 dev utterances
@@ -44,19 +45,8 @@ FINE_TUNE_STEPS = 600
 NOT_ARBITRATORS = r"^(?!.*/arbitrator/)"
 
 
-def _at(steps, percent: int):
-  """`percent` % of the run's steps, tied to `train.num_steps` (an int field reference)."""
-  return (steps * percent) // 100
-
-
 def get_config(arg: str = "gated_l2") -> ml_collections.ConfigDict:
-  size, _, variant = (arg or "").rpartition(",")
-  if not size and variant in SIZES:
-    size, variant = variant, "gated_l2"
-  if variant not in VARIANTS or size not in ("",) + SIZES:
-    raise ValueError(f"cat.py: unknown variant {variant!r} or size {size!r} in {arg!r}; "
-                     f"variants {', '.join(VARIANTS)} after an optional size "
-                     f"({', '.join(SIZES)}): tiny,gated_l2")
+  size, variant = size_and_variant("cat.py", arg, SIZES, VARIANTS, "gated_l2")
   c = transformer.get_config(size or "small")
   c.method = variant
   c.family = f"transformer-rnnt-{variant.split('_')[0]}"   # the report's curves
@@ -85,10 +75,7 @@ def get_config(arg: str = "gated_l2") -> ml_collections.ConfigDict:
     c.loss.compute = ml_collections.ConfigDict(dict(
         weight=LAMBDAS[int(variant[-1]) - 1], hinge=False,
         budget_flops_per_second=transformer_flops_per_second(c)))
-    c.schedules.arbitrator_temperature = ml_collections.ConfigDict(dict(
-        kind="exponential", start=1.0, end=0.1, begin_step=0, end_step=_at(steps, 60)))
-    c.schedules.arbitrator_noise = ml_collections.ConfigDict(dict(
-        kind="linear", start=1.0, end=0.0, begin_step=_at(steps, 40), end_step=_at(steps, 80)))
+    anneal_arbitrators(c, steps)
   elif variant.startswith("window"):
     t.left_chunks = WINDOWS[int(variant[-1]) - 1]
   return c
