@@ -122,9 +122,10 @@ def _skip_closed_chunk(unit, x, frames, cache, ctx, gate) -> UnitOutput:
   """A streamed chunk's unit output with hard gates `gate [B, T]` (0 or 1): where every valid
   frame of the chunk is closed, the unit computes only what later frames read (`closed`: its
   cache) and outputs zero; otherwise all of it (the gate then zeroes the closed frames).
-  Gathering the open frames instead ran slower on this project's CPU (0.76x the ungated
-  encoder's speed where this runs at 0.94x, BENCHMARKS.md): a chunk's few frames cost the
-  products' per-call overhead more than their arithmetic."""
+  Gathering the open frames instead ran slower on this project's CPU (a trained gated
+  Transformer, 61% of its gates open, at 0.76x the ungated encoder's speed where this runs at
+  0.95x; BENCHMARKS.md, issue 38): a chunk's few frames cost the products' per-call overhead
+  more than their arithmetic."""
   any_open = jnp.any((gate > 0) & length_mask(frames.lengths, x.shape[1]))
   return jax.lax.cond(any_open, lambda x, c: unit(x, frames, c, ctx),
                       lambda x, c: unit(x, frames, c, ctx, closed=True), x, cache)
