@@ -40,5 +40,3 @@ def tree_where(cond: jax.Array, new, old):
   def pick(a, b):
     return jnp.where(cond.reshape(*cond.shape, *([1] * (a.ndim - cond.ndim))), a, b)
   return jax.tree.map(pick, new, old)
-
-

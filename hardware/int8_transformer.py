@@ -66,6 +66,7 @@ from hardware.int8_layers import (ACT_FRAC, GATE_FRAC, H_FRAC, SIGMOID, IntDense
                                   IntLayerNorm, calibrated_scale, dense_arrays, int32_bias,
                                   quantize, quantize_weights, table_index, tanh_to_int8)
 from hardware.int8_layers import weight_macs as _macs
+from hardware.int8_lstm import _stack
 
 PRE_BITS = 12          # pre-activations of SiLU: the table's index
 RESIDUAL_BITS = 16
@@ -362,10 +363,7 @@ class IntTransformerEncoder:
   def trunk(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
     """int8 input `[B, T, F]` -> the arbitrators' trunk `[B, T / factor, H]` (Q0.7): each
     output frame's stacked features through `arbitrator`, tanh by table."""
-    b, t, f = x.shape
-    s = self.subsample_factor
-    stacked = mask_padding(x, lengths, 0).reshape(b, t // s, s * f)
-    return tanh_to_int8(self.arbitrator.apply(stacked))
+    return tanh_to_int8(self.arbitrator.apply(_stack(x, lengths, self.subsample_factor)[0]))
 
   def prepare(self, features: jax.Array, lengths: jax.Array, scale: float):
     """Normalized float log-mels `[B, T, F]` -> int8 `[B, T', F]` (T' the next multiple of a

@@ -68,6 +68,8 @@ class GateHead(nnx.Module):
                      bias_init=nnx.initializers.constant(bias_init), rngs=rngs)
     self.from_input = (Dense(dim, units, use_bias=False, kernel_init=zeros, rngs=rngs)
                        if block_input else None)
+    self.norm = (nnx.LayerNorm(dim, use_scale=False, use_bias=False, rngs=rngs)
+                 if block_input else None)
 
   def macs(self) -> int:
     return self.out.macs() + (0 if self.from_input is None else self.from_input.macs())
@@ -75,9 +77,7 @@ class GateHead(nnx.Module):
   def __call__(self, trunk: jax.Array, x: jax.Array) -> jax.Array:
     logits = self.out(trunk)
     if self.from_input is not None:
-      mean = jnp.mean(x, -1, keepdims=True)
-      normed = (x - mean) * jax.lax.rsqrt(jnp.var(x, -1, keepdims=True) + 1e-6)
-      logits = logits + self.from_input(normed)
+      logits = logits + self.from_input(self.norm(x))
     return logits
 
 
