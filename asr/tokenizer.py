@@ -21,6 +21,7 @@ class Tokenizer(Protocol):
 
   def encode(self, text: str) -> np.ndarray: ...   # [U] int32, ids >= 1
   def decode(self, ids: Iterable[int]) -> str: ...  # ids 0 (blank/pad) are skipped
+  def pieces(self) -> list[str]: ...                # the text of each id ("" for blank)
 
 
 class OutOfVocabularyError(ValueError):
@@ -53,6 +54,9 @@ class CharTokenizer:
     ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, np.int64)
     ids = ids[(ids > 0) & (ids < self.vocab_size)]
     return "".join(self._chars[ids])
+
+  def pieces(self) -> list[str]:
+    return list(self._chars)
 
 
 class SentencePieceTokenizer:
@@ -96,3 +100,8 @@ class SentencePieceTokenizer:
   def decode(self, ids: Iterable[int]) -> str:
     ids = [int(i) for i in ids if 0 < int(i) < self.vocab_size]
     return self._sp.decode(ids)
+
+  def pieces(self) -> list[str]:
+    """Each id's piece, with SentencePiece's word marker; "" for blank and control ids."""
+    return ["" if i == 0 or self._sp.is_control(i) else self._sp.id_to_piece(i)
+            for i in range(self.vocab_size)]

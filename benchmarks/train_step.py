@@ -54,10 +54,11 @@ def build(config):
   """(jitted donated step, initial state) of a config, as the trainer builds them."""
   from flax import nnx
   from asr.training import train_step as ts
-  from asr.training.loop import build_model, build_step
+  from asr.training.loop import build_model, build_step, loss_terms
   model = build_model(config)
-  step, tx, _ = build_step(config, nnx.graphdef(model))
-  return jax.jit(step, donate_argnums=0), ts.init_train_state(model, tx, 0)
+  terms = loss_terms(config)
+  step, tx, _ = build_step(config, nnx.graphdef(model), terms=terms)
+  return jax.jit(step, donate_argnums=0), ts.init_train_state(model, tx, 0, terms=terms)
 
 
 def recipe_arguments(p: argparse.ArgumentParser, repeats: int = 10) -> None:

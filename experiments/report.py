@@ -20,10 +20,11 @@ Writes into DIR:
   to its worst on both axes (its seeds' runs faint behind it), and the front joins the means.
 - `runs.md` and `runs.csv`: every run with `wer, cer, flops_per_frame, flops_per_second, latency_ms_p50,
   latency_ms_p90, model_bytes, sparsity, backend, flops_per_frame_executed, fast_fraction,
-  open_fraction`
+  open_fraction, wer_beam`
   (the encoder's FLOPs on non-zero weights, where it reports them; a branching encoder's share
   of frames sent to its cheap branch and a gated encoder's share of open sub-block gates,
-  empty for other models), its family, step, status and
+  empty for other models; the WER with beam search, where the final evaluation ran one),
+  its family, step, status and
   the values its sweep varied.
 
 A run's numbers are its `final.json` (written when it finished), else its newest evaluation
@@ -48,9 +49,12 @@ import sys
 from asr.training.logger import STANDARD_METRICS
 from experiments.sweep import short_value
 
-# Beside the standard metrics: the encoder's FLOPs on non-zero weights, and a branching
-# encoder's share of frames routed to its cheap branch (each empty where a run has none).
-METRICS = STANDARD_METRICS + ("flops_per_frame_executed", "fast_fraction", "open_fraction")
+# Beside the standard metrics: the encoder's FLOPs on non-zero weights, a branching encoder's
+# share of frames routed to its cheap branch, a gated encoder's share of open gates, and the
+# WER with beam search where the run's final evaluation decoded with one (`train.eval_beam`);
+# each empty where a run has none.
+METRICS = STANDARD_METRICS + ("flops_per_frame_executed", "fast_fraction", "open_fraction",
+                              "wer_beam")
 COLUMNS = ("run", "family", "step", "status") + METRICS
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
@@ -119,7 +123,7 @@ def sweep_workdirs(name: str, root: str | pathlib.Path) -> list[pathlib.Path]:
 SEED = "config.seed"
 POOLED = ("wer", "cer", "latency_ms_p50", "latency_ms_p90", "flops_per_frame",
           "flops_per_frame_executed", "flops_per_second", "model_bytes", "sparsity",
-          "fast_fraction", "open_fraction")
+          "fast_fraction", "open_fraction", "wer_beam")
 
 
 def seed_pools(rows: list[dict]) -> list[dict]:
@@ -263,7 +267,8 @@ def write_png(rows: list[dict], path: pathlib.Path, title: str, x: str = "latenc
 def _fmt(key: str, value) -> str:
   if value is None:
     return ""
-  if key in ("wer", "cer", "sparsity", "fast_fraction", "open_fraction") and isinstance(value, (int, float)):
+  if key in ("wer", "cer", "sparsity", "fast_fraction", "open_fraction",
+             "wer_beam") and isinstance(value, (int, float)):
     return f"{100 * value:.2f}%"
   if key in ("flops_per_frame", "flops_per_frame_executed", "flops_per_second"):
     return f"{value / 1e6:.3f}M"

@@ -118,8 +118,8 @@ def test_loss_terms_are_weighted_and_a_weight_follows_its_schedule():
     assert float(m["loss"]) == pytest.approx(float(m["loss/rnnt"]) + w * float(m["loss/ctc"]),
                                              rel=1e-5)
   from asr.training.loop import loss_weights
-  c.loss.mwer = 1.0
-  with pytest.raises(ValueError, match=r"unknown term.*mwer.*registered: ([a-z_]+, )*ctc, ([a-z_]+, )*rnnt"):
+  c.loss.wer_bonus = 1.0   # no module registers it
+  with pytest.raises(ValueError, match=r"unknown term.*wer_bonus.*registered: ([a-z_]+, )*ctc, ([a-z_]+, )*rnnt"):
     loss_weights(c)
 
 

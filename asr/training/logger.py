@@ -133,7 +133,9 @@ class MetricsLogger:
     """The run's standard metrics (and step, split, utterances) in `final.json`."""
     final = {k: summary.get(k) for k in STANDARD_METRICS}
     final.update({k: summary[k] for k in ("step", "num_utterances", "split", "fast_fraction",
-                                          "open_fraction", "flops_per_frame_executed") if k in summary})
+                                          "open_fraction", "flops_per_frame_executed",
+                                          "wer_beam", "cer_beam", "per_accent_beam")
+                  if k in summary})
     if self.enabled:
       (self.workdir / "final.json").write_text(json.dumps(final, indent=2))
     return final

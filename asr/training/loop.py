@@ -61,9 +61,13 @@ def loss_weights(config) -> dict[str, float]:
   return {n: s.weight for n, s in objective.active_terms(specs, dict(config.schedules)).items()}
 
 
-def loss_terms(config) -> dict[str, objective.BuiltTerm]:
-  """The config's active loss terms, built with their options (a teacher is loaded here)."""
-  return objective.build_terms(config.loss.to_dict(), dict(config.schedules))
+def loss_terms(config, tokenizer=None) -> dict[str, objective.BuiltTerm]:
+  """The config's active loss terms, built with their options (a teacher is loaded here) and
+  attached to the run's `tokenizer` (by default the character tokenizer, where the config
+  uses characters; a word-piece run passes its own)."""
+  if tokenizer is None and config.data.get("tokenizer", "chars") == "chars":
+    tokenizer = CharTokenizer()
+  return objective.build_terms(config.loss.to_dict(), dict(config.schedules), tokenizer)
 
 
 def schedule_specs(config) -> dict:
@@ -403,7 +407,7 @@ class Trainer:
       model.frontend.set_statistics(*estimate_feature_stats(self.source, config, self.tokenizer))
     self.graphdef = nnx.graphdef(model)
     self.transforms = T.build_transforms(dict(c.transforms))
-    terms = loss_terms(config)
+    terms = loss_terms(config, self.tokenizer)
     step_fn, tx, self.schedules = build_step(config, self.graphdef, self.transforms, terms)
     state = ts.init_train_state(model, tx, c.seed, self.transforms, terms)
     if resume_step is None and c.init_from:
@@ -469,6 +473,11 @@ class Trainer:
   def _evaluate_and_log(self, step: int, bar) -> None:
     if self.lead:  # one process decodes; the others wait at the next step's collective
       summary, rows = self.evaluate()
+      beam = self.config.train.get("eval_beam", 0)
+      if beam and step == self.config.train.num_steps:  # the final evaluation, beam too
+        searched, _ = self.evaluate(decoder="beam", beam=beam)
+        summary.update(wer_beam=searched["wer"], cer_beam=searched["cer"],
+                       per_accent_beam=searched.get("per_accent", {}))
       self.logger.log_eval(step, summary, rows)
       bar.write(f"step {step}: {self.config.data.eval_split} WER {summary['wer']:.3f} "
                 f"CER {summary['cer']:.3f}")

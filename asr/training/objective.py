@@ -50,6 +50,7 @@ class LossInputs:
   transforms: tuple = ()   # the run's parameter transforms, [(name, transform)]: a term
                            # that needs one (`quant_reg`) finds it here
   transform_states: dict = dataclasses.field(default_factory=dict)   # their states, by name
+  step: jax.Array | int = 0  # the step being taken (a term that acts on some steps only)
 
 
 class LossTerm:
@@ -60,6 +61,10 @@ class LossTerm:
   def init(self) -> Any:
     """Arrays the step carries for this term (a pytree; `{}` if none)."""
     return {}
+
+  def attach(self, tokenizer) -> None:
+    """Called once with the run's tokenizer (`build_terms`): a term that counts words needs
+    its pieces. Most terms need nothing."""
 
   def __call__(self, x: LossInputs, state: Any) -> jax.Array | tuple[jax.Array, dict]:
     raise NotImplementedError
@@ -161,13 +166,17 @@ class BuiltTerm:
   term: Callable           # the term function, or the `LossTerm` built with its options
 
 
-def build_terms(loss: Mapping, schedules: Mapping) -> dict[str, BuiltTerm]:
-  """The run's active terms, each built once (a `LossTerm` constructed with its options)."""
+def build_terms(loss: Mapping, schedules: Mapping, tokenizer=None) -> dict[str, BuiltTerm]:
+  """The run's active terms, each built once (a `LossTerm` constructed with its options and
+  attached to the run's `tokenizer`, when given)."""
   built = {}
   for name, spec in active_terms(term_specs(loss, schedules), schedules).items():
     term = LOSS_TERMS[name]
-    built[name] = BuiltTerm(spec.weight, term(**spec.options) if isinstance(term, type)
-                            else term)
+    if isinstance(term, type):
+      term = term(**spec.options)
+      if tokenizer is not None:
+        term.attach(tokenizer)
+    built[name] = BuiltTerm(spec.weight, term)
   return built
 
 

@@ -119,7 +119,8 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: StepConfig,
     inputs = objective.LossInputs(
         model=model, params=seen, batch=batch, encoded=encoded, nll=nll, is_real=is_real,
         num_labels=jnp.maximum(jnp.sum(batch["label_lengths"] * real), 1.0), schedules=values,
-        rng=k_terms, transforms=tuple(transforms), transform_states=state["transforms"])
+        rng=k_terms, transforms=tuple(transforms), transform_states=state["transforms"],
+        step=state["step"])
     with jax.named_scope("terms"):
       loss, metrics = objective.objective(terms, inputs, state.get("terms"))
     frames = jnp.sum(encoded.lengths * real)

@@ -29,7 +29,7 @@ import dataclasses
 import ml_collections
 
 from experiments.configs import transformer
-from experiments.configs.recipe import anneal_arbitrators, size_and_variant
+from experiments.configs.recipe import anneal_arbitrators, fine_tune, size_and_variant
 
 SIZES = ("tiny", "small")
 # gated_l1 .. gated_l4: the compute term's weight. Tuned on seed 0 over 256 dev utterances
@@ -51,14 +51,9 @@ def get_config(arg: str = "gated_l2") -> ml_collections.ConfigDict:
   c.method = variant
   c.family = f"transformer-rnnt-{variant.split('_')[0]}"   # the report's curves
   steps = c.train.get_ref("num_steps")
-  if c.variant == "small":
-    c.init_from = BASE_RUN
-    c.train.num_steps = FINE_TUNE_STEPS
-    c.optim.peak_lr = 5e-4
-    c.optim.warmup_steps = 50
-    c.train.eval_every = FINE_TUNE_STEPS
-    c.train.checkpoint_every = 200
-    c.train.eval_max_batches = 0   # all 2,000 dev utterances
+  if c.variant == "small":   # evaluated on all 2,000 dev utterances
+    fine_tune(c, BASE_RUN, FINE_TUNE_STEPS, peak_lr=5e-4, warmup_steps=50,
+              checkpoint_every=200)
   t = c.model.transformer
   if variant.startswith("gated"):
     t.gates = True

@@ -1,5 +1,6 @@
-"""What the recipes whose argument is `[SIZE,]VARIANT` share (`amnet.py`, `cat.py`): reading the
-argument, a share of the run's steps, and the arbitrators' annealing schedules."""
+"""What the recipes whose argument is `[SIZE,]VARIANT` share (`amnet.py`, `cat.py`, `mwer.py`):
+reading the argument, a share of the run's steps, fine-tuning a trained run, and the
+arbitrators' annealing schedules."""
 
 import ml_collections
 
@@ -32,3 +33,16 @@ def anneal_arbitrators(c: ml_collections.ConfigDict, steps) -> None:
       kind="exponential", start=1.0, end=0.1, begin_step=0, end_step=at(steps, 60)))
   c.schedules.arbitrator_noise = ml_collections.ConfigDict(dict(
       kind="linear", start=1.0, end=0.0, begin_step=at(steps, 40), end_step=at(steps, 80)))
+
+
+def fine_tune(c: ml_collections.ConfigDict, base_run: str, steps: int, peak_lr: float,
+              warmup_steps: int, checkpoint_every: int) -> None:
+  """`c` continues the trained run `base_run` for `steps` steps (a fresh warm-up to
+  `peak_lr`), evaluated once at the end on the whole dev split."""
+  c.init_from = base_run
+  c.train.num_steps = steps
+  c.optim.peak_lr = peak_lr
+  c.optim.warmup_steps = warmup_steps
+  c.train.eval_every = steps
+  c.train.checkpoint_every = checkpoint_every
+  c.train.eval_max_batches = 0   # the whole split
