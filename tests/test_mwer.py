@@ -92,14 +92,12 @@ def test_the_gradient_matches_central_differences_on_a_tiny_model():
   model, term, batch, fl = _tiny_inputs()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
-  @jax.jit
-  def f(p):
-    return _term_value(nnx.merge(graphdef, p, rest), term, batch, fl)[0]
-  value, metrics = jax.jit(lambda p: _term_value(nnx.merge(graphdef, p, rest), term, batch,
-                                                 fl))(params)
+  def term_value(p):
+    return _term_value(nnx.merge(graphdef, p, rest), term, batch, fl)
+  f = jax.jit(lambda p: term_value(p)[0])
+  (value, metrics), grad = jax.jit(jax.value_and_grad(term_value, has_aux=True))(params)
   assert float(metrics["top_wer"]) > 0 and float(metrics["oracle_wer"]) == 0  # by design
   assert abs(float(value)) > 1e-4
-  grad = jax.jit(jax.grad(f))(params)
   leaves, treedef = jax.tree.flatten(params)
   rng = np.random.default_rng(1)
   direction = jax.tree.unflatten(treedef, [jnp.asarray(rng.standard_normal(np.shape(x)),
