@@ -29,13 +29,13 @@ def main():
   p.add_argument("--seconds", type=float, default=3.0)
   p.add_argument("--repeats", type=int, default=3)
   args = p.parse_args()
+  from asr.training.loop import import_plugins
   from experiments.configs import mwer
   times = {}
   for variant in mwer.VARIANTS:
     c = mwer.get_config(f"{args.size},{variant}")
     c.init_from = ""
-    for module in c.get("imports", ()):
-      __import__(module)
+    import_plugins(c)
     batch = jax.tree.map(jnp.asarray, synthetic_batch(c.data.batch_size, args.seconds, 0,
                                                       vocab=c.model.vocab))
     step, state = build(c)

@@ -125,6 +125,7 @@ def test_semi_on_the_fly_searches_every_kth_step_and_resumes_on_schedule():
                                                mode="semi_on_the_fly", every=3))
   c, state, step, batch, _ = tiny_step(c)
   step = jax.jit(step)
+  start = jax.tree.map(jnp.copy, state)
   decoded = []
   for s in range(5):
     state, m = step(state, batch)
@@ -136,7 +137,9 @@ def test_semi_on_the_fly_searches_every_kth_step_and_resumes_on_schedule():
     else:
       assert float(m["loss/mwer/hypotheses"]) >= 1
   assert decoded == [1, 0, 0, 1, 0]
-  restored = jax.tree.map(jnp.copy, state)     # as a checkpoint restores it: step 5
+  # A resumed run holds the step counter its checkpoint stored: the schedule follows it, not
+  # the number of steps this process has taken (step-0 parameters, counter 5).
+  restored = dict(start, step=jnp.asarray(5, jnp.int32))
   after = []
   for s in range(2):
     restored, m = step(restored, batch)
