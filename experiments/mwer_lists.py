@@ -47,7 +47,10 @@ def setup(workdir, split, count, shuffle):
 
 
 def lists_of(graphdef, term):
-  """(variables, batch) -> word errors [B, K], reference words [B], P^ [B, K], valid [B, K]."""
+  """(variables, batch) -> the term's n-best lists of the batch, as the term builds them (the
+  search, the scoring over all alignments, the word errors): `tokens [B, K, L]`, `lengths`,
+  `valid` (distinct live hypotheses), word `errors`, renormalised `post` (all `[B, K]`), the
+  references' `words` and each utterance's term `loss` (`[B]`)."""
   def run(variables, b):
     model = nnx.merge(graphdef, *variables)
     feats, lengths = F.log_mel(b["audio"], b["audio_lengths"], model.cfg.features)
@@ -57,7 +60,8 @@ def lists_of(graphdef, term):
                                 b["label_lengths"][:, None], term.table)
     nll = model.score(encoded, tokens, hyp_lengths)["rnnt"]
     loss, post = expected_errors(-nll, errors, valid)
-    return loss, errors, words[:, 0], post, valid
+    return dict(tokens=tokens, lengths=hyp_lengths, valid=valid, errors=errors,
+                words=words[:, 0], post=post, loss=loss)
   return run
 
 
@@ -68,10 +72,10 @@ def lists(workdirs, count):
     _, _, variables, _ = load_for_inference(w)
     total = np.zeros(4)   # expected, search's best, oracle errors; reference words
     for b in batches:
-      _, e, words, p, v = map(np.asarray, run(variables, b))
-      real = np.asarray(b["audio_lengths"]) > 0
-      total += [(p * e).sum(-1)[real].sum(), e[:, 0][real].sum(),
-                np.where(v, e, 10**6).min(-1)[real].sum(), words[real].sum()]
+      o = {k: np.asarray(v) for k, v in run(variables, b).items()}
+      e, real = o["errors"], np.asarray(b["audio_lengths"]) > 0
+      total += [(o["post"] * e).sum(-1)[real].sum(), e[:, 0][real].sum(),
+                np.where(o["valid"], e, 10**6).min(-1)[real].sum(), o["words"][real].sum()]
     print(f"{w}: expected {total[0] / total[3]:.2%}  search's best {total[1] / total[3]:.2%}  "
           f"oracle {total[2] / total[3]:.2%}  ({int(total[3])} words)", flush=True)
 
@@ -88,8 +92,9 @@ def gradients(workdir, fit_steps):
     return jnp.sum(nll) / jnp.sum(b["label_lengths"])
 
   def mwer(p, b):
-    loss, errors, words, post, _ = run((p, *rest), b)
-    return jnp.sum(loss) / jnp.sum(words), jnp.sum(post * errors) / jnp.sum(words)
+    o = run((p, *rest), b)
+    words = jnp.sum(o["words"])
+    return jnp.sum(o["loss"]) / words, jnp.sum(o["post"] * o["errors"]) / words
 
   grad_rnnt = jax.jit(jax.value_and_grad(rnnt))
   grad_mwer = jax.jit(jax.value_and_grad(mwer, has_aux=True))
