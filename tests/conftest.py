@@ -52,3 +52,18 @@ def tiny_trained_run(tiny_data_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("tiny_trained_run")
   train(c, workdir)
   return workdir
+
+
+# Tests that take a minute or more on 2 cores (`--durations` of a full run): each starts
+# processes that train, or trains several models. They go first, so that the two workers end on
+# short tests: one of them started last kept the other worker idle for a minute or more.
+HEAVY = ("notebooks/", "test_multihost.py::", "test_sweep.py::test_two_run_local_sweep",
+         "test_training.py::test_runs_killed_mid_step", "test_mwer.py::test_tiny_recipe",
+         "test_compression_recipes.py::test_a_pruned_quantized_run")
+
+
+def pytest_collection_modifyitems(session, config, items):
+  """Heavy tests first, in their collected order; the others after, in theirs (pytest-xdist's
+  `--dist load` needs every worker to see the same order: this one is deterministic)."""
+  heavy = lambda item: any(h in item.nodeid for h in HEAVY)
+  items.sort(key=lambda item: not heavy(item))
