@@ -54,9 +54,10 @@ def tiny_trained_run(tiny_data_dir, tmp_path_factory):
   return workdir
 
 
-# Tests that take a minute or more on 2 cores (`--durations` of a full run): each starts
+# The slowest tests (45 s to 2 minutes each on 2 cores, `--durations` of a full run): each starts
 # processes that train, or trains several models. They go first, so that the two workers end on
-# short tests: one of them started last kept the other worker idle for a minute or more.
+# short tests: collected last (as the notebooks were), one of them could leave the other worker
+# idle for its whole length.
 HEAVY = ("notebooks/", "test_multihost.py::", "test_sweep.py::test_two_run_local_sweep",
          "test_training.py::test_runs_killed_mid_step", "test_mwer.py::test_tiny_recipe",
          "test_compression_recipes.py::test_a_pruned_quantized_run")
