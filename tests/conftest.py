@@ -9,6 +9,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # are separate processes. Compiling is all it saves; every result is computed afresh.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="asr-xla-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+# XLA's CPU backend at LLVM optimisation level 1, not its default 2, for the tests and every
+# process they start (subprocesses and notebook kernels inherit the environment): most of a
+# test's time is compiling programs it runs for a few steps. On 2 cores this took 15-18% off the
+# CPU time of two groups of test files (BENCHMARKS.md, "The test budget"); level 0 compiles
+# faster still but runs so much slower that the suite took longer. Results are unchanged (the
+# golden tests pass); a test that sets XLA_FLAGS for its own processes adds to these.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_backend_optimization_level=1").strip()
 
 import hypothesis
 import pytest

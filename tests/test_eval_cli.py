@@ -20,6 +20,7 @@ def tiny_run(tiny_data_dir, tmp_path_factory):
   c.data.data_dir = tiny_data_dir
   c.wandb.mode = "disabled"
   c.train.num_steps, c.train.eval_every, c.train.checkpoint_every = 6, 1000, 6
+  c.data.bucket_seconds = (6.0,)   # one shape: one compilation per decoder, every test split
   workdir = tmp_path_factory.mktemp("run")
   train(c, workdir)
   return workdir

@@ -44,7 +44,8 @@ def test_two_processes_train_as_one_process_on_the_whole_batch(tiny_data_dir, tm
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-4000:]
   single = start(tmp_path / "one", 16,
-                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+                 env={"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")
+                      + " --xla_force_host_platform_device_count=2"})
   _, err = single.communicate(timeout=600)
   assert single.returncode == 0, err[-4000:]
 

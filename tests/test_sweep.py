@@ -13,10 +13,11 @@ import yaml
 
 from experiments import report, sweep
 
-# A few steps and one evaluation batch: the sweep machinery is under test, not the model.
+# A few steps, one bucket (one compilation of the step) and one evaluation batch: the sweep
+# machinery is under test, not the model.
 _FAST = {"config.train.num_steps": 6, "config.train.eval_every": 6,
          "config.train.checkpoint_every": 6, "config.train.log_every": 3,
-         "config.train.eval_max_batches": 1}
+         "config.train.eval_max_batches": 1, "config.data.bucket_seconds": "(6.0,)"}
 
 
 def _write_sweep(tmp_path, name, varied, data_dir, **top):
