@@ -16,7 +16,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # XLA's CPU backend at LLVM optimisation level 1, not its default 2, for the tests and every
 # process they start (subprocesses and notebook kernels inherit the environment): most of a
-# test's time is compiling programs it runs for a few steps. On 2 cores this took 15-18% off the
+# test's time is compiling programs it runs for a few steps. On 2 cores this took 14-19% off the
 # CPU time of two groups of test files (BENCHMARKS.md, "The test budget"); level 0 compiles
 # faster still but runs so much slower that the suite took longer. Results are unchanged (the
 # golden tests pass); a test that sets XLA_FLAGS for its own processes adds to these.
