@@ -58,7 +58,7 @@ lock: | $(UV)
 # The heaviest tests go first (tests/conftest.py, HEAVY), so the workers end on short ones; the
 # 20 slowest are listed at the end, to keep the budget in view. Without huge pages: the tests'
 # processes live seconds, and the kernel's zeroing of huge pages cost them more system time (37 s
-# against 18 s for three test files together) than the faster steps gave back.
+# against 18 s for the kill test, the eval CLI's tests and mwer.ipynb) than faster steps gave back.
 test: $(STAMP)
 	GLIBC_TUNABLES= ASR_HUGE_PAGES=0 ASR_NOTEBOOK_VARIANT=tiny $(PY) -m pytest -q -n 2 --dist load --nbmake --nbmake-timeout=900 --durations=20 \
 	  tests notebooks
