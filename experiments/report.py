@@ -13,7 +13,8 @@ Writes into DIR:
   with the table below it (click a column to sort).
 - with `--x compute`, `compute_vs_wer.png` and `.html` instead: WER against the encoder's
   FLOPs per output frame (the plane of encoders whose compute follows the input, where the
-  latency a processor adds is not the question).
+  latency a processor adds is not the question), each family's points joined in order of
+  compute: the curve its swept weight or window traces (a gated and a windowed curve).
 - `seeds.md` and `seeds.csv`, when the runs vary `config.seed`: the runs that differ only in
   their seed pooled, each metric's mean with the sample standard deviation, minimum and maximum
   over the seeds beside it; the plot then draws each pool's mean with bars from its best seed
@@ -184,6 +185,17 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
   return front
 
 
+def family_curves(xs: list[float], families: list[str]) -> dict[str, list[int]]:
+  """Each family with two or more points: its points' indices in order of x (the curve a
+  family's swept parameter traces on the compute plane)."""
+  curves = {}
+  for family in sorted(set(families)):
+    idx = sorted((i for i, f in enumerate(families) if f == family), key=lambda i: xs[i])
+    if len(idx) > 1:
+      curves[family] = idx
+  return curves
+
+
 def plot_axes(rows: list[dict], x: str = "latency") -> tuple[str, str, list[dict]]:
   """(x key, x label, plottable rows): for `x="latency"`, latency when every evaluated run has
   it, else compute per second of audio; for `x="compute"`, the encoder's FLOPs per frame."""
@@ -241,6 +253,10 @@ def write_png(rows: list[dict], path: pathlib.Path, title: str, x: str = "latenc
     idx = [i for i, r in enumerate(rows) if r["family"] == family]
     ax.scatter([xs[i] for i in idx], [ys[i] for i in idx], s=[sizes[i] for i in idx],
                c=colour, alpha=0.75, label=family, edgecolors="white", linewidths=0.5)
+  if x == "compute":
+    for family, idx in family_curves(xs, [r["family"] for r in rows]).items():
+      ax.plot([xs[i] for i in idx], [ys[i] for i in idx], "-", c=colours[family], lw=1.2,
+              alpha=0.8)
   front = pareto_front(list(zip(xs, ys)))
   if front:
     ax.plot([xs[i] for i in front], [ys[i] for i in front], "k--", lw=1, label="Pareto front")
@@ -305,13 +321,15 @@ def write_html(rows: list[dict], path: pathlib.Path, title: str, x: str = "laten
              "tip": " | ".join(f"{k} {_fmt(k, r[k])}" for k in COLUMNS if r[k] is not None)}
             for r, s in zip(plotted, _sizes(plotted))]
   front = pareto_front([(p["x"], p["y"]) for p in points])
+  curves = (family_curves([p["x"] for p in points], [p["family"] for p in points])
+            if x == "compute" else {})
   params = _param_keys(rows)
   header = list(COLUMNS) + [p.removeprefix("config.") for p in params]
   table = [[(_fmt(k, r[k]), r[k] if isinstance(r[k], (int, float)) else None) for k in COLUMNS] +
            [(_fmt(p, r["params"].get(p)), r["params"].get(p)
              if isinstance(r["params"].get(p), (int, float)) else None) for p in params]
            for r in rows]
-  path.write_text(page(title, points, front, _colours(plotted), x_label, header, table))
+  path.write_text(page(title, points, front, _colours(plotted), x_label, header, table, curves))
 
 
 def write_report(rows: list[dict], out: pathlib.Path, title: str = "latency vs WER",

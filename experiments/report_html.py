@@ -22,7 +22,7 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
   return [first + i * step for i in range(int(math.ceil((hi - first) / step)) + 1)]
 
 
-def _scatter_svg(points, front, colours, x_label) -> str:
+def _scatter_svg(points, front, colours, x_label, curves=None) -> str:
   xs = [p["x"] for p in points] or [0.0, 1.0]
   ys = [p["y"] for p in points] or [0.0, 100.0]
   x_ticks, y_ticks = nice_ticks(min(xs), max(xs)), nice_ticks(min(ys), max(ys))
@@ -43,6 +43,10 @@ def _scatter_svg(points, front, colours, x_label) -> str:
              f'{html.escape(x_label)}</text>'
              f'<text transform="translate(16,{TOP + ph / 2}) rotate(-90)" text-anchor="middle">'
              f'WER (%)</text>')
+  for family, idx in (curves or {}).items():   # each family's curve, in its colour
+    path = " ".join(f"{sx(points[i]['x']):.1f},{sy(points[i]['y']):.1f}" for i in idx)
+    out.append(f'<polyline class="curve" points="{path}" fill="none" '
+               f'stroke="{colours[family]}" stroke-width="1.5"/>')
   if front:
     path = " ".join(f"{sx(points[i]['x']):.1f},{sy(points[i]['y']):.1f}" for i in front)
     out.append(f'<polyline points="{path}" fill="none" stroke="black" stroke-dasharray="5,3"/>')
@@ -78,8 +82,9 @@ document.querySelectorAll('th').forEach((th, col) => th.addEventListener('click'
 """
 
 
-def page(title, points, front, colours, x_label, header, table) -> str:
-  """`table` rows are (shown text, numeric value or None) cells, sorted by value when numeric."""
+def page(title, points, front, colours, x_label, header, table, curves=None) -> str:
+  """`table` rows are (shown text, numeric value or None) cells, sorted by value when numeric;
+  `curves`: family -> its points' indices, joined in that order in the family's colour."""
   head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
   body = "\n".join(
       "<tr>" + "".join(f'<td data-v="{html.escape(json.dumps(v) if v is not None else text)}">'
@@ -91,9 +96,10 @@ def page(title, points, front, colours, x_label, header, table) -> str:
 td,th{{border:1px solid #ccc;padding:3px 6px}} th{{cursor:pointer;background:#f4f4f4}}
 .pt:hover{{stroke:black;stroke-width:2}}</style></head>
 <body><h2>{html.escape(title)}</h2>
-<p>One point per run; marker area by FLOPs per frame; ringed points form the Pareto front.
+<p>One point per run; marker area by FLOPs per second of audio; ringed points form the Pareto
+front{"; each family's points joined in order of compute" if curves else ""}.
 Hover a point for its numbers; click a column to sort.</p>
-{_scatter_svg(points, front, colours, x_label)}
+{_scatter_svg(points, front, colours, x_label, curves)}
 <table><thead><tr>{head}</tr></thead><tbody>
 {body}
 </tbody></table>

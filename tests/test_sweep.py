@@ -158,6 +158,23 @@ def test_the_compute_plane_plots_encoder_flops_per_frame(tmp_path):
   assert sorted(report.pareto_front(list(zip(xs, [r["wer"] for r in plotted])))) == [0, 1]
 
 
+def test_the_compute_plane_joins_each_familys_points_in_order_of_compute(tmp_path):
+  # gated at 3.0M, 1.0M, 2.0M and windowed at 3.2M, 3.1M; one ungated point joins nothing.
+  points = [("gated", 3.0e6), ("gated", 1.0e6), ("window", 3.2e6), ("ungated", 3.3e6),
+            ("gated", 2.0e6), ("window", 3.1e6)]
+  rows = [dict(_run_row(f"r{i}", "dense", None, 0.2 + 0.01 * i, 0.5, family=fam),
+               flops_per_frame=f) for i, (fam, f) in enumerate(points)]
+  xs = [f / 1e6 for _, f in points]
+  assert report.family_curves(xs, [fam for fam, _ in points]) == {"gated": [1, 4, 0],
+                                                                  "window": [5, 2]}
+  report.write_report(rows, tmp_path, "cat", x="compute")
+  page = (tmp_path / "compute_vs_wer.html").read_text()
+  assert page.count('class="curve"') == 2 and "joined in order of compute" in page
+  # The latency plane joins nothing: its families are not one swept parameter's curve.
+  report.write_report(rows, tmp_path, "cat")
+  assert 'class="curve"' not in (tmp_path / "latency_vs_wer.html").read_text()
+
+
 def test_a_failed_run_is_reported_and_the_sweep_goes_on(tiny_data_dir, tmp_path, capsys):
   # tiny has one encoder layer, so a time reduction inside it is refused at model build.
   path = _write_sweep(tmp_path, "bad", {"config.model.lstm.reduce": {"values": [2]},
