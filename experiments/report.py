@@ -228,7 +228,8 @@ def _colours(rows) -> dict[str, str]:
   return {f: PALETTE[i % len(PALETTE)] for i, f in enumerate(families)}
 
 
-def write_png(rows: list[dict], path: pathlib.Path, title: str, x: str = "latency") -> None:
+def write_png(rows: list[dict], path: pathlib.Path, title: str, x: str = "latency"):
+  """Draws the plane into `path`; returns the matplotlib Figure."""
   # A figure of its own (no pyplot): the caller's backend (a notebook's inline plots) stays.
   from matplotlib.figure import Figure
   x_key, x_label, rows = plot_axes(rows, x)
@@ -240,10 +241,10 @@ def write_png(rows: list[dict], path: pathlib.Path, title: str, x: str = "latenc
     ax.scatter([_x_value(r, x_key) for r in rows], [100 * r["wer"] for r in rows], s=12,
                c=[colours[r["family"]] for r in rows], alpha=0.3, linewidths=0)
     for p in pools:
-      x, lo, hi = (_x_value(p, x_key + s) for s in ("", "_min", "_max"))
-      y = 100 * p["wer"]   # (a mean of equal values can round past them: bars clipped at 0)
-      ax.errorbar(x, y, xerr=[[max(x - lo, 0)], [max(hi - x, 0)]],
-                  yerr=[[max(y - 100 * p["wer_min"], 0)], [max(100 * p["wer_max"] - y, 0)]],
+      px, lo, hi = (_x_value(p, x_key + s) for s in ("", "_min", "_max"))
+      py = 100 * p["wer"]   # (a mean of equal values can round past them: bars clipped at 0)
+      ax.errorbar(px, py, xerr=[[max(px - lo, 0)], [max(hi - px, 0)]],
+                  yerr=[[max(py - 100 * p["wer_min"], 0)], [max(100 * p["wer_max"] - py, 0)]],
                   fmt="none", ecolor=colours[p["family"]], elinewidth=1, capsize=2, alpha=0.8)
     rows = pools
   xs = [_x_value(r, x_key) for r in rows]
@@ -262,8 +263,8 @@ def write_png(rows: list[dict], path: pathlib.Path, title: str, x: str = "latenc
     ax.plot([xs[i] for i in front], [ys[i] for i in front], "k--", lw=1, label="Pareto front")
     ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=[sizes[i] * 1.8 for i in front],
                facecolors="none", edgecolors="black", linewidths=1.2)
-  for x, y, r in zip(xs, ys, rows):
-    ax.annotate(r["run"].removeprefix("config=")[:32], (x, y), fontsize=6, xytext=(4, 4),
+  for px, py, r in zip(xs, ys, rows):
+    ax.annotate(r["run"].removeprefix("config=")[:32], (px, py), fontsize=6, xytext=(4, 4),
                 textcoords="offset points")
   if xs and min(xs) > 0 and max(xs) > 100 * min(xs):   # milliseconds to seconds: a log axis
     ax.set_xscale("log")
@@ -278,6 +279,7 @@ def write_png(rows: list[dict], path: pathlib.Path, title: str, x: str = "latenc
     ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path)
+  return fig
 
 
 def _fmt(key: str, value) -> str:
@@ -321,8 +323,12 @@ def write_html(rows: list[dict], path: pathlib.Path, title: str, x: str = "laten
              "tip": " | ".join(f"{k} {_fmt(k, r[k])}" for k in COLUMNS if r[k] is not None)}
             for r, s in zip(plotted, _sizes(plotted))]
   front = pareto_front([(p["x"], p["y"]) for p in points])
-  curves = (family_curves([p["x"] for p in points], [p["family"] for p in points])
-            if x == "compute" else {})
+  curves = {}
+  if x == "compute":   # through the seeds' means where the runs vary the seed, as in the PNG
+    means = seed_pools(plotted) or plotted
+    cx, cy = [_x_value(r, x_key) for r in means], [100 * r["wer"] for r in means]
+    curves = {family: [(cx[i], cy[i]) for i in idx]
+              for family, idx in family_curves(cx, [r["family"] for r in means]).items()}
   params = _param_keys(rows)
   header = list(COLUMNS) + [p.removeprefix("config.") for p in params]
   table = [[(_fmt(k, r[k]), r[k] if isinstance(r[k], (int, float)) else None) for k in COLUMNS] +

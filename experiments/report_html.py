@@ -43,8 +43,8 @@ def _scatter_svg(points, front, colours, x_label, curves=None) -> str:
              f'{html.escape(x_label)}</text>'
              f'<text transform="translate(16,{TOP + ph / 2}) rotate(-90)" text-anchor="middle">'
              f'WER (%)</text>')
-  for family, idx in (curves or {}).items():   # each family's curve, in its colour
-    path = " ".join(f"{sx(points[i]['x']):.1f},{sy(points[i]['y']):.1f}" for i in idx)
+  for family, line in (curves or {}).items():   # each family's curve, in its colour
+    path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in line)
     out.append(f'<polyline class="curve" points="{path}" fill="none" '
                f'stroke="{colours[family]}" stroke-width="1.5"/>')
   if front:
@@ -84,7 +84,7 @@ document.querySelectorAll('th').forEach((th, col) => th.addEventListener('click'
 
 def page(title, points, front, colours, x_label, header, table, curves=None) -> str:
   """`table` rows are (shown text, numeric value or None) cells, sorted by value when numeric;
-  `curves`: family -> its points' indices, joined in that order in the family's colour."""
+  `curves`: family -> the (x, y) points of its curve, joined in the family's colour."""
   head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
   body = "\n".join(
       "<tr>" + "".join(f'<td data-v="{html.escape(json.dumps(v) if v is not None else text)}">'
