@@ -181,3 +181,163 @@ def test_the_compute_plane_joins_each_familys_points_in_order_of_compute(tmp_pat
   assert not [line for line in fig.axes[0].lines if line.get_linestyle() == "-"]
   report.write_report(rows, tmp_path, "cat")
   assert 'class="curve"' not in (tmp_path / "latency_vs_wer.html").read_text()
+
+
+def test_a_failed_run_is_reported_and_the_sweep_goes_on(tiny_data_dir, tmp_path, capsys):
+  # tiny has one encoder layer, so a time reduction inside it is refused at model build.
+  path = _write_sweep(tmp_path, "bad", {"config.model.lstm.reduce": {"values": [2]},
+                                        "config.optim.peak_lr": {"values": [0.001]}},
+                      tiny_data_dir)
+  root = tmp_path / "sweeps"
+  assert sweep.main([str(path), "--local", "--root", str(root)]) == 1
+  status = json.loads((root / "bad" / "status.json").read_text())
+  assert list(status.values()) == ["failed"]
+  out = capsys.readouterr()
+  assert "FAILED" in out.out + out.err and "reduce_after" in out.out + out.err
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"paramters": {}}, "unknown top-level key(s) ['paramters']"),
+    ({"parameters": {"config": {"value": "experiments/configs/rnnt.py:tiny"},
+                     "config.optim.peak_lrr": {"values": [1]}}}, "no key 'optim.peak_lrr'"),
+    ({"parameters": {"config": {"value": "experiments/configs/rnnt.py:tiny"},
+                     "config.optim.peak_lr": {"valuse": [1]}}}, "unknown key(s) ['valuse']"),
+    ({"parameters": {"config": {"value": "experiments/configs/rnnt.py:tiny"},
+                     "config.optim.peak_lr": {"distribution": "lognormal", "min": 1, "max": 2}}},
+     "unknown distribution 'lognormal'"),
+    ({"method": "hyperband"}, "method 'hyperband'"),
+    ({"parameters": {"config": {"value": "nowhere.py:tiny"}}}, "no config file 'nowhere.py'"),
+    ({"parameters": {"config": {"values": ["experiments/configs/compression.py:tiny,qat8",
+                                           "experiments/configs/rnnt.py:tiny"]},
+                     "config.method": {"value": "qat4"}}},   # every recipe is checked
+     "rnnt.py:tiny has no key 'method'"),
+])
+def test_a_bad_sweep_file_fails_with_the_key_named(tmp_path, capsys, edit, message):
+  spec = {"program": "experiments/train.py", "method": "grid",
+          "parameters": {"config": {"value": "experiments/configs/rnnt.py:tiny"},
+                         "config.optim.peak_lr": {"values": [0.001]}}}
+  spec.update(edit)
+  path = tmp_path / "s.yaml"
+  path.write_text(yaml.safe_dump(spec))
+  with pytest.raises(sweep.SweepError) as e:
+    sweep.load_sweep(path)
+  assert message in str(e.value) and str(path) in str(e.value)
+  assert sweep.main([str(path), "--local", "--root", str(tmp_path)]) == 2
+  assert message in capsys.readouterr().err
+
+
+def _spec(tmp_path, method, parameters, **top):
+  path = tmp_path / "s.yaml"
+  path.write_text(yaml.safe_dump({"name": "s", "program": "experiments/train.py",
+                                  "method": method, "parameters": {
+                                      "config": {"value": "experiments/configs/rnnt.py:tiny"},
+                                      **parameters}, **top}))
+  return sweep.load_sweep(path)
+
+
+def test_grid_is_the_full_product_with_unique_names(tmp_path):
+  s = _spec(tmp_path, "grid", {"config.optim.peak_lr": {"values": [0.001, 0.003, 0.01]},
+                               "config.model.lstm.hidden": {"values": [32, 64]},
+                               "config.seed": {"value": 7}})
+  runs = sweep.expand_runs(s)
+  got = {(r.params["config.optim.peak_lr"], r.params["config.model.lstm.hidden"]) for r in runs}
+  assert got == set(itertools.product([0.001, 0.003, 0.01], [32, 64]))
+  assert all(r.params["config.seed"] == 7 for r in runs)
+  assert len({r.name for r in runs}) == 6 and all("seed" not in r.name for r in runs)
+
+
+def test_every_committed_sweep_loads_and_a_grid_over_recipes_names_each_run_by_its_recipe():
+  import pathlib
+  files = sorted(pathlib.Path("experiments/sweeps").glob("*.yaml"))
+  assert len(files) >= 3
+  for f in files:
+    sweep.expand_runs(sweep.load_sweep(f), max_runs=50)
+  import yaml
+  path = "experiments/sweeps/compression.yaml"
+  recipes = yaml.safe_load(open(path))["parameters"]["config"]["values"]
+  runs = sweep.expand_runs(sweep.load_sweep(path))
+  assert [r.name.rsplit("_", 1)[0] for r in runs][:2] == ["config=compression.py-dense",
+                                                          "config=compression.py-sparse50"]
+  assert len(recipes) >= 18                    # one run per recipe, each named apart
+  assert len({r.name for r in runs}) == len(runs) == len(recipes)
+
+
+def test_random_draws_are_reproducible_and_inside_their_distributions(tmp_path):
+  s = _spec(tmp_path, "random", {
+      "config.optim.peak_lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
+      "config.model.lstm.hidden": {"min": 16, "max": 64},  # ints: int_uniform, as wandb infers
+      "config.optim.weight_decay": {"distribution": "q_uniform", "min": 0.0, "max": 1.0,
+                                    "q": 0.25},
+      "config.model.predictor": {"values": ["lstm", "stateless"], "probabilities": [0.5, 0.5]}},
+      run_cap=40)
+  runs = sweep.expand_runs(s)
+  assert [r.params for r in runs] == [r.params for r in sweep.expand_runs(s)]
+  assert len(runs) == 40
+  for r in runs:
+    p = r.params
+    assert 1e-4 <= p["config.optim.peak_lr"] <= 1e-2
+    assert isinstance(p["config.model.lstm.hidden"], int) and 16 <= p["config.model.lstm.hidden"] <= 64
+    assert p["config.optim.weight_decay"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+  assert {r.params["config.model.predictor"] for r in runs} == {"lstm", "stateless"}
+  with pytest.raises(sweep.SweepError, match="run_cap"):
+    sweep.expand_runs(_spec(tmp_path, "random", {"config.seed": {"values": [1, 2]}}))
+
+
+def test_local_command_fills_wandbs_macros_as_its_agent_does(tmp_path):
+  from wandb.sdk.launch.sweeps import utils as sweep_utils
+  s = _spec(tmp_path, "grid", {"config.optim.peak_lr": {"values": [0.003]}},
+            command=["${env}", "${interpreter}", "${program}", "--extra", "${args}"])
+  run = sweep.expand_runs(s)[0]
+  cmd = sweep.command_for(s, run, tmp_path / "w")
+  agent = sweep_utils.create_sweep_command_args(
+      {"args": {k: {"value": v} for k, v in run.params.items()}})
+  assert cmd[1:3] == ["experiments/train.py", "--extra"]
+  assert cmd[3:3 + len(run.params)] == agent["args"]
+  assert cmd[-3:] == [f"--workdir={tmp_path / 'w'}", "--config.wandb.group=s",
+                      f"--config.wandb.name={run.name}"]
+
+
+def test_pareto_front_equals_brute_force():
+  rng = random.Random(0)
+  for _ in range(50):
+    pts = [(rng.randint(0, 9), rng.randint(0, 9)) for _ in range(rng.randint(1, 12))]
+    front = report.pareto_front(pts)
+    dominated = {i for i, p in enumerate(pts) for q in pts
+                 if q[0] <= p[0] and q[1] <= p[1] and q != p}
+    # Equal points: the first of them in the order is kept.
+    expected = {i for i in range(len(pts)) if i not in dominated and pts.index(pts[i]) == i}
+    assert set(front) == expected
+    assert [pts[i][0] for i in front] == sorted(pts[i][0] for i in front)
+
+
+def test_report_reads_an_unfinished_run_from_its_newest_evaluation(tmp_path):
+  w = tmp_path / "run"
+  (w / "eval").mkdir(parents=True)
+  (w / "config.json").write_text(json.dumps({"family": "lstm-rnnt"}))
+  (w / "metrics.jsonl").write_text(json.dumps({"model_bytes": 1234}) + "\n")
+  for step, wer in ((100, 0.5), (1000, 0.25), (300, 0.4)):
+    (w / "eval" / f"step_{step}.json").write_text(json.dumps(
+        {"wer": wer, "cer": wer / 2, "flops_per_frame": 2e6, "flops_per_second": 5e7,
+         "backend": "float"}))
+  (row,) = report.collect_runs([w])
+  assert (row["status"], row["step"], row["wer"], row["model_bytes"]) == ("unfinished", 1000,
+                                                                         0.25, 1234)
+  (tmp_path / "empty").mkdir()
+  (tmp_path / "empty" / "config.json").write_text("{}")
+  (row,) = report.collect_runs([tmp_path / "empty"])
+  assert row["status"] == "no evaluation yet" and row["wer"] is None
+  report.write_report(report.collect_runs([w, tmp_path / "empty"]), tmp_path / "out")
+  assert "| run |" in (tmp_path / "out" / "runs.md").read_text()
+  # Runs evaluated without a latency simulator are drawn against compute, and it says so.
+  assert "no latency simulated yet" in (tmp_path / "out" / "latency_vs_wer.html").read_text()
+
+
+def test_without_local_and_without_an_account_says_how_to_log_in_or_run_locally(tmp_path,
+                                                                                monkeypatch):
+  monkeypatch.delenv("WANDB_API_KEY", raising=False)
+  for var in ("HOME", "WANDB_CONFIG_DIR", "WANDB_DIR"):
+    monkeypatch.setenv(var, str(tmp_path))
+  monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+  with pytest.raises(SystemExit) as e:
+    sweep.main(["experiments/sweeps/tiny_lr.yaml"])
+  assert "wandb login" in str(e.value) and "--local" in str(e.value)
