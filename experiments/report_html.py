@@ -97,7 +97,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px}} th{{cursor:pointer;background:#f4
 .pt:hover{{stroke:black;stroke-width:2}}</style></head>
 <body><h2>{html.escape(title)}</h2>
 <p>One point per run; marker area by FLOPs per second of audio; ringed points form the Pareto
-front{"; each family's points joined in order of compute" if curves else ""}.
+front{"; each family joined in order of compute, through its seeds' means where the runs vary the seed" if curves else ""}.
 Hover a point for its numbers; click a column to sort.</p>
 {_scatter_svg(points, front, colours, x_label, curves)}
 <table><thead><tr>{head}</tr></thead><tbody>
