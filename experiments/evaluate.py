@@ -21,6 +21,11 @@ integer encoder against the float one after each stage (LSTM layer and norm; a T
 sub-blocks), each fed its own outputs, on the split's first batch. Written to
 `W/eval/<split>_<decoder>_int8.json`.
 
+`--gate-threshold T` evaluates a gated run (`model.transformer.gates`) with each sub-block open
+where its arbitrator's logit is above T instead of 0, on either backend: the compute-versus-WER
+trade-off of one trained model (`flops_per_frame` and `open_fraction` move with T); written to
+`..._gate<T>.json`.
+
 `--diagnose` separates memorizing utterances from failing on new speech: WER on the first
 `--utterances` of (a) the training split, (b) new sentences spoken by the training speakers
 (synthesized now, past the corpus's end; synthetic corpora only), (c) the held-out-speaker test
@@ -73,6 +78,11 @@ def main(argv=None) -> int:
                       "held-out speakers, the held-out accent and hand-written sentences")
   p.add_argument("--utterances", type=int, default=192,
                  help="with --diagnose: utterances per set")
+  p.add_argument("--gate-threshold", type=float, default=None, metavar="T",
+                 help="a gated run (model.transformer.gates) with each sub-block open where its "
+                      "gate's logit is above T rather than 0: one trained model's compute "
+                      "against WER (negative: more open; -100: every gate); the summary goes to "
+                      "<split>_<decoder>[_int8]_gate<T>.json")
   p.add_argument("--backend", choices=["float", "int8"], default="float",
                  help="int8: run the model as the int8 processor does (hardware/int8_backend.py:"
                       " LSTM, Transformer and Conformer transducers), scales calibrated on "
@@ -102,6 +112,13 @@ def main(argv=None) -> int:
   if args.backend == "int8" and args.diagnose:
     p.error("--backend int8 evaluates one split at a time (no --diagnose on the int8 path yet)")
   config, graphdef, variables, step = load_for_inference(args.workdir, args.step)
+  if args.gate_threshold is not None:
+    if args.diagnose:
+      p.error("--diagnose runs the model as trained: it takes no --gate-threshold")
+    variables = with_gate_threshold(graphdef, variables, args.gate_threshold)
+    if variables is None:
+      p.error(f"--gate-threshold: the run in {args.workdir} has no gates "
+              "(model.transformer.gates or model.conformer.gates is off)")
   if args.data_dir:
     config.data.data_dir = args.data_dir
   prefix = ""
@@ -154,11 +171,15 @@ def main(argv=None) -> int:
   if int8_fields:
     macs = summary["flops_per_frame"] / 2
     int8_fields.update(macs_per_frame_dense=macs, macs_per_frame_executed=macs - skipped)
+  if args.gate_threshold is not None:
+    summary["gate_threshold"] = args.gate_threshold
   summary.update(split=args.split, dataset=config.data.dataset, step=step,
                  skipped=batches.problems.as_metrics(),
                  beam=args.beam if args.decoder == "beam" else None, **model_size(variables[0]),
                  **int8_fields)
   suffix = "_int8" if args.backend == "int8" else ""
+  if args.gate_threshold is not None:
+    suffix += f"_gate{args.gate_threshold:g}"
   out = pathlib.Path(args.json or pathlib.Path(args.workdir) / "eval" /
                      f"{prefix}{args.split}_{args.decoder}{suffix}.json")
   out.parent.mkdir(parents=True, exist_ok=True)
@@ -186,6 +207,17 @@ def main(argv=None) -> int:
     print(f"  {accent:<16} WER {wer:.4f}")
   print(f"wrote {out} and {hyps}")
   return 0
+
+
+def with_gate_threshold(graphdef, variables, threshold: float):
+  """`variables` (params, model_state) with every gate's hard threshold at `threshold`
+  (`asr.models.gates.shift_gate_threshold`), or None when the model has no gates."""
+  from flax import nnx
+  from asr.models.gates import shift_gate_threshold
+  model = nnx.merge(graphdef, *variables)
+  if not shift_gate_threshold(model, threshold):
+    return None
+  return (nnx.state(model, nnx.Param), *variables[1:])
 
 
 def first_batch_stage_errors(source, split, tokenizer, config, graphdef, variables, int_model):

@@ -138,6 +138,13 @@ def test_eval_on_the_int8_backend(tiny_run, tiny_source, capsys):
   assert "one split at a time" in capsys.readouterr().err
 
 
+def test_a_gate_threshold_on_a_run_without_gates_is_refused(tiny_run, capsys):
+  with pytest.raises(SystemExit):
+    eval_cli.main(["--workdir", str(tiny_run), "--split", "test", "--gate-threshold", "-1"])
+  err = capsys.readouterr().err
+  assert "--gate-threshold" in err and "has no gates" in err and str(tiny_run) in err
+
+
 def test_transcribe_reads_files_and_names_the_bad_one(tiny_run, tiny_source, tmp_path, capsys):
   ex = next(tiny_source.examples("test"))
   good = tmp_path / "good.flac"

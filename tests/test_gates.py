@@ -14,7 +14,7 @@ from flax import nnx
 
 from asr.models import ConformerConfig, ConformerEncoder, TransformerConfig, TransformerEncoder
 from asr.models.context import Context
-from asr.models.gates import gate_values
+from asr.models.gates import gate_values, shift_gate_threshold
 from tests.helpers import randomize
 
 SIZES = dict(dim=16, layers=2, heads=2, ffn_mult=2, chunk=2, left_chunks=2, dropout=0.0)
@@ -105,6 +105,31 @@ def test_hard_gates_stream_as_the_whole_utterance(family, chunks_per_step):
   np.testing.assert_array_equal(cat(lambda o: o.flops), np.asarray(full.flops))
   for name, g in full.aux["gates"].items():
     np.testing.assert_array_equal(cat(lambda o: o.aux["gates"][name]), np.asarray(g))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_gate_threshold_opens_exactly_the_units_whose_logit_is_above_it(family):
+  plain = randomize(_encoder(family), seed=1, scale=0.4)
+  gated = randomize(_encoder(family, gates=True), seed=3, scale=0.8)
+  nnx.update(gated, nnx.state(plain))        # the same units; random arbitrators
+  x, n = _features([53, 40, 7], 53)
+  units = lambda out, key: np.stack([np.asarray(a[name][key]) for a in out.aux["units"]
+                                     for name, _ in gated.cfg.layout], -1)   # [B, T', L * U]
+  base = gated(x, n)
+  # Without the block's input the logits are the trunk's alone: the same whatever is open.
+  logits = units(base, "gate_logit")
+  valid = np.arange(logits.shape[1])[None, :] < np.asarray(base.lengths)[:, None]
+  t = float(np.median(logits[valid]))
+  assert shift_gate_threshold(gated, t) == gated.cfg.layers
+  shifted = gated(x, n)
+  np.testing.assert_array_equal(units(shifted, "gate")[valid], (logits[valid] > t) * 1.0)
+  assert 0.3 < units(shifted, "gate")[valid].mean() < 0.7
+  assert float(shifted.flops.sum()) != float(base.flops.sum())
+  # A threshold below every logit opens every gate: the ungated encoder's frames exactly.
+  shift_gate_threshold(gated, -100.0 - t)
+  np.testing.assert_array_equal(np.asarray(gated(x, n).frames), np.asarray(plain(x, n).frames))
+  assert not np.array_equal(np.asarray(base.frames), np.asarray(plain(x, n).frames))
+  assert shift_gate_threshold(plain, 1.0) == 0          # nothing to shift: asr-eval says so
 
 
 def test_gated_flops_equal_a_hand_count_including_what_skipped_frames_still_compute():
@@ -216,3 +241,11 @@ def test_tiny_gated_model_trains_and_reports_its_open_gates(tiny_data_dir, tmp_p
   train_records = [r for r in records if "train/loss/compute" in r]
   assert train_records and all(0 <= r["train/open_fraction"] <= 1 for r in train_records)
   assert all(np.isfinite(r["train/loss"]) for r in train_records)
+  # asr-eval at a threshold below every logit: every gate open on the same dev batches.
+  from experiments import evaluate as eval_cli
+  assert eval_cli.main(["--workdir", str(tmp_path / "gated"), "--split", "dev",
+                        "--max-batches", "2", "--gate-threshold", "-100"]) == 0
+  summary = json.loads((tmp_path / "gated" / "eval" / "dev_greedy_gate-100.json").read_text())
+  assert summary["gate_threshold"] == -100 and summary["open_fraction"] == 1.0
+  assert summary["num_utterances"] == final["num_utterances"]
+  assert summary["flops_per_frame"] >= final["flops_per_frame"]

@@ -81,6 +81,20 @@ class GateHead(nnx.Module):
     return logits
 
 
+def shift_gate_threshold(model: nnx.Module, threshold: float) -> int:
+  """Moves every hard gate of `model` from `logit > 0` to `logit > threshold`, in place, by
+  subtracting `threshold` from each arbitrator head's bias; returns the number of heads.
+
+  One trained model then gives a trade-off: a negative threshold opens more sub-blocks (more
+  compute, nearer the ungated model's WER; a large one, every gate), a positive one closes
+  more. Being a change of weights, the evaluation, the streamed `step` and the int8 path (whose
+  Q7.8 logits saturate at +-128, far beyond any useful threshold) all see it."""
+  heads = [m for _, m in nnx.iter_graph(model) if isinstance(m, GateHead)]
+  for head in heads:
+    head.out.bias[...] = head.out.bias[...] - threshold
+  return len(heads)
+
+
 def gate_values(logits: jax.Array, ctx: Context, estimator: str = "gumbel") -> jax.Array:
   """Gate logits `[B, T, U]` -> gates in [0, 1] of the same shape: hard (`logit > 0`) unless
   `ctx.train` with a key, then Gumbel-sigmoid samples (or straight-through hard ones)."""
