@@ -214,10 +214,11 @@ def with_gate_threshold(graphdef, variables, threshold: float):
   (`asr.models.gates.shift_gate_threshold`), or None when the model has no gates."""
   from flax import nnx
   from asr.models.gates import shift_gate_threshold
+  from asr.training.train_step import split_model
   model = nnx.merge(graphdef, *variables)
   if not shift_gate_threshold(model, threshold):
     return None
-  return (nnx.state(model, nnx.Param), *variables[1:])
+  return split_model(model)[1:]
 
 
 def first_batch_stage_errors(source, split, tokenizer, config, graphdef, variables, int_model):

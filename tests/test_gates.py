@@ -241,11 +241,17 @@ def test_tiny_gated_model_trains_and_reports_its_open_gates(tiny_data_dir, tmp_p
   train_records = [r for r in records if "train/loss/compute" in r]
   assert train_records and all(0 <= r["train/open_fraction"] <= 1 for r in train_records)
   assert all(np.isfinite(r["train/loss"]) for r in train_records)
-  # asr-eval at a threshold below every logit: every gate open on the same dev batches.
+  # asr-eval on the same dev batches at a threshold below every logit (every gate open) and
+  # above every logit (every gate closed; 10 steps from open heads leave most gates open, so
+  # this is the case an ignored threshold would fail).
   from experiments import evaluate as eval_cli
-  assert eval_cli.main(["--workdir", str(tmp_path / "gated"), "--split", "dev",
-                        "--max-batches", "2", "--gate-threshold", "-100"]) == 0
-  summary = json.loads((tmp_path / "gated" / "eval" / "dev_greedy_gate-100.json").read_text())
-  assert summary["gate_threshold"] == -100 and summary["open_fraction"] == 1.0
-  assert summary["num_utterances"] == final["num_utterances"]
-  assert summary["flops_per_frame"] >= final["flops_per_frame"]
+  summaries = {}
+  for t in (-100, 100):
+    assert eval_cli.main(["--workdir", str(tmp_path / "gated"), "--split", "dev",
+                          "--max-batches", "2", "--gate-threshold", str(t)]) == 0
+    summaries[t] = json.loads((tmp_path / "gated" / "eval" / f"dev_greedy_gate{t}.json").read_text())
+    assert summaries[t]["gate_threshold"] == t
+    assert summaries[t]["num_utterances"] == final["num_utterances"]
+  assert summaries[-100]["open_fraction"] == 1.0 and summaries[100]["open_fraction"] == 0.0
+  assert summaries[100]["flops_per_frame"] < final["flops_per_frame"] <= \
+      summaries[-100]["flops_per_frame"]

@@ -27,7 +27,7 @@ for variant in gated_l1 gated_l2 gated_l3 gated_l4; do
     done
   done
 done
-for t in -100 -2 -1 1 2; do
+for t in $(printf '%s\n' ${thresholds[@]} | sort -un); do
   "$asr_report" --sweep cat --eval "dev_greedy_gate$t" --x compute \
     --out "experiments/results/cat/gate$t" > /dev/null
 done
